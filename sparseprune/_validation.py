@@ -1,0 +1,129 @@
+"""Checks at the public boundary. Everything a kernel receives has passed through here.
+
+Every message names the argument, says what was expected and what was found.
+"""
+
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype, name="dtype"):
+    """Return ``dtype`` as float32 or float64; anything else is a TypeError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from exc
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {resolved}")
+    return resolved
+
+
+def check_int(value, name, minimum=None):
+    """Return ``value`` as an int (bool refused), at least ``minimum`` if given."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_real(value, name, low=None, high=None, low_open=False, high_open=False):
+    """Return ``value`` as a finite float within the given bounds."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def check_sparsity(value, name="sparsity"):
+    """A sparsity is a fraction in [0, 1): pruning every weight leaves no network."""
+    return check_real(value, name, low=0.0, high=1.0, high_open=True)
+
+
+def check_choice(value, name, choices):
+    """Return ``value`` if it is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        expected = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {expected}, got {value!r}")
+    return value
+
+
+def check_features(X, n_features, dtype, name="X"):
+    """Return X as a finite 2-D array (n_samples, n_features) of ``dtype``.
+
+    Any numeric input is converted (a copy only when needed); non-contiguous input is
+    fine. At least one sample is required.
+    """
+    try:
+        X = np.asarray(X)
+    except Exception as exc:  # ragged lists and other objects numpy refuses
+        raise TypeError(f"{name} must be a 2-D numeric array, could not convert: {exc}") from exc
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise TypeError(f"{name} must be a 2-D numeric array, got dtype {X.dtype}")
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features per sample, the model expects {n_features}"
+        )
+    X = X.astype(dtype, copy=False)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or infinity; remove or impute them first")
+    return X
+
+
+def check_labels(y, n_samples, n_classes, name="y"):
+    """Return y as an int64 vector (n_samples,) of class labels in [0, n_classes).
+
+    Integer arrays are taken as they are; float arrays only if every value is integral.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,), got shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{name} has {y.shape[0]} labels, X has {n_samples} samples")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            raise ValueError(f"{name} must hold integer class labels, got non-integral values")
+    elif not np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(
+            f"{name} must hold labels in [0, {n_classes}), "
+            f"got values in [{y.min():g}, {y.max():g}]"
+        )
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_matrix(a, shape, dtype, name, finite=True):
+    """Return ``a`` as a C-contiguous array of exactly ``shape`` and ``dtype``."""
+    a = np.asarray(a)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    if dtype == np.dtype(bool):
+        if a.dtype != bool:
+            raise TypeError(f"{name} must be a bool array, got dtype {a.dtype}")
+    elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if finite and a.dtype != bool and not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return a

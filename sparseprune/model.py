@@ -1,0 +1,235 @@
+"""The masked multilayer perceptron: ReLU hidden layers, softmax output."""
+
+import numpy as np
+
+from ._validation import check_dtype, check_features, check_int, check_labels
+from .kernels.dense import dense_softmax, dense_softmax_xent
+from .layers import MaskedLinear
+
+# Inference runs in chunks of this many samples, bounding the activations' memory.
+PREDICT_CHUNK = 4096
+
+
+def _check_sizes(sizes):
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
+    if len(sizes) < 2:
+        raise ValueError(
+            f"sizes must have at least two entries (inputs, outputs), got {list(sizes)}"
+        )
+    sizes = tuple(check_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes))
+    if sizes[-1] < 2:
+        raise ValueError(f"sizes[-1] is the number of classes and must be >= 2, got {sizes[-1]}")
+    return sizes
+
+
+class _Workspace:
+    """Activation and gradient buffers for batches of up to ``capacity`` samples.
+
+    Allocated once per fit. A batch of ``b <= capacity`` samples gets C-contiguous
+    ``(features, b)`` views of the leading ``features * b`` elements of each buffer.
+    """
+
+    def __init__(self, sizes, capacity, dtype):
+        self.capacity = capacity
+        self.sizes = sizes
+        # _acts[0] is the input batch, _acts[-1] the logits, overwritten by their gradient.
+        self._acts = [np.empty(s * capacity, dtype) for s in sizes]
+        # Gradients at the hidden layers' outputs; the input gets none.
+        self._grads = [np.empty(s * capacity, dtype) for s in sizes[1:-1]]
+        self.y = np.empty(capacity, np.int64)
+        self.grad_weight = [np.empty((i, o), dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+        self.grad_bias = [np.empty(o, dtype) for o in sizes[1:]]
+
+    @staticmethod
+    def _view(buffer, rows, batch):
+        return buffer[: rows * batch].reshape(rows, batch)
+
+    def acts(self, batch):
+        return [self._view(a, s, batch) for a, s in zip(self._acts, self.sizes)]
+
+    def grads(self, batch):
+        return [self._view(g, s, batch) for g, s in zip(self._grads, self.sizes[1:-1])]
+
+
+class MLP:
+    """A multilayer perceptron with a pruning mask on every weight matrix.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_features, hidden..., n_classes]``; at least two entries.
+    dtype : "float32" or "float64"
+        Parameters and computation.
+    seed : int or None
+        Seeds the He-normal initialization and, unless ``fit`` is given its own seed,
+        the shuffling of mini-batches. Biases start at zero.
+
+    Attributes
+    ----------
+    layers : list of MaskedLinear
+        ``layer.weight`` (in, out), ``layer.bias`` (out,), ``layer.mask`` (in, out) bool.
+    """
+
+    def __init__(self, sizes, dtype="float32", seed=None):
+        self.sizes = _check_sizes(sizes)
+        self.dtype = check_dtype(dtype)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.layers = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            # He et al. 2015: variance 2 / fan_in keeps ReLU activations' scale. Drawn in
+            # float64 so float32 and float64 models of one seed agree to rounding.
+            weight = self._rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
+            self.layers.append(MaskedLinear(weight, np.zeros(n_out), dtype=self.dtype))
+
+    # -- shape and size -----------------------------------------------------------------
+
+    @property
+    def n_features(self):
+        return self.sizes[0]
+
+    @property
+    def n_classes(self):
+        return self.sizes[-1]
+
+    def count_parameters(self):
+        """(total, active): all weights and biases, and those not pruned.
+
+        Biases are never pruned and always count as active.
+        """
+        total = sum(layer.n_weights + layer.out_features for layer in self.layers)
+        active = sum(layer.n_active + layer.out_features for layer in self.layers)
+        return total, active
+
+    @property
+    def sparsity(self):
+        """Fraction of weights pruned, over all layers (biases not counted)."""
+        n = sum(layer.n_weights for layer in self.layers)
+        return 1.0 - sum(layer.n_active for layer in self.layers) / n
+
+    # -- inference ------------------------------------------------------------------------
+
+    def _feature_major(self, X, name="X"):
+        """Validate X (n_samples, n_features) and return it as (n_features, n_samples)."""
+        X = check_features(X, self.n_features, self.dtype, name=name)
+        return np.ascontiguousarray(X.T)
+
+    def _logits_fm(self, xt):
+        """Logits (n_classes, batch) of feature-major input ``xt`` (n_features, batch)."""
+        a = xt
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            out = np.empty((layer.out_features, a.shape[1]), self.dtype)
+            a = layer.forward(a, out, relu=i < last)
+        return a
+
+    def _chunks(self, xt):
+        for start in range(0, xt.shape[1], PREDICT_CHUNK):
+            yield start, np.ascontiguousarray(xt[:, start : start + PREDICT_CHUNK])
+
+    def _proba_fm(self, xt):
+        """Class probabilities (batch, n_classes) of feature-major input."""
+        proba = np.empty((xt.shape[1], self.n_classes), self.dtype)
+        for start, chunk in self._chunks(xt):
+            z = self._logits_fm(chunk)
+            dense_softmax(z)
+            proba[start : start + z.shape[1]] = z.T
+        return proba
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes) of X (n_samples, n_features)."""
+        return self._proba_fm(self._feature_major(X))
+
+    forward = predict_proba
+
+    def predict(self, X):
+        """Predicted class (n_samples,) int64: the most probable one."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def score(self, X, y):
+        """Accuracy: the fraction of samples whose predicted class is ``y``."""
+        xt = self._feature_major(X)
+        y = check_labels(y, xt.shape[1], self.n_classes)
+        return float(np.mean(np.argmax(self._proba_fm(xt), axis=1) == y))
+
+    accuracy = score
+
+    def evaluate(self, X, y):
+        """(mean cross-entropy in nats, accuracy) on X, y."""
+        xt = self._feature_major(X)
+        y = check_labels(y, xt.shape[1], self.n_classes)
+        return self._evaluate_fm(xt, y)
+
+    def _evaluate_fm(self, xt, y):
+        grad_bias = np.empty(self.n_classes, self.dtype)
+        loss = correct = 0.0
+        for start, chunk in self._chunks(xt):
+            z = self._logits_fm(chunk)
+            labels = y[start : start + z.shape[1]]
+            chunk_loss, chunk_correct = dense_softmax_xent(z, labels, 1.0, z, grad_bias)
+            loss += chunk_loss
+            correct += chunk_correct
+        n = xt.shape[1]
+        return loss / n, correct / n
+
+    # -- training -------------------------------------------------------------------------
+
+    def _forward_backward(self, ws, batch):
+        """One forward and backward pass over the batch held in ``ws``.
+
+        ``ws.acts(batch)[0]`` and ``ws.y[:batch]`` hold the input; the gradients of the
+        mean cross-entropy land in ``ws.grad_weight`` and ``ws.grad_bias``.
+        Returns (summed loss, number correct) of the batch before the update.
+        """
+        acts = ws.acts(batch)
+        grads = ws.grads(batch)
+        layers = self.layers
+        last = len(layers) - 1
+        for i, layer in enumerate(layers):
+            layer.forward(acts[i], acts[i + 1], relu=i < last)
+        dz = acts[-1]
+        loss, correct = dense_softmax_xent(dz, ws.y[:batch], 1.0 / batch, dz, ws.grad_bias[-1])
+        for i in range(last, -1, -1):
+            dx = grads[i - 1] if i > 0 else None
+            layers[i].backward(acts[i], dz, ws.grad_weight[i], dx)
+            if dx is not None:
+                MaskedLinear.relu_backward(acts[i], dx, ws.grad_bias[i - 1])
+                dz = dx
+        return loss, correct
+
+    def loss_and_gradients(self, X, y):
+        """Mean cross-entropy on (X, y) and its gradients, as training computes them.
+
+        Returns (loss, grads) with grads a list of (grad_weight (in, out),
+        grad_bias (out,)) per layer; weight gradients are zero outside the mask.
+        """
+        xt = self._feature_major(X)
+        n = xt.shape[1]
+        y = check_labels(y, n, self.n_classes)
+        ws = _Workspace(self.sizes, n, self.dtype)
+        ws.acts(n)[0][...] = xt
+        ws.y[:] = y
+        loss, _ = self._forward_backward(ws, n)
+        return loss / n, [(gw.copy(), gb.copy()) for gw, gb in zip(ws.grad_weight, ws.grad_bias)]
+
+    def fit(self, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=0.9,
+            weight_decay=0.0, validation_data=None, progress=True, seed=None, backend="dense"):
+        """Train on X (n_samples, n_features), y (n_samples,) int labels.
+
+        Minimizes the mean softmax cross-entropy over each mini-batch. Pruned weights
+        stay exactly zero. See :func:`sparseprune.train.fit` for every argument.
+        Returns a :class:`sparseprune.train.History`.
+        """
+        from .train import fit
+
+        return fit(self, X, y, epochs=epochs, lr=lr, batch_size=batch_size,
+                   optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+                   validation_data=validation_data, progress=progress, seed=seed,
+                   backend=backend)
+
+    def __repr__(self):
+        return (
+            f"MLP(sizes={list(self.sizes)}, dtype={self.dtype}, "
+            f"sparsity={self.sparsity:.3f})"
+        )

@@ -1,0 +1,198 @@
+"""Training: optimizers, the epoch loop and its history."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._validation import check_choice, check_int, check_labels, check_real
+from .kernels.optim import adam_step, sgd_step
+from .model import _Workspace
+
+OPTIMIZERS = ("sgd", "adam")
+BACKENDS = ("dense",)
+DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+
+
+class SGD:
+    """Stochastic gradient descent with heavy-ball momentum and coupled L2, as
+    ``torch.optim.SGD`` (no dampening, no Nesterov)."""
+
+    def __init__(self, lr, momentum=0.9, weight_decay=0.0):
+        self.lr = check_real(lr, "lr", low=0.0, low_open=True)
+        self.momentum = check_real(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        self.weight_decay = check_real(weight_decay, "weight_decay", low=0.0)
+        self._state = None
+
+    def bind(self, params, masks):
+        """Allocate state for ``params`` (flat C-contiguous arrays updated in place) and
+        their ``masks`` (flat bool arrays of the same sizes)."""
+        self._params, self._masks = params, masks
+        self._state = [np.zeros_like(p) for p in params]
+
+    def step(self, grads):
+        for p, g, v, m in zip(self._params, grads, self._state, self._masks):
+            sgd_step(p, g, v, m, self.lr, self.momentum, self.weight_decay)
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with coupled L2, as ``torch.optim.Adam``."""
+
+    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.lr = check_real(lr, "lr", low=0.0, low_open=True)
+        self.betas = tuple(
+            check_real(b, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
+            for i, b in enumerate(betas)
+        )
+        self.eps = check_real(eps, "eps", low=0.0, low_open=True)
+        self.weight_decay = check_real(weight_decay, "weight_decay", low=0.0)
+        self._state = None
+
+    def bind(self, params, masks):
+        self._params, self._masks = params, masks
+        self._state = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+        self._t = 0
+
+    def step(self, grads):
+        self._t += 1
+        beta1, beta2 = self.betas
+        bc1, bc2 = 1.0 - beta1**self._t, 1.0 - beta2**self._t
+        for p, g, (m1, m2), m in zip(self._params, grads, self._state, self._masks):
+            adam_step(p, g, m1, m2, m, self.lr, beta1, beta2, self.eps, self.weight_decay,
+                      bc1, bc2)
+
+
+@dataclass
+class History:
+    """What ``fit`` saw, one entry per epoch.
+
+    ``loss`` and ``accuracy`` are over the training batches as they were seen during the
+    epoch (before each batch's update, like Keras); ``val_loss`` and ``val_accuracy``
+    are measured after the epoch, and stay empty without validation data.
+    """
+
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+
+    @property
+    def history(self):
+        """The record as a dict of lists, keyed as the attributes."""
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __len__(self):
+        return len(self.epoch)
+
+
+def _check_validation_data(model, validation_data):
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a pair (X_val, y_val)")
+    xv = model._feature_major(validation_data[0], name="validation_data[0]")
+    yv = check_labels(validation_data[1], xv.shape[1], model.n_classes, name="validation_data[1]")
+    return xv, yv
+
+
+def make_optimizer(optimizer, lr=None, momentum=0.9, weight_decay=0.0):
+    """An optimizer by name ("sgd" or "adam"), or ``optimizer`` itself if it already is
+    one (anything with ``bind`` and ``step``)."""
+    if hasattr(optimizer, "bind") and hasattr(optimizer, "step"):
+        return optimizer
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    if optimizer == "sgd":
+        return SGD(lr, momentum=momentum, weight_decay=weight_decay)
+    return Adam(lr, weight_decay=weight_decay)
+
+
+def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=0.9,
+        weight_decay=0.0, validation_data=None, progress=True, seed=None, backend="dense"):
+    """Train ``model`` on X (n_samples, n_features), y (n_samples,) integer labels.
+
+    Parameters
+    ----------
+    epochs : int >= 0
+    lr : float > 0, optional
+        Learning rate; 0.01 for SGD and 0.001 for Adam by default.
+    batch_size : int, optional
+        Mini-batch size; the whole set (full-batch gradient descent) if None. The last
+        batch of an epoch may be smaller.
+    optimizer : "sgd", "adam", or an optimizer object
+        With ``"sgd"`` and ``momentum=0`` a step is exactly ``w -= lr * grad``.
+    momentum, weight_decay : float
+        SGD momentum in [0, 1); coupled L2 weight decay >= 0 (both optimizers).
+    validation_data : (X_val, y_val), optional
+        Measured after every epoch.
+    progress : bool
+        A progress bar over epochs, with the loss and validation accuracy.
+    seed : int, optional
+        Seeds the shuffling; by default it is drawn from the model's own seeded stream.
+    backend : "dense"
+        The engine the layers train with.
+
+    Returns
+    -------
+    History
+    """
+    xt = model._feature_major(X)
+    y = check_labels(y, xt.shape[1], model.n_classes)
+    validation = _check_validation_data(model, validation_data)
+    return _fit(model, xt, y, validation, epochs=epochs, lr=lr, batch_size=batch_size,
+                optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+                progress=progress, seed=seed, backend=backend)
+
+
+def _fit(model, xt, y, validation, epochs, lr, batch_size, optimizer, momentum, weight_decay,
+         progress, seed, backend):
+    """``fit`` on data already validated: xt (n_features, n) of the model's dtype, y
+    (n,) int64 labels, validation None or such a pair."""
+    n = xt.shape[1]
+    epochs = check_int(epochs, "epochs", minimum=0)
+    batch = n if batch_size is None else min(check_int(batch_size, "batch_size", minimum=1), n)
+    check_choice(backend, "backend", BACKENDS)
+    optimizer = make_optimizer(optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    rng = np.random.default_rng(model._rng.integers(2**63) if seed is None else seed)
+
+    ws = _Workspace(model.sizes, batch, model.dtype)
+    params, masks, grads = [], [], []
+    for layer, gw, gb in zip(model.layers, ws.grad_weight, ws.grad_bias):
+        params += [layer.weight.ravel(), layer.bias]
+        masks += [layer.mask.ravel(), np.ones(layer.out_features, bool)]
+        grads += [gw.ravel(), gb]
+    optimizer.bind(params, masks)
+
+    history = History()
+    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress,
+               dynamic_ncols=True)
+    for epoch in bar:
+        order = rng.permutation(n)
+        loss = correct = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            b = idx.shape[0]
+            # mode="clip" skips the bounds check (idx is a permutation) and the copy of
+            # ``out`` that numpy makes under the default mode.
+            np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
+            np.take(y, idx, out=ws.y[:b], mode="clip")
+            batch_loss, batch_correct = model._forward_backward(ws, b)
+            optimizer.step(grads)
+            loss += batch_loss
+            correct += batch_correct
+        history.epoch.append(epoch)
+        history.loss.append(loss / n)
+        history.accuracy.append(correct / n)
+        postfix = {"loss": f"{loss / n:.4f}", "acc": f"{correct / n:.3f}"}
+        if validation is not None:
+            val_loss, val_acc = model._evaluate_fm(*validation)
+            history.val_loss.append(val_loss)
+            history.val_accuracy.append(val_acc)
+            postfix["val_acc"] = f"{val_acc:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+    bar.close()
+    return history
