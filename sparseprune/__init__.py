@@ -5,10 +5,14 @@ schedule), and description length in bits.
 """
 
 from . import data, prune
-from .layers import MaskedLinear
-from .model import MLP
+from .io import load
+from .layers import MaskedLinear, SparseLinear
+from .model import MLP, SparseMLP
 from .train import SGD, Adam, History
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "MaskedLinear", "SGD", "Adam", "History", "data", "prune", "__version__"]
+__all__ = [
+    "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "History", "data",
+    "load", "prune", "__version__",
+]

@@ -127,3 +127,97 @@ def check_matrix(a, shape, dtype, name, finite=True):
     if finite and a.dtype != bool and not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return a
+
+
+INDEX_DTYPE = np.dtype(np.int32)
+# Kernels index with int32: every dimension and nnz must fit.
+MAX_INDEX = np.iinfo(np.int32).max
+
+
+def check_csr(shape, indptr, indices, data, dtype, name):
+    """Full O(nnz) check of CSR arrays that come from outside (a file, a user).
+
+    shape: (n_rows, n_cols); indptr: (n_rows + 1,) non-decreasing from 0 to nnz;
+    indices: (nnz,) in [0, n_cols), strictly increasing within each row (canonical: sorted,
+    no duplicates); data: (nnz,) finite. Returns (indptr int32, indices int32, data of
+    ``dtype``), C-contiguous, copied only where a conversion was needed.
+    """
+    n_rows, n_cols = shape
+    if not (0 <= n_rows <= MAX_INDEX and 0 <= n_cols <= MAX_INDEX):
+        raise ValueError(f"{name}: shape {tuple(shape)} must have dimensions in [0, {MAX_INDEX}]")
+    arrays = {"indptr": indptr, "indices": indices, "data": data}
+    for key, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.ndim != 1:
+            raise ValueError(f"{name}: {key} must be a 1-D array, got {getattr(a, 'shape', a)!r}")
+    for key in ("indptr", "indices"):
+        a = arrays[key]
+        if not np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+            raise ValueError(f"{name}: {key} must hold integers, got dtype {a.dtype}")
+    if not np.issubdtype(data.dtype, np.floating):
+        raise ValueError(f"{name}: data must hold floats, got dtype {data.dtype}")
+    if indptr.size != n_rows + 1:
+        raise ValueError(f"{name}: index pointer size {indptr.size} should be {n_rows + 1}")
+    nnz = indices.size
+    if data.size != nnz:
+        raise ValueError(f"{name}: data has {data.size} entries, indices {nnz}")
+    if nnz > MAX_INDEX:
+        raise ValueError(f"{name}: {nnz} nonzeros exceed the int32 index range")
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise ValueError(
+            f"{name}: indptr must run from 0 to nnz={nnz}, got {indptr[0]} to {indptr[-1]}"
+        )
+    steps = np.diff(indptr)
+    if (steps < 0).any():
+        raise ValueError(f"{name}: indptr must be a non-decreasing sequence")
+    if nnz and (indices.min() < 0 or indices.max() >= n_cols):
+        raise ValueError(
+            f"{name}: column indices must lie in [0, {n_cols}), "
+            f"got values in [{indices.min()}, {indices.max()}]"
+        )
+    # Within a row indices must increase; where a new row starts they may drop.
+    rises = np.diff(indices) > 0
+    starts = indptr[1:-1]
+    rises[starts[(starts > 0) & (starts < nnz)] - 1] = True
+    if not rises.all():
+        raise ValueError(f"{name}: column indices must be sorted and unique within each row")
+    data = np.ascontiguousarray(data, dtype=dtype)
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name}: data contains NaN or infinity")
+    return (
+        np.ascontiguousarray(indptr, dtype=INDEX_DTYPE),
+        np.ascontiguousarray(indices, dtype=INDEX_DTYPE),
+        data,
+    )
+
+
+def check_sparse_weight(W, dtype=None, name="W"):
+    """A scipy.sparse array or matrix W (in, out) as canonical CSC arrays.
+
+    CSC of W (in, out) is CSR of W.T (out, in): each output's inputs, one row each.
+    Duplicates are summed and indices sorted (scipy's canonical form); explicit zeros are
+    kept, as live weights. Returns (shape, indptr int32 (out + 1,), indices int32 (nnz,),
+    data (nnz,) of ``dtype``: W's own float dtype by default, float32 for other dtypes).
+    """
+    import scipy.sparse as sp
+
+    if not sp.issparse(W):
+        raise TypeError(
+            f"{name} must be a scipy.sparse array or matrix of shape (in, out), got "
+            f"{type(W).__name__}; wrap a dense array in scipy.sparse.csc_array(...)"
+        )
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (in, out), got shape {W.shape}")
+    if dtype is None:
+        dtype = W.dtype if W.dtype in FLOAT_DTYPES else np.float32
+    dtype = check_dtype(dtype)
+    if not (np.issubdtype(W.dtype, np.floating) or np.issubdtype(W.dtype, np.integer)
+            or W.dtype == bool):
+        raise TypeError(f"{name} must hold real numbers, got dtype {W.dtype}")
+    csc = sp.csc_array(W, copy=True)
+    csc.sum_duplicates()
+    n_in, n_out = csc.shape
+    # CSC arrays are CSR arrays of the transpose: rows are outputs, columns inputs.
+    indptr, indices, data = check_csr(
+        (n_out, n_in), csc.indptr, csc.indices, csc.data, dtype, name
+    )
+    return (n_in, n_out), indptr, indices, data

@@ -6,8 +6,18 @@ the weight as ``(in, out)``, like ``X @ W`` on sample-major data.
 
 import numpy as np
 
-from ._validation import check_dtype, check_matrix
+from ._timing import best_time
+from ._validation import (
+    INDEX_DTYPE, check_choice, check_dtype, check_features, check_matrix, check_sparse_weight,
+)
 from .kernels.dense import dense_bias_act, dense_mask_grad, dense_relu_backward
+from .ops import _EMPTY, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks
+
+
+def _read_only(a):
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 class MaskedLinear:
@@ -45,8 +55,12 @@ class MaskedLinear:
 
     @property
     def weight(self):
-        """The dense weight (in, out); zero wherever ``mask`` is False."""
-        return self._weight
+        """The dense weight (in, out), zero wherever ``mask`` is False.
+
+        A read-only view: assign ``layer.weight = W`` to change it, so that pruned
+        weights stay zero.
+        """
+        return _read_only(self._weight)
 
     @weight.setter
     def weight(self, value):
@@ -66,8 +80,12 @@ class MaskedLinear:
 
     @property
     def mask(self):
-        """Bool (in, out): True where the weight is live."""
-        return self._mask
+        """Bool (in, out): True where the weight is live.
+
+        A read-only view: assign ``layer.mask = M`` to change it, which also zeroes the
+        weights it removes.
+        """
+        return _read_only(self._mask)
 
     @mask.setter
     def mask(self, value):
@@ -90,7 +108,16 @@ class MaskedLinear:
 
     # -- kernels ---------------------------------------------------------------------
 
-    def forward(self, x, out, relu):
+    def csr_arrays(self):
+        """The live weights as CSR of ``W.T`` (out, in): (indptr int32 (out + 1,),
+        indices int32 (nnz,), data (nnz,)), row ``j`` holding output ``j``'s inputs."""
+        rows, cols = np.nonzero(self._mask.T)
+        indptr = np.zeros(self.out_features + 1, INDEX_DTYPE)
+        np.cumsum(np.bincount(rows, minlength=self.out_features), out=indptr[1:])
+        data = np.ascontiguousarray(self._weight.T[rows, cols])
+        return indptr, cols.astype(INDEX_DTYPE), data
+
+    def forward_fm(self, x, out, relu):
         """Fill ``out`` (out, batch) with ``W.T @ x + b``, ReLU'd if ``relu``.
 
         x: (in, batch), C-contiguous, of the layer's dtype.
@@ -99,7 +126,7 @@ class MaskedLinear:
         dense_bias_act(out, self._bias, relu)
         return out
 
-    def backward(self, x, dz, grad_weight, dx=None):
+    def backward_fm(self, x, dz, grad_weight, dx=None):
         """Weight and input gradients from ``dz`` (out, batch), the gradient at the
         layer's pre-activation.
 
@@ -123,5 +150,211 @@ class MaskedLinear:
     def __repr__(self):
         return (
             f"MaskedLinear(in={self.in_features}, out={self.out_features}, "
+            f"density={self.density:.3f}, dtype={self.dtype})"
+        )
+
+
+ENGINES = ("auto", "csr", "dense")
+
+
+class SparseLinear:
+    """A linear layer whose weight is stored sparse: ``forward(X) == X @ W + bias``.
+
+    Parameters
+    ----------
+    W : scipy.sparse array or matrix (in, out)
+        Any format (CSR, CSC, COO, ...). Its stored entries are the layer's weights,
+        explicit zeros included; duplicates are summed.
+    bias : array (out,), optional
+        Zeros by default.
+    dtype : float32 or float64, optional
+        W's dtype if it is one of these, else float32.
+
+    The weight is held as CSR of ``W.T`` (out, in), int32 indices: row ``j`` lists the
+    inputs of output ``j``, the same arrays as scipy's CSC of W. ``weight`` gives it
+    back as a ``scipy.sparse.csc_array`` (in, out) that shares the layer's values.
+    """
+
+    def __init__(self, W, bias=None, dtype=None):
+        shape, indptr, indices, data = check_sparse_weight(W, dtype=dtype, name="W")
+        n_out = shape[1]
+        bias = np.zeros(n_out) if bias is None else bias
+        bias = check_matrix(bias, (n_out,), data.dtype, "bias").copy()
+        self._setup(shape, indptr, indices, data, bias)
+
+    @classmethod
+    def _from_arrays(cls, shape, indptr, indices, data, bias):
+        """A layer on arrays that have passed ``check_csr``; they are not copied."""
+        layer = cls.__new__(cls)
+        layer._setup(shape, indptr, indices, data, bias)
+        return layer
+
+    @classmethod
+    def from_masked(cls, layer):
+        """The surviving weights of a :class:`MaskedLinear`, as a new SparseLinear."""
+        return cls._from_arrays(layer.shape, *layer.csr_arrays(), layer.bias.copy())
+
+    def _setup(self, shape, indptr, indices, data, bias):
+        self.in_features, self.out_features = shape
+        self.dtype = data.dtype
+        self._indptr, self._indices, self._data, self._bias = indptr, indices, data, bias
+        self._row_bounds = row_chunks(indptr)
+        self._transpose = None
+        self.engine = "auto"
+
+    # -- parameters ------------------------------------------------------------------
+
+    @property
+    def shape(self):
+        """(in, out)."""
+        return (self.in_features, self.out_features)
+
+    @property
+    def weight(self):
+        """The weight as a ``scipy.sparse.csc_array`` (in, out), sharing the values.
+
+        Its index arrays are read-only views: the pattern is fixed, and an index written
+        out of range would send a kernel outside its arrays.
+        """
+        import scipy.sparse as sp
+
+        return sp.csc_array(
+            (self._data, _read_only(self._indices), _read_only(self._indptr)),
+            shape=self.shape, copy=False,
+        )
+
+    @property
+    def data(self):
+        """The stored weights (nnz,), in CSR-of-``W.T`` order."""
+        return self._data
+
+    @property
+    def bias(self):
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = check_matrix(value, (self.out_features,), self.dtype, "bias").copy()
+
+    @property
+    def nnz(self):
+        return int(self._indices.size)
+
+    n_active = nnz
+
+    @property
+    def n_weights(self):
+        return self.in_features * self.out_features
+
+    @property
+    def density(self):
+        return self.nnz / self.n_weights if self.n_weights else 0.0
+
+    def csr_arrays(self):
+        """(indptr (out + 1,), indices (nnz,), data (nnz,)): CSR of ``W.T``."""
+        return self._indptr, self._indices, self._data
+
+    def nbytes(self):
+        """Bytes of the stored weight: data + indices + indptr."""
+        return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
+
+    # -- kernels ---------------------------------------------------------------------
+
+    def forward(self, X):
+        """``X @ W + bias`` for X (batch, in); returns (batch, out) of the layer's dtype."""
+        X = check_features(X, self.in_features, self.dtype)
+        xt = np.ascontiguousarray(X.T)
+        out = np.empty((self.out_features, xt.shape[1]), self.dtype)
+        return self.forward_fm(xt, out, relu=False).T
+
+    __call__ = forward
+
+    def forward_fm(self, x, out, relu):
+        """Fill ``out`` (out, batch) with ``W.T @ x + b`` (ReLU'd if ``relu``) for
+        feature-major ``x`` (in, batch); both C-contiguous, of the layer's dtype.
+
+        With ``engine="auto"`` the first call at each batch-size bucket (powers of two)
+        times the CSR kernel against a dense BLAS product on the real input and keeps
+        the faster one for that bucket; a dense copy of the weight exists only while a
+        bucket runs dense. ``engine="csr"`` or ``"dense"`` fixes the choice.
+        """
+        if self._engine_for(x, out, relu) == "csr":
+            self._csr_forward(x, out, relu)
+        else:
+            self._dense_forward(x, out, relu)
+        return out
+
+    def _csr_forward(self, x, out, relu):
+        csr_forward(self._indptr, self._indices, self._data, self._row_bounds, self._bias,
+                    relu, x, out)
+
+    def _dense_forward(self, x, out, relu):
+        if self._dense is None:
+            self._dense = self.weight.toarray()
+        np.matmul(self._dense.T, x, out=out)
+        dense_bias_act(out, self._bias, relu)
+
+    @property
+    def engine(self):
+        """"auto" (measure per batch-size bucket), "csr" or "dense"."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, value):
+        self._engine = check_choice(value, "engine", ENGINES)
+        self._plan = {}
+        self._dense = None
+
+    @property
+    def plan(self):
+        """What ``engine="auto"`` chose so far: {batch bucket: "csr" or "dense"}."""
+        return dict(self._plan)
+
+    def _engine_for(self, x, out, relu):
+        if self._engine != "auto":
+            return self._engine
+        bucket = 1 << (x.shape[1] - 1).bit_length()
+        choice = self._plan.get(bucket)
+        if choice is None:
+            t_csr = best_time(lambda: self._csr_forward(x, out, relu))
+            t_dense = best_time(lambda: self._dense_forward(x, out, relu))
+            choice = self._plan[bucket] = "csr" if t_csr <= t_dense else "dense"
+            if "dense" not in self._plan.values():
+                self._dense = None
+        return choice
+
+    def _transposed(self):
+        """The pattern of W (in, out) as CSR, for the input gradient, built once."""
+        if self._transpose is None:
+            indptr_t, indices_t, perm = csr_transpose(
+                self.in_features, self._indptr, self._indices)
+            data_t = np.empty_like(self._data)
+            self._transpose = (indptr_t, indices_t, perm, data_t, row_chunks(indptr_t))
+        return self._transpose
+
+    def backward_fm(self, x, dz, grad_data, dx=None):
+        """Weight and input gradients from ``dz`` (out, batch), the gradient at the
+        pre-activation, for feature-major input ``x`` (in, batch).
+
+        Fills ``grad_data`` (nnz,) with the weight gradient on the pattern only (one
+        dot product over the batch per stored weight), and ``dx`` (in, batch) with
+        ``W @ dz`` if given. The bias gradient is fused into the kernel that made ``dz``.
+        """
+        csr_weight_grad(self._indptr, self._indices, self._row_bounds, dz, x, grad_data)
+        if dx is not None:
+            indptr_t, indices_t, perm, data_t, bounds_t = self._transposed()
+            # The values change at every optimizer step; one gather refreshes them.
+            csr_gather(perm, self._data, data_t)
+            csr_forward(indptr_t, indices_t, data_t, bounds_t, _EMPTY[self.dtype], False,
+                        dz, dx)
+        return grad_data
+
+    def to_dense(self):
+        """The weight as a dense array (in, out)."""
+        return self.weight.toarray()
+
+    def __repr__(self):
+        return (
+            f"SparseLinear(in={self.in_features}, out={self.out_features}, nnz={self.nnz}, "
             f"density={self.density:.3f}, dtype={self.dtype})"
         )

@@ -4,7 +4,7 @@ import numpy as np
 
 from ._validation import check_dtype, check_features, check_int, check_labels
 from .kernels.dense import dense_softmax, dense_softmax_xent
-from .layers import MaskedLinear
+from .layers import MaskedLinear, SparseLinear
 
 # Inference runs in chunks of this many samples, bounding the activations' memory.
 PREDICT_CHUNK = 4096
@@ -23,65 +23,9 @@ def _check_sizes(sizes):
     return sizes
 
 
-class _Workspace:
-    """Activation and gradient buffers for batches of up to ``capacity`` samples.
-
-    Allocated once per fit. A batch of ``b <= capacity`` samples gets C-contiguous
-    ``(features, b)`` views of the leading ``features * b`` elements of each buffer.
-    """
-
-    def __init__(self, sizes, capacity, dtype):
-        self.capacity = capacity
-        self.sizes = sizes
-        # _acts[0] is the input batch, _acts[-1] the logits, overwritten by their gradient.
-        self._acts = [np.empty(s * capacity, dtype) for s in sizes]
-        # Gradients at the hidden layers' outputs; the input gets none.
-        self._grads = [np.empty(s * capacity, dtype) for s in sizes[1:-1]]
-        self.y = np.empty(capacity, np.int64)
-        self.grad_weight = [np.empty((i, o), dtype) for i, o in zip(sizes[:-1], sizes[1:])]
-        self.grad_bias = [np.empty(o, dtype) for o in sizes[1:]]
-
-    @staticmethod
-    def _view(buffer, rows, batch):
-        return buffer[: rows * batch].reshape(rows, batch)
-
-    def acts(self, batch):
-        return [self._view(a, s, batch) for a, s in zip(self._acts, self.sizes)]
-
-    def grads(self, batch):
-        return [self._view(g, s, batch) for g, s in zip(self._grads, self.sizes[1:-1])]
-
-
-class MLP:
-    """A multilayer perceptron with a pruning mask on every weight matrix.
-
-    Parameters
-    ----------
-    sizes : sequence of int
-        Layer widths ``[n_features, hidden..., n_classes]``; at least two entries.
-    dtype : "float32" or "float64"
-        Parameters and computation.
-    seed : int or None
-        Seeds the He-normal initialization and, unless ``fit`` is given its own seed,
-        the shuffling of mini-batches. Biases start at zero.
-
-    Attributes
-    ----------
-    layers : list of MaskedLinear
-        ``layer.weight`` (in, out), ``layer.bias`` (out,), ``layer.mask`` (in, out) bool.
-    """
-
-    def __init__(self, sizes, dtype="float32", seed=None):
-        self.sizes = _check_sizes(sizes)
-        self.dtype = check_dtype(dtype)
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-        self.layers = []
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            # He et al. 2015: variance 2 / fan_in keeps ReLU activations' scale. Drawn in
-            # float64 so float32 and float64 models of one seed agree to rounding.
-            weight = self._rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
-            self.layers.append(MaskedLinear(weight, np.zeros(n_out), dtype=self.dtype))
+class _Network:
+    """Inference shared by the dense and the sparse model: a stack of layers with
+    ``forward_fm(x, out, relu)``, ReLU between them, softmax at the end."""
 
     # -- shape and size -----------------------------------------------------------------
 
@@ -121,7 +65,7 @@ class MLP:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             out = np.empty((layer.out_features, a.shape[1]), self.dtype)
-            a = layer.forward(a, out, relu=i < last)
+            a = layer.forward_fm(a, out, relu=i < last)
         return a
 
     def _chunks(self, xt):
@@ -143,15 +87,24 @@ class MLP:
 
     forward = predict_proba
 
+    def _predict_fm(self, xt):
+        """Predicted classes (batch,) int64 of feature-major input: the argmax of the
+        logits, as training's accuracy counts it (probabilities can round to a tie)."""
+        labels = np.empty(xt.shape[1], np.int64)
+        for start, chunk in self._chunks(xt):
+            z = self._logits_fm(chunk)
+            labels[start : start + z.shape[1]] = np.argmax(z, axis=0)
+        return labels
+
     def predict(self, X):
         """Predicted class (n_samples,) int64: the most probable one."""
-        return np.argmax(self.predict_proba(X), axis=1)
+        return self._predict_fm(self._feature_major(X))
 
     def score(self, X, y):
         """Accuracy: the fraction of samples whose predicted class is ``y``."""
         xt = self._feature_major(X)
         y = check_labels(y, xt.shape[1], self.n_classes)
-        return float(np.mean(np.argmax(self._proba_fm(xt), axis=1) == y))
+        return float(np.mean(self._predict_fm(xt) == y))
 
     accuracy = score
 
@@ -173,30 +126,39 @@ class MLP:
         n = xt.shape[1]
         return loss / n, correct / n
 
+
+class MLP(_Network):
+    """A multilayer perceptron with a pruning mask on every weight matrix.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_features, hidden..., n_classes]``; at least two entries.
+    dtype : "float32" or "float64"
+        Parameters and computation.
+    seed : int or None
+        Seeds the He-normal initialization and, unless ``fit`` is given its own seed,
+        the shuffling of mini-batches. Biases start at zero.
+
+    Attributes
+    ----------
+    layers : list of MaskedLinear
+        ``layer.weight`` (in, out), ``layer.bias`` (out,), ``layer.mask`` (in, out) bool.
+    """
+
+    def __init__(self, sizes, dtype="float32", seed=None):
+        self.sizes = _check_sizes(sizes)
+        self.dtype = check_dtype(dtype)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.layers = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            # He et al. 2015: variance 2 / fan_in keeps ReLU activations' scale. Drawn in
+            # float64 so float32 and float64 models of one seed agree to rounding.
+            weight = self._rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
+            self.layers.append(MaskedLinear(weight, np.zeros(n_out), dtype=self.dtype))
+
     # -- training -------------------------------------------------------------------------
-
-    def _forward_backward(self, ws, batch):
-        """One forward and backward pass over the batch held in ``ws``.
-
-        ``ws.acts(batch)[0]`` and ``ws.y[:batch]`` hold the input; the gradients of the
-        mean cross-entropy land in ``ws.grad_weight`` and ``ws.grad_bias``.
-        Returns (summed loss, number correct) of the batch before the update.
-        """
-        acts = ws.acts(batch)
-        grads = ws.grads(batch)
-        layers = self.layers
-        last = len(layers) - 1
-        for i, layer in enumerate(layers):
-            layer.forward(acts[i], acts[i + 1], relu=i < last)
-        dz = acts[-1]
-        loss, correct = dense_softmax_xent(dz, ws.y[:batch], 1.0 / batch, dz, ws.grad_bias[-1])
-        for i in range(last, -1, -1):
-            dx = grads[i - 1] if i > 0 else None
-            layers[i].backward(acts[i], dz, ws.grad_weight[i], dx)
-            if dx is not None:
-                MaskedLinear.relu_backward(acts[i], dx, ws.grad_bias[i - 1])
-                dz = dx
-        return loss, correct
 
     def loss_and_gradients(self, X, y):
         """Mean cross-entropy on (X, y) and its gradients, as training computes them.
@@ -204,14 +166,31 @@ class MLP:
         Returns (loss, grads) with grads a list of (grad_weight (in, out),
         grad_bias (out,)) per layer; weight gradients are zero outside the mask.
         """
+        from .engines import DenseEngine
+        from .train import Workspace, forward_backward
+
         xt = self._feature_major(X)
         n = xt.shape[1]
         y = check_labels(y, n, self.n_classes)
-        ws = _Workspace(self.sizes, n, self.dtype)
+        ws = Workspace(self.sizes, n, self.dtype)
         ws.acts(n)[0][...] = xt
         ws.y[:] = y
-        loss, _ = self._forward_backward(ws, n)
-        return loss / n, [(gw.copy(), gb.copy()) for gw, gb in zip(ws.grad_weight, ws.grad_bias)]
+        engines = [DenseEngine(layer) for layer in self.layers]
+        loss, _ = forward_backward(engines, ws, n)
+        return loss / n, [(e.grad_weight, gb.copy()) for e, gb in zip(engines, ws.grad_bias)]
+
+    def to_sparse(self, engine="auto"):
+        """The model with every weight matrix stored sparse: a :class:`SparseMLP`.
+
+        Each layer keeps only its surviving weights, as a ``scipy.sparse`` (in, out)
+        weight; predictions equal this model's (to rounding). ``engine`` is each
+        layer's kernel choice: "auto" (measured per batch size, see
+        :meth:`SparseLinear.forward_fm`), "csr" or "dense".
+        """
+        layers = [SparseLinear.from_masked(layer) for layer in self.layers]
+        for layer in layers:
+            layer.engine = engine
+        return SparseMLP(layers)
 
     def fit(self, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=0.9,
             weight_decay=0.0, validation_data=None, progress=True, seed=None, backend="dense"):
@@ -231,5 +210,50 @@ class MLP:
     def __repr__(self):
         return (
             f"MLP(sizes={list(self.sizes)}, dtype={self.dtype}, "
+            f"sparsity={self.sparsity:.3f})"
+        )
+
+
+class SparseMLP(_Network):
+    """An MLP whose weights are stored sparse, for fast inference and small files.
+
+    Parameters
+    ----------
+    layers : list of SparseLinear
+        Consecutive layers: each one's ``in_features`` is the previous one's
+        ``out_features``; one dtype for all. ReLU between layers, softmax at the end.
+
+    Usually made by :meth:`MLP.to_sparse` or :func:`sparseprune.load`.
+    """
+
+    def __init__(self, layers):
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, SparseLinear) for layer in layers):
+            raise TypeError("layers must be a non-empty list of SparseLinear")
+        for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+            if a.out_features != b.in_features:
+                raise ValueError(f"layers[{i + 1}] takes {b.in_features} inputs, "
+                                 f"layers[{i}] gives {a.out_features}")
+        dtypes = {layer.dtype for layer in layers}
+        if len(dtypes) != 1:
+            raise TypeError(f"layers must share one dtype, got {sorted(map(str, dtypes))}")
+        self.layers = layers
+        self.dtype = layers[0].dtype
+        self.sizes = _check_sizes([layers[0].in_features] + [l.out_features for l in layers])
+
+    def nbytes(self):
+        """Bytes of the stored weights and biases (CSR data + indices + indptr)."""
+        return sum(layer.nbytes() + layer.bias.nbytes for layer in self.layers)
+
+    def save(self, path):
+        """Write the model to ``path`` (.npz, atomically); read it with
+        :func:`sparseprune.load`."""
+        from .io import save
+
+        return save(self, path)
+
+    def __repr__(self):
+        return (
+            f"SparseMLP(sizes={list(self.sizes)}, dtype={self.dtype}, "
             f"sparsity={self.sparsity:.3f})"
         )

@@ -1,17 +1,69 @@
 """Training: optimizers, the epoch loop and its history."""
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ._validation import check_choice, check_int, check_labels, check_real
+from .engines import choose_engines
+from .kernels.dense import dense_relu_backward, dense_softmax_xent
 from .kernels.optim import adam_step, sgd_step
-from .model import _Workspace
 
 OPTIMIZERS = ("sgd", "adam")
-BACKENDS = ("dense",)
+BACKENDS = ("dense", "sparse", "auto")
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+
+
+class Workspace:
+    """Activation buffers for batches of up to ``capacity`` samples, allocated once per
+    fit. A batch of ``b <= capacity`` samples gets C-contiguous ``(features, b)`` views
+    of the leading ``features * b`` elements of each buffer."""
+
+    def __init__(self, sizes, capacity, dtype):
+        self.capacity = capacity
+        self.sizes = sizes
+        # _acts[0] is the input batch, _acts[-1] the logits, overwritten by their gradient.
+        self._acts = [np.empty(s * capacity, dtype) for s in sizes]
+        # Gradients at the hidden layers' outputs; the input gets none.
+        self._grads = [np.empty(s * capacity, dtype) for s in sizes[1:-1]]
+        self.y = np.empty(capacity, np.int64)
+        self.grad_bias = [np.empty(o, dtype) for o in sizes[1:]]
+
+    @staticmethod
+    def _view(buffer, rows, batch):
+        return buffer[: rows * batch].reshape(rows, batch)
+
+    def acts(self, batch):
+        return [self._view(a, s, batch) for a, s in zip(self._acts, self.sizes)]
+
+    def grads(self, batch):
+        return [self._view(g, s, batch) for g, s in zip(self._grads, self.sizes[1:-1])]
+
+
+def forward_backward(engines, ws, batch):
+    """One forward and backward pass over the batch held in ``ws``.
+
+    ``ws.acts(batch)[0]`` and ``ws.y[:batch]`` hold the input. The gradients of the mean
+    cross-entropy land in each engine's ``grads`` and in ``ws.grad_bias``.
+    Returns (summed loss, number correct) of the batch, before any update.
+    """
+    acts = ws.acts(batch)
+    grads = ws.grads(batch)
+    last = len(engines) - 1
+    for i, engine in enumerate(engines):
+        engine.forward_fm(acts[i], acts[i + 1], i < last)
+    dz = acts[-1]
+    loss, correct = dense_softmax_xent(dz, ws.y[:batch], 1.0 / batch, dz, ws.grad_bias[-1])
+    for i in range(last, -1, -1):
+        dx = grads[i - 1] if i > 0 else None
+        engines[i].backward_fm(acts[i], dz, dx)
+        if dx is not None:
+            # dA becomes dZ in place; the bias gradient rides along.
+            dense_relu_backward(acts[i], dx, ws.grad_bias[i - 1])
+            dz = dx
+    return loss, correct
 
 
 class SGD:
@@ -56,10 +108,12 @@ class Adam:
     def step(self, grads):
         self._t += 1
         beta1, beta2 = self.betas
-        bc1, bc2 = 1.0 - beta1**self._t, 1.0 - beta2**self._t
+        # Scalars in double precision, then rounded once to the parameters' dtype.
+        step_size = self.lr / (1.0 - beta1**self._t)
+        root_bc2 = math.sqrt(1.0 - beta2**self._t)
         for p, g, (m1, m2), m in zip(self._params, grads, self._state, self._masks):
-            adam_step(p, g, m1, m2, m, self.lr, beta1, beta2, self.eps, self.weight_decay,
-                      bc1, bc2)
+            adam_step(p, g, m1, m2, m, step_size, 1.0 - beta1, beta2, 1.0 - beta2, root_bc2,
+                      self.eps, self.weight_decay)
 
 
 @dataclass
@@ -111,6 +165,17 @@ def make_optimizer(optimizer, lr=None, momentum=0.9, weight_decay=0.0):
     return Adam(lr, weight_decay=weight_decay)
 
 
+def check_fit_options(epochs, lr, batch_size, optimizer, momentum, weight_decay, backend):
+    """Check ``fit``'s options before anything runs; returns (epochs, batch_size or None,
+    the optimizer object)."""
+    epochs = check_int(epochs, "epochs", minimum=0)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+    check_choice(backend, "backend", BACKENDS)
+    optimizer = make_optimizer(optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return epochs, batch_size, optimizer
+
+
 def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=0.9,
         weight_decay=0.0, validation_data=None, progress=True, seed=None, backend="dense"):
     """Train ``model`` on X (n_samples, n_features), y (n_samples,) integer labels.
@@ -133,8 +198,11 @@ def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momen
         A progress bar over epochs, with the loss and validation accuracy.
     seed : int, optional
         Seeds the shuffling; by default it is drawn from the model's own seeded stream.
-    backend : "dense"
-        The engine the layers train with.
+    backend : "dense", "sparse" or "auto"
+        How the layers train. "dense": the masked weight matrices through BLAS.
+        "sparse": only the surviving weights, through the CSR kernels (same results to
+        rounding). "auto": per layer, whichever measured faster for one forward and
+        backward pass at this batch size.
 
     Returns
     -------
@@ -148,25 +216,43 @@ def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momen
                 progress=progress, seed=seed, backend=backend)
 
 
+def bind(optimizer, model, engines, ws):
+    """Point ``optimizer`` at every trainable array of the model (the engines' weights,
+    the layers' biases, updated in place); returns the matching gradient buffers, in
+    the order ``optimizer.step`` takes them."""
+    params, masks, grads = [], [], []
+    for layer, engine, grad_bias in zip(model.layers, engines, ws.grad_bias):
+        params += engine.params + [layer.bias]
+        masks += engine.masks + [np.ones(layer.out_features, bool)]
+        grads += engine.grads + [grad_bias]
+    optimizer.bind(params, masks)
+    return grads
+
+
 def _fit(model, xt, y, validation, epochs, lr, batch_size, optimizer, momentum, weight_decay,
          progress, seed, backend):
     """``fit`` on data already validated: xt (n_features, n) of the model's dtype, y
     (n,) int64 labels, validation None or such a pair."""
     n = xt.shape[1]
-    epochs = check_int(epochs, "epochs", minimum=0)
-    batch = n if batch_size is None else min(check_int(batch_size, "batch_size", minimum=1), n)
-    check_choice(backend, "backend", BACKENDS)
-    optimizer = make_optimizer(optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    epochs, batch_size, optimizer = check_fit_options(
+        epochs, lr, batch_size, optimizer, momentum, weight_decay, backend)
+    batch = n if batch_size is None else min(batch_size, n)
     rng = np.random.default_rng(model._rng.integers(2**63) if seed is None else seed)
 
-    ws = _Workspace(model.sizes, batch, model.dtype)
-    params, masks, grads = [], [], []
-    for layer, gw, gb in zip(model.layers, ws.grad_weight, ws.grad_bias):
-        params += [layer.weight.ravel(), layer.bias]
-        masks += [layer.mask.ravel(), np.ones(layer.out_features, bool)]
-        grads += [gw.ravel(), gb]
-    optimizer.bind(params, masks)
+    ws = Workspace(model.sizes, batch, model.dtype)
+    engines = choose_engines(model, backend, batch)
+    grads = bind(optimizer, model, engines, ws)
+    try:
+        return _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress,
+                       ws, engines, grads)
+    finally:
+        for engine in engines:
+            engine.finish()
 
+
+def _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, ws, engines,
+            grads):
+    n = xt.shape[1]
     history = History()
     bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress,
                dynamic_ncols=True)
@@ -180,7 +266,7 @@ def _fit(model, xt, y, validation, epochs, lr, batch_size, optimizer, momentum, 
             # ``out`` that numpy makes under the default mode.
             np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
             np.take(y, idx, out=ws.y[:b], mode="clip")
-            batch_loss, batch_correct = model._forward_backward(ws, b)
+            batch_loss, batch_correct = forward_backward(engines, ws, b)
             optimizer.step(grads)
             loss += batch_loss
             correct += batch_correct
@@ -189,6 +275,8 @@ def _fit(model, xt, y, validation, epochs, lr, batch_size, optimizer, momentum, 
         history.accuracy.append(correct / n)
         postfix = {"loss": f"{loss / n:.4f}", "acc": f"{correct / n:.3f}"}
         if validation is not None:
+            for engine in engines:
+                engine.finish()
             val_loss, val_acc = model._evaluate_fm(*validation)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)

@@ -9,8 +9,12 @@ import math
 
 from ._jit import jit
 
+# Elementwise updates vectorize without reassociation, and reassociating them lets LLVM
+# regroup the moment updates in ways that cancel: these kernels stay IEEE-exact.
+EXACT = dict(fastmath=False)
 
-@jit("void({T}[::1], {T}[::1], {T}[::1], boolean[::1], {T}, {T}, {T})")
+
+@jit("void({T}[::1], {T}[::1], {T}[::1], boolean[::1], {T}, {T}, {T})", **EXACT)
 def sgd_step(param, grad, velocity, mask, lr, momentum, weight_decay):
     """SGD with (heavy-ball) momentum and coupled L2, as ``torch.optim.SGD``.
 
@@ -30,21 +34,26 @@ def sgd_step(param, grad, velocity, mask, lr, momentum, weight_decay):
 
 @jit(
     "void({T}[::1], {T}[::1], {T}[::1], {T}[::1], boolean[::1], "
-    "{T}, {T}, {T}, {T}, {T}, {T}, {T})"
+    "{T}, {T}, {T}, {T}, {T}, {T}, {T})",
+    **EXACT,
 )
-def adam_step(param, grad, m1, m2, mask, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    """Adam with coupled L2, as ``torch.optim.Adam``; bc1, bc2 are the bias corrections
-    ``1 - beta**t`` for this step."""
-    step = lr / bc1
-    root_bc2 = math.sqrt(bc2)
+def adam_step(param, grad, m1, m2, mask, step_size, beta1_c, beta2, beta2_c, root_bc2, eps,
+              weight_decay):
+    """Adam with coupled L2, as ``torch.optim.Adam``.
+
+    The scalars come precomputed in double precision, as torch computes them:
+    step_size = lr / (1 - beta1**t), beta1_c = 1 - beta1, beta2_c = 1 - beta2,
+    root_bc2 = sqrt(1 - beta2**t). (``1 - beta2`` rounded from float32 operands is off
+    by 1.3e-5 relative, which biases every float32 step.)
+    """
     for i in range(param.size):
         if not mask[i]:
             m1[i] = 0
             m2[i] = 0
             continue
         g = grad[i] + weight_decay * param[i]
-        m = beta1 * m1[i] + (1 - beta1) * g
-        v = beta2 * m2[i] + (1 - beta2) * g * g
+        m = m1[i] + beta1_c * (g - m1[i])  # torch's lerp
+        v = beta2 * m2[i] + beta2_c * g * g
         m1[i] = m
         m2[i] = v
-        param[i] -= step * m / (math.sqrt(v) / root_bc2 + eps)
+        param[i] -= step_size * m / (math.sqrt(v) / root_bc2 + eps)

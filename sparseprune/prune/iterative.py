@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from tqdm.auto import tqdm
 
 from .._validation import check_int, check_labels, check_sparsity
-from ..train import _check_validation_data, _fit, fit
+from ..train import _check_validation_data, _fit, check_fit_options, fit
 from .criteria import get_criterion
 from .schedules import get_schedule
 from .unstructured import _check_model, unstructured
@@ -66,18 +66,26 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     unknown = set(fit_options) - set(_FIT_DEFAULTS)
     if unknown:
         raise TypeError(f"iterative() got unexpected keyword arguments {sorted(unknown)}")
+    # Every option is checked before the first weight is pruned.
+    check_fit_options(finetune_epochs, lr, fit_options["batch_size"], fit_options["optimizer"],
+                      fit_options["momentum"], fit_options["weight_decay"],
+                      fit_options["backend"])
     initial = model.sparsity
-    if target < initial:
+    n_weights = sum(layer.n_weights for layer in model.layers)
+    n_pruned = n_weights - sum(layer.n_active for layer in model.layers)
+    if round(target * n_weights) < n_pruned:
         raise ValueError(
             f"target_sparsity {target} is below the model's current sparsity "
-            f"{initial:.4f}; pruning never restores weights"
+            f"{initial:.4f} ({n_pruned} of {n_weights} weights pruned); pruning never "
+            f"restores weights"
         )
 
     records = []
     bar = tqdm(range(1, steps + 1), desc="prune", unit="step", disable=not progress)
     for step in bar:
-        goal = schedule(step, steps, target, initial)
-        unstructured(model, min(goal, target), criterion=criterion, scope=scope)
+        # The last step lands on the target exactly, whatever the schedule's rounding.
+        goal = target if step == steps else min(schedule(step, steps, target, initial), target)
+        unstructured(model, goal, criterion=criterion, scope=scope)
         history = _fit(model, xt, y, validation, epochs=finetune_epochs, lr=lr,
                        progress=False, **fit_options)
         total, active = model.count_parameters()

@@ -7,7 +7,8 @@ A schedule is any callable ``schedule(step, steps, target, initial) -> sparsity`
 
 def linear(step, steps, target, initial=0.0):
     """Equal increments: ``initial + (target - initial) * step / steps`` (the notebook's)."""
-    return initial + (target - initial) * step / steps
+    # Written from the target down so that the last step is the target exactly.
+    return target - (target - initial) * (1.0 - step / steps)
 
 
 def cubic(step, steps, target, initial=0.0):

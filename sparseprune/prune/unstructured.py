@@ -15,6 +15,23 @@ def _check_model(model):
     return model
 
 
+def _check_scores(criterion, scores, layers):
+    """A criterion is user code: its scores get the same checks as any input."""
+    if not isinstance(scores, (list, tuple)) or len(scores) != len(layers):
+        raise ValueError(f"criterion {criterion!r} must return one score array per layer "
+                         f"({len(layers)}), got {type(scores).__name__}")
+    checked = []
+    for i, (s, layer) in enumerate(zip(scores, layers)):
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != layer.shape:
+            raise ValueError(f"criterion {criterion!r} scores for layer {i} must have shape "
+                             f"{layer.shape} (in, out), got {s.shape}")
+        if np.isnan(s).any():
+            raise ValueError(f"criterion {criterion!r} scores for layer {i} contain NaN")
+        checked.append(s)
+    return checked
+
+
 def keep_mask(scores, alive, sparsity):
     """The mask that prunes ``round(sparsity * n)`` of ``n`` entries.
 
@@ -55,8 +72,8 @@ def unstructured(model, sparsity, criterion="magnitude", scope="global"):
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", SCOPES)
     criterion = get_criterion(criterion)
-    scores = criterion.scores(model)
     layers = model.layers
+    scores = _check_scores(criterion, criterion.scores(model), layers)
     if scope == "layer":
         for layer, s in zip(layers, scores):
             layer.mask = keep_mask(s.ravel(), layer.mask.ravel(), sparsity).reshape(layer.shape)

@@ -1,0 +1,167 @@
+"""Benchmark grid, seeded data, warm-up and thread settings.
+
+Run the benchmarks (a table per group, contenders side by side)::
+
+    .venv/bin/python -m pytest benchmarks --benchmark-only --benchmark-group-by=group \
+        --benchmark-columns=min,median,max,rounds
+
+Under ``make test`` (``--benchmark-disable``) every benchmark runs its function once, as
+a smoke test; each test also checks, outside the timed call, that its contender computes
+the same numbers as the other one, so no benchmark can time a wrong kernel.
+
+Threads: the dense path is parallel only inside BLAS (the matrix products, through
+``numpy.matmul(..., out=...)``); the Numba kernels here are serial. Both contenders call
+the same BLAS, numpy's, with its default number of threads (one per core), unless
+``SPARSEPRUNE_BENCH_BLAS_THREADS`` is set: then BLAS is limited to that many threads for
+the whole session. The thread counts in use are recorded in every benchmark's
+``extra_info``, with the environment variables that tune OpenBLAS (``OPENBLAS_CORETYPE``,
+``OPENBLAS_L2_SIZE``, ``OPENBLAS_NUM_THREADS``, ...) that are set; they act on both
+contenders alike.
+
+On a shared machine, set ``SPARSEPRUNE_BENCH_BLAS_THREADS=1``: a multithreaded BLAS call
+waits for its slowest thread, and a thread that another process has pushed off its core
+costs whole scheduler slices (milliseconds), so the groups with matrix products swing by
+up to 100x from run to run. The contenders run one after the other, not interleaved, so
+such noise does not cancel; read ``min`` next to ``median``.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+SEED = 20240617
+
+# Environment variables that change how fast BLAS is; recorded with every result.
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class MLPCase:
+    """One training step's shape: layer widths, batch size and dtype."""
+
+    name: str
+    sizes: tuple
+    batch: int
+    dtype: str
+
+    @property
+    def id(self):
+        return f"{self.name}-b{self.batch}-{np.dtype(self.dtype).name}"
+
+
+# Digits-like networks at mini-batch 64 and at the full training set (1347 of the 1797
+# digits), a wide network, and one float64 case.
+MLP_CASES = [
+    MLPCase("digits", (64, 256, 128, 10), 64, "float32"),
+    MLPCase("digits", (64, 256, 128, 10), 1347, "float32"),
+    MLPCase("digits", (64, 256, 128, 10), 1347, "float64"),
+    MLPCase("wide", (1024, 1024, 1024, 10), 256, "float32"),
+]
+
+# Fraction of weights pruned. The dense path does the same work at any sparsity; a
+# partial mask just makes the masking visible in the numbers being compared.
+SPARSITY = 0.5
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """One hidden layer (in -> out) at a batch size."""
+
+    n_in: int
+    n_out: int
+    batch: int
+    dtype: str
+
+    @property
+    def id(self):
+        return f"{self.n_in}x{self.n_out}-b{self.batch}-{np.dtype(self.dtype).name}"
+
+
+# Hidden layers of the MLP cases whose input is a ReLU output too, so that backward runs
+# in full (the first layer's input gradient is never needed): digits' 256 -> 128 at both
+# batch sizes and both dtypes, and the wide network's 1024 -> 1024.
+LAYER_CASES = [
+    LayerCase(256, 128, 64, "float32"),
+    LayerCase(256, 128, 1347, "float32"),
+    LayerCase(256, 128, 1347, "float64"),
+    LayerCase(1024, 1024, 256, "float32"),
+]
+
+# Output layers: (classes, batch, dtype).
+OUTPUT_CASES = [(10, 64, "float32"), (10, 1347, "float32"), (10, 1347, "float64"),
+                (10, 256, "float32")]
+
+# Weight matrices for the optimizer update: (in, out, dtype), each shape once.
+WEIGHT_CASES = sorted({(c.n_in, c.n_out, c.dtype) for c in LAYER_CASES})
+
+CONTENDERS = ["numpy", "sparseprune"]
+
+# Each test names the grid it runs on by its arguments; ids read like the group names.
+GRID = {
+    "mlp_case": (MLP_CASES, lambda c: c.id),
+    "layer_case": (LAYER_CASES, lambda c: c.id),
+    "output_case": (OUTPUT_CASES, lambda c: f"{c[0]}x{c[1]}-{c[2]}"),
+    "weight_case": (WEIGHT_CASES, lambda c: f"{c[0]}x{c[1]}-{c[2]}"),
+    "contender": (CONTENDERS, str),
+}
+
+
+def pytest_generate_tests(metafunc):
+    for name, (values, ids) in GRID.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values, ids=[ids(v) for v in values])
+
+
+def _blas_threads():
+    """{library file: threads} of every BLAS loaded (numpy's; scipy's if loaded too)."""
+    return {os.path.basename(p["filepath"]): p["num_threads"]
+            for p in threadpool_info() if p["user_api"] == "blas"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def blas_threads():
+    """Limit BLAS to ``SPARSEPRUNE_BENCH_BLAS_THREADS`` threads if set; yield the count."""
+    limit = os.environ.get("SPARSEPRUNE_BENCH_BLAS_THREADS")
+    if limit is None:
+        yield _blas_threads()
+        return
+    with threadpool_limits(limits=int(limit), user_api="blas"):
+        yield _blas_threads()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def sparsity():
+    return SPARSITY
+
+
+@pytest.fixture
+def measure(benchmark, blas_threads):
+    """``measure(fn, group, **info)``: warm up, then time ``fn()`` in ``group``.
+
+    The kernels are compiled ahead of time and cached on disk, so the warm-up call is
+    not a compile: it touches the buffers, the weights and BLAS's thread pool once so
+    that the first measured round is not the slow one. ``info`` (shapes, batch, dtype,
+    bytes) goes to ``extra_info`` with the BLAS thread count and environment.
+    """
+
+    def run(fn, group, **info):
+        benchmark.group = group
+        benchmark.extra_info.update(info)
+        benchmark.extra_info["blas_threads"] = blas_threads
+        benchmark.extra_info["blas_env"] = {
+            k: os.environ[k] for k in BLAS_ENV if k in os.environ
+        }
+        if not benchmark.disabled:
+            fn()
+        return benchmark(fn)
+
+    return run

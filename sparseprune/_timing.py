@@ -1,0 +1,17 @@
+"""Timing for the choices the package makes by measurement (dense or CSR per layer)."""
+
+import time
+
+# Best of this many calls, after one warm-up call.
+REPEATS = 3
+
+
+def best_time(call, repeats=REPEATS):
+    """Seconds of the fastest of ``repeats`` calls of ``call()``, after a warm-up."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best

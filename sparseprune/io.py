@@ -1,0 +1,171 @@
+"""Files: a sparse model as one ``.npz``, written atomically, read without pickle.
+
+Format version 1. Keys:
+
+- ``format`` the string "sparseprune", ``version`` int64 (1,), ``dtype`` the string
+  "float32" or "float64", ``sizes`` int64 (n_layers + 1,) the layer widths;
+- per layer ``i``: ``layer{i}_indptr`` (out + 1,), ``layer{i}_indices`` (nnz,) and
+  ``layer{i}_data`` (nnz,), the CSC arrays of the weight (in, out) (the CSR arrays of its
+  transpose), and ``layer{i}_bias`` (out,). Index arrays are stored in the smallest
+  unsigned integer type that holds them.
+
+Everything read is validated before any kernel sees it; a corrupt or hostile file gets a
+``ValueError`` that says what is wrong.
+"""
+
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from ._validation import FLOAT_DTYPES, check_csr, check_matrix
+
+FORMAT = "sparseprune"
+VERSION = 1
+# Deflate cannot expand data more than about 1032:1, so a member that claims more is a
+# forgery (a zip bomb) and is refused before it is inflated.
+MAX_INFLATION = 1100
+
+
+def _smallest_uint(a):
+    """``a`` (non-negative integers) in the smallest unsigned dtype that holds its max."""
+    top = int(a.max()) if a.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if top <= np.iinfo(dtype).max:
+            return a.astype(dtype)
+
+
+def save(model, path):
+    """Write ``model`` (a SparseMLP) to ``path`` atomically.
+
+    The file appears complete or not at all: it is written to a temporary file in the
+    same directory and renamed over ``path``, so a failed save leaves an existing file
+    as it was.
+    """
+    arrays = {
+        "format": np.array(FORMAT),
+        "version": np.array([VERSION], np.int64),
+        "dtype": np.array(str(model.dtype)),
+        "sizes": np.array(model.sizes, np.int64),
+    }
+    for i, layer in enumerate(model.layers):
+        indptr, indices, data = layer.csr_arrays()
+        arrays[f"layer{i}_indptr"] = _smallest_uint(indptr)
+        arrays[f"layer{i}_indices"] = _smallest_uint(indices)
+        arrays[f"layer{i}_data"] = data
+        arrays[f"layer{i}_bias"] = layer.bias
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".sparseprune-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _expected_keys(n_layers):
+    keys = {"format", "version", "dtype", "sizes"}
+    for i in range(n_layers):
+        keys |= {f"layer{i}_{k}" for k in ("indptr", "indices", "data", "bias")}
+    return keys
+
+
+def _read(npz, key, path):
+    try:
+        return npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
+            zlib.error, NotImplementedError) as exc:
+        raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
+
+
+def _read_scalar_str(npz, key, path):
+    value = _read(npz, key, path)
+    if value.shape != () or value.dtype.kind != "U":
+        raise ValueError(f"{path}: {key!r} must be a string, got {value.dtype} {value.shape}")
+    return str(value)
+
+
+def _read_header(npz, path):
+    fmt = _read_scalar_str(npz, "format", path)
+    if fmt != FORMAT:
+        raise ValueError(f"{path}: not a sparseprune model (format {fmt!r})")
+    version = _read(npz, "version", path)
+    if version.shape != (1,) or version.dtype.kind not in "iu":
+        raise ValueError(f"{path}: 'version' must be one integer")
+    if int(version[0]) != VERSION:
+        raise ValueError(f"{path}: format version {int(version[0])}, this sparseprune reads {VERSION}")
+    dtype = _read_scalar_str(npz, "dtype", path)
+    if dtype not in {str(d) for d in FLOAT_DTYPES}:
+        raise ValueError(f"{path}: dtype must be float32 or float64, got {dtype!r}")
+    sizes = _read(npz, "sizes", path)
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or sizes.size < 2:
+        raise ValueError(f"{path}: 'sizes' must be at least two integers, got {sizes!r}")
+    if (sizes < 1).any() or sizes[-1] < 2 or (sizes > np.iinfo(np.int32).max).any():
+        raise ValueError(f"{path}: layer sizes {sizes.tolist()} are out of range")
+    return np.dtype(dtype), [int(s) for s in sizes]
+
+
+def read_arrays(path):
+    """Read and fully validate a model file.
+
+    Returns (dtype, sizes, layers) with layers a list of (indptr int32, indices int32,
+    data, bias) per layer, every array checked: shapes consistent across layers, indices
+    in range, indptr monotone, values finite.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz file: {exc}") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an .npz archive")
+    with npz:
+        for info in npz.zip.infolist():
+            if info.file_size > MAX_INFLATION * max(info.compress_size, 1) + 4096:
+                raise ValueError(f"{path}: member {info.filename!r} claims an impossible size")
+        dtype, sizes = _read_header(npz, path)
+        n_layers = len(sizes) - 1
+        keys, expected = set(npz.files), _expected_keys(n_layers)
+        if keys != expected:
+            missing, extra = sorted(expected - keys), sorted(keys - expected)
+            raise ValueError(f"{path}: arrays missing {missing}, unexpected {extra}")
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            name = f"{path}: layer {i}"
+            indptr, indices, data = (
+                _read(npz, f"layer{i}_{k}", path) for k in ("indptr", "indices", "data")
+            )
+            if data.dtype != dtype:
+                raise ValueError(f"{name}: data must be {dtype}, got {data.dtype}")
+            indptr, indices, data = check_csr((n_out, n_in), indptr, indices, data, dtype, name)
+            try:
+                bias = check_matrix(_read(npz, f"layer{i}_bias", path), (n_out,), dtype,
+                                    f"{name} bias")
+            except TypeError as exc:
+                raise ValueError(str(exc)) from exc
+            layers.append((indptr, indices, data, bias))
+    return dtype, sizes, layers
+
+
+def load(path):
+    """Read a :class:`~sparseprune.SparseMLP` written by ``SparseMLP.save``.
+
+    Every array is validated before use; a corrupt or hostile file gets a ValueError.
+    """
+    from .layers import SparseLinear
+    from .model import SparseMLP
+
+    _, sizes, arrays = read_arrays(path)
+    layers = [
+        SparseLinear._from_arrays((n_in, n_out), indptr, indices, data, bias)
+        for (n_in, n_out), (indptr, indices, data, bias)
+        in zip(zip(sizes[:-1], sizes[1:]), arrays)
+    ]
+    return SparseMLP(layers)

@@ -1,0 +1,42 @@
+"""Small builders shared by the tests."""
+
+import numpy as np
+
+import sparseprune as spp
+
+
+def random_model(sizes, dtype, seed):
+    """An MLP whose biases are random too (the initial zeros would hide bias bugs)."""
+    model = spp.MLP(sizes, dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        layer.bias = rng.normal(0.0, 0.5, layer.out_features)
+    return model
+
+
+def random_problem(n_samples, n_features, n_classes, seed):
+    """(X float64 (n, f), y int64 (n,)) with every class likely present."""
+    rng = np.random.default_rng(seed + 1)
+    return rng.normal(size=(n_samples, n_features)), rng.integers(0, n_classes, n_samples)
+
+
+def params(model):
+    """Copies of the model's (weights, biases, masks)."""
+    return (
+        [layer.weight.copy() for layer in model.layers],
+        [layer.bias.copy() for layer in model.layers],
+        [layer.mask.copy() for layer in model.layers],
+    )
+
+
+def tol(dtype, scale=1.0, ops=64):
+    """assert_allclose tolerances for a result computed in ``dtype``.
+
+    Each rounding costs at most one eps (float32 1.2e-7, float64 2.2e-16) relative to the
+    magnitude of the quantities involved; the kernels chain a few dozen of them at most
+    (a sum over a row, exp, a division) and may reassociate sums under fastmath. So allow
+    ``ops`` eps relative, and ``ops`` eps of ``scale`` (the size of the summed terms)
+    absolute, for results that cancel towards zero.
+    """
+    eps = float(np.finfo(dtype).eps)
+    return dict(rtol=ops * eps, atol=ops * eps * scale)
