@@ -62,6 +62,21 @@ def check_choice(value, name, choices):
     return value
 
 
+def to_finite_float(a, dtype, name, order="K"):
+    """``a`` converted to the float ``dtype`` (a copy only if needed), all finite.
+
+    Values beyond the dtype's range get a ValueError, not numpy's overflow warning and
+    an infinity.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.asarray(a).astype(dtype, order=order, copy=False)
+    if not np.isfinite(converted).all():
+        if np.isfinite(np.asarray(a, dtype=np.float64)).all():
+            raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype)}")
+        raise ValueError(f"{name} contains NaN or infinity; remove or impute them first")
+    return converted
+
+
 def check_features(X, n_features, dtype, name="X"):
     """Return X as a finite 2-D array (n_samples, n_features) of ``dtype``.
 
@@ -84,10 +99,7 @@ def check_features(X, n_features, dtype, name="X"):
         raise ValueError(
             f"{name} has {X.shape[1]} features per sample, the model expects {n_features}"
         )
-    X = X.astype(dtype, copy=False)
-    if not np.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or infinity; remove or impute them first")
-    return X
+    return to_finite_float(X, dtype, name)
 
 
 def check_labels(y, n_samples, n_classes, name="y"):
@@ -123,10 +135,9 @@ def check_matrix(a, shape, dtype, name, finite=True):
             raise TypeError(f"{name} must be a bool array, got dtype {a.dtype}")
     elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if finite and a.dtype != bool and not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinity")
-    return a
+    if finite and dtype != np.dtype(bool):
+        return to_finite_float(a, dtype, name, order="C")
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 INDEX_DTYPE = np.dtype(np.int32)
@@ -153,6 +164,11 @@ def check_csr(shape, indptr, indices, data, dtype, name):
         a = arrays[key]
         if not np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
             raise ValueError(f"{name}: {key} must hold integers, got dtype {a.dtype}")
+        if a.size and (a.max() > MAX_INDEX or a.min() < -MAX_INDEX):
+            raise ValueError(f"{name}: {key} holds values beyond the int32 index range")
+    # Every check below runs on signed int64: differences of unsigned arrays wrap around.
+    indptr = indptr.astype(np.int64)
+    indices = indices.astype(np.int64)
     if not np.issubdtype(data.dtype, np.floating):
         raise ValueError(f"{name}: data must hold floats, got dtype {data.dtype}")
     if indptr.size != n_rows + 1:
@@ -180,9 +196,7 @@ def check_csr(shape, indptr, indices, data, dtype, name):
     rises[starts[(starts > 0) & (starts < nnz)] - 1] = True
     if not rises.all():
         raise ValueError(f"{name}: column indices must be sorted and unique within each row")
-    data = np.ascontiguousarray(data, dtype=dtype)
-    if not np.isfinite(data).all():
-        raise ValueError(f"{name}: data contains NaN or infinity")
+    data = to_finite_float(data, dtype, f"{name}: data", order="C")
     return (
         np.ascontiguousarray(indptr, dtype=INDEX_DTYPE),
         np.ascontiguousarray(indices, dtype=INDEX_DTYPE),
@@ -216,8 +230,7 @@ def check_sparse_weight(W, dtype=None, name="W"):
     csc = sp.csc_array(W, copy=True)
     csc.sum_duplicates()
     n_in, n_out = csc.shape
+    data = to_finite_float(csc.data, dtype, f"{name}: data")
     # CSC arrays are CSR arrays of the transpose: rows are outputs, columns inputs.
-    indptr, indices, data = check_csr(
-        (n_out, n_in), csc.indptr, csc.indices, csc.data, dtype, name
-    )
+    indptr, indices, data = check_csr((n_out, n_in), csc.indptr, csc.indices, data, dtype, name)
     return (n_in, n_out), indptr, indices, data

@@ -13,6 +13,7 @@ Everything read is validated before any kernel sees it; a corrupt or hostile fil
 ``ValueError`` that says what is wrong.
 """
 
+import math
 import os
 import tempfile
 import zipfile
@@ -27,6 +28,12 @@ VERSION = 1
 # Deflate cannot expand data more than about 1032:1, so a member that claims more is a
 # forgery (a zip bomb) and is refused before it is inflated.
 MAX_INFLATION = 1100
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _smallest_uint(a):
@@ -60,6 +67,8 @@ def save(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".sparseprune-", suffix=".npz.tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); a saved model gets the usual mode.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays)
             f.flush()
@@ -79,11 +88,33 @@ def _expected_keys(n_layers):
 
 
 def _read(npz, key, path):
+    """Array ``key`` of the archive, after checking that its ``.npy`` header promises
+    no more data than the member holds (a forged header would make numpy allocate
+    whatever it claims) and no Python objects."""
     try:
-        return npz[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
-            zlib.error, NotImplementedError) as exc:
+        info = npz.zip.getinfo(f"{key}.npy")
+        with npz.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+        if dtype.hasobject:
+            raise ValueError("it holds Python objects")
+        if math.prod(shape) * dtype.itemsize > info.file_size:
+            raise ValueError(f"its header claims shape {shape} of {dtype}, more than it holds")
+        value = npz[key]
+    except (KeyError, ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
+    return value
+
+
+def _listing(keys, limit=8):
+    keys = sorted(keys)
+    return repr(keys[:limit])[:-1] + (f", ... ({len(keys)} in all)]" if len(keys) > limit else "]")
 
 
 def _read_scalar_str(npz, key, path):
@@ -122,20 +153,25 @@ def read_arrays(path):
     """
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable .npz file: {exc}") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
+        npz.close() if hasattr(npz, "close") else None
         raise ValueError(f"{path}: not an .npz archive")
     with npz:
         for info in npz.zip.infolist():
             if info.file_size > MAX_INFLATION * max(info.compress_size, 1) + 4096:
                 raise ValueError(f"{path}: member {info.filename!r} claims an impossible size")
+        keys = set(npz.files)
+        missing = _expected_keys(0) - keys
+        if missing:
+            raise ValueError(f"{path}: not a sparseprune model: arrays missing {_listing(missing)}")
         dtype, sizes = _read_header(npz, path)
-        n_layers = len(sizes) - 1
-        keys, expected = set(npz.files), _expected_keys(n_layers)
+        expected = _expected_keys(len(sizes) - 1)
         if keys != expected:
-            missing, extra = sorted(expected - keys), sorted(keys - expected)
-            raise ValueError(f"{path}: arrays missing {missing}, unexpected {extra}")
+            raise ValueError(f"{path}: arrays missing {_listing(expected - keys)}, "
+                             f"unexpected {_listing(keys - expected)}")
         layers = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             name = f"{path}: layer {i}"
@@ -145,11 +181,10 @@ def read_arrays(path):
             if data.dtype != dtype:
                 raise ValueError(f"{name}: data must be {dtype}, got {data.dtype}")
             indptr, indices, data = check_csr((n_out, n_in), indptr, indices, data, dtype, name)
-            try:
-                bias = check_matrix(_read(npz, f"layer{i}_bias", path), (n_out,), dtype,
-                                    f"{name} bias")
-            except TypeError as exc:
-                raise ValueError(str(exc)) from exc
+            bias = _read(npz, f"layer{i}_bias", path)
+            if bias.dtype != dtype:
+                raise ValueError(f"{name} bias must be {dtype}, got {bias.dtype}")
+            bias = check_matrix(bias, (n_out,), dtype, f"{name} bias")
             layers.append((indptr, indices, data, bias))
     return dtype, sizes, layers
 

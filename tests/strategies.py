@@ -57,3 +57,114 @@ sparsities = st.one_of(
     st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 0.99]),
     st.floats(0.0, 1.0, exclude_max=True, allow_nan=False),
 )
+
+
+# -- sparse cases ---------------------------------------------------------------------
+#
+# Sparse cases draw their structure element by element (shape, density, which rows and
+# columns are forced empty, how many stored values are explicit zeros, the batch), and
+# take the pattern and values from a drawn seed: a 40 x 40 pattern and a 300-sample
+# batch drawn entry by entry would make every example slow and shrink badly.
+
+# Batch 1 runs the serial batch-1 kernel; the batched kernels work in tiles of 64
+# samples, so the tile edges and a multi-tile batch (~300) are drawn on purpose.
+batches = st.one_of(st.sampled_from([1, 2, 3, 7, 63, 64, 65, 300]), st.integers(1, 300))
+# The ends (no stored value at all, every entry stored) and anything in between.
+densities = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0), st.floats(0.1, 0.9))
+# Mostly small, sometimes more rows than the kernels make chunks (4 per thread). Zero
+# rows or columns are drawn separately (see sparse_patterns), a case in five or so.
+sparse_dims = st.one_of(st.integers(1, 6), st.integers(7, 40))
+SCIPY_FORMATS = ("csr", "csc", "coo")
+
+
+def _values(rng, n, dtype, zeros):
+    """``n`` values of ``dtype`` in [-2, 2], a fraction ``zeros`` of them exactly 0
+    (explicit zeros: stored, so they are weights like any other)."""
+    values = rng.uniform(-2.0, 2.0, n)
+    values[rng.random(n) < zeros] = 0.0
+    return values.astype(dtype)
+
+
+@st.composite
+def sparse_patterns(draw, dims=sparse_dims, zero_dims=True):
+    """(pattern bool (n_rows, n_cols), rng): a random pattern at a drawn density, with
+    a few rows and columns forced empty, and the seeded generator that made it. With
+    ``zero_dims``, about one case in five has no rows or no columns."""
+    n_rows, n_cols = draw(dims), draw(dims)
+    if zero_dims:
+        n_rows, n_cols = draw(st.sampled_from([(0, n_cols), (n_rows, 0)] + [(n_rows, n_cols)] * 8))
+    density = draw(densities)
+    rng = np.random.default_rng(draw(seeds))
+    pattern = rng.random((n_rows, n_cols)) < density
+    if n_rows:
+        pattern[sorted(draw(st.sets(st.integers(0, n_rows - 1), max_size=3)))] = False
+    if n_cols:
+        pattern[:, sorted(draw(st.sets(st.integers(0, n_cols - 1), max_size=3)))] = False
+    return pattern, rng
+
+
+@st.composite
+def csr_cases(draw, zero_dims=True):
+    """(A, dtype): A a canonical ``scipy.sparse.csr_array`` (n_rows, n_cols) of
+    float32 or float64 with int32 indices; 0 to 40 rows and columns, zero nonzeros, empty
+    rows and columns, full density and explicit zeros all occur."""
+    import scipy.sparse as sp
+
+    dtype = draw(dtypes)
+    pattern, rng = draw(sparse_patterns(zero_dims=zero_dims))
+    rows, cols = np.nonzero(pattern)  # row-major: sorted within each row
+    indptr = np.zeros(pattern.shape[0] + 1, np.int32)
+    np.cumsum(pattern.sum(axis=1), out=indptr[1:])
+    data = _values(rng, rows.size, dtype, draw(st.sampled_from([0.0, 0.0, 0.3])))
+    A = sp.csr_array((data, cols.astype(np.int32), indptr), shape=pattern.shape)
+    return A, np.dtype(dtype)
+
+
+def csr_arrays(A):
+    """(indptr, indices, data) of a CSR array as the kernels take them: int32 and
+    C-contiguous."""
+    return (np.ascontiguousarray(A.indptr, np.int32), np.ascontiguousarray(A.indices, np.int32),
+            np.ascontiguousarray(A.data))
+
+
+@st.composite
+def scipy_weights(draw, max_dim=9, dtypes=dtypes):
+    """(W, dense, nnz): W a scipy.sparse weight (in, out) as a user may hand it over, in
+    any of csr/csc/coo, as a sparse array or an spmatrix; ``dense`` its float64 value
+    (in, out); ``nnz`` the number of distinct stored positions (explicit zeros included).
+
+    CSR and CSC may come with unsorted indices; COO with unsorted and duplicate entries
+    (each duplicate a pair of exact halves, so their sum is exactly the weight).
+    """
+    import scipy.sparse as sp
+
+    dtype = draw(dtypes)
+    pattern, rng = draw(sparse_patterns(dims=st.integers(1, max_dim), zero_dims=False))
+    rows, cols = np.nonzero(pattern)
+    data = _values(rng, rows.size, dtype, draw(st.sampled_from([0.0, 0.3])))
+    dense = np.zeros(pattern.shape)
+    dense[rows, cols] = data
+    fmt = draw(st.sampled_from(SCIPY_FORMATS))
+    container = draw(st.sampled_from(["array", "matrix"]))
+    messy = draw(st.booleans())
+    if fmt == "coo":
+        if messy:
+            dup = rng.random(rows.size) < 0.5
+            rows, cols = np.concatenate([rows, rows[dup]]), np.concatenate([cols, cols[dup]])
+            data = np.concatenate([data, data[dup]])
+            data[np.flatnonzero(dup)] *= 0.5
+            data[rows.size - dup.sum():] *= 0.5
+            order = rng.permutation(rows.size)
+            rows, cols, data = rows[order], cols[order], data[order]
+        W = getattr(sp, f"coo_{container}")((data, (rows, cols)), shape=pattern.shape)
+    else:
+        canonical = getattr(sp, f"{fmt}_array")(
+            (data, (rows, cols)), shape=pattern.shape).astype(dtype)
+        indptr, indices, values = canonical.indptr, canonical.indices.copy(), canonical.data.copy()
+        if messy:  # reverse every row (CSR) or column (CSC) of indices
+            for start, end in zip(indptr[:-1], indptr[1:]):
+                indices[start:end] = indices[start:end][::-1].copy()
+                values[start:end] = values[start:end][::-1].copy()
+        W = getattr(sp, f"{fmt}_{container}")((values, indices, indptr), shape=pattern.shape)
+    assert W.dtype == dtype
+    return W, dense, int(pattern.sum())

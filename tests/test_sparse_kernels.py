@@ -1,0 +1,178 @@
+"""The CSR operations (``sparseprune.ops``) against SciPy and NumPy.
+
+A CSR matrix A (n_rows, n_cols) here is a layer's weight transposed: rows are outputs,
+columns inputs, activations feature-major (features, batch). Every output buffer starts
+as NaN, so an entry a kernel forgets to write shows up.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+
+from helpers import tol
+from sparseprune import SparseLinear, ops
+from strategies import batches, csr_arrays, csr_cases, seeds
+
+
+def feature_major(rng, n, batch, dtype):
+    """A C-contiguous (n, batch) array of ``dtype`` with entries in [-2, 2]."""
+    return rng.uniform(-2.0, 2.0, (n, batch)).astype(dtype)
+
+
+def abs_product(a, b):
+    """max |a| @ |b|: the size of the summed terms of a @ b, for the tolerances."""
+    return (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))).max(initial=0.0)
+
+
+def stored_rows(indptr):
+    """The row of every stored entry (nnz,)."""
+    return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+
+
+@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds)
+def test_csr_forward(case, batch, with_bias, relu, seed):
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = A.shape
+    indptr, indices, data = csr_arrays(A)
+    x = feature_major(rng, n_cols, batch, dtype)
+    bias = rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops._EMPTY[dtype]
+    out = np.full((n_rows, batch), np.nan, dtype)
+
+    result = ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu, x, out)
+
+    assert result is out
+    b = bias.astype(np.float64) if with_bias else np.zeros(n_rows)
+    expected = A.astype(np.float64) @ x.astype(np.float64) + b[:, None]
+    if relu:
+        expected = np.maximum(expected, 0.0)
+    # Each output sums at most n_cols products of terms up to 2 in size.
+    scale = (abs(A).astype(np.float64) @ np.abs(x.astype(np.float64))).max(initial=0.0) + 2.0
+    assert_allclose(out, expected, **tol(dtype, scale=scale))
+    # A row without stored weights is exactly its bias (or 0), ReLU'd.
+    empty = np.diff(indptr) == 0
+    assert_array_equal(out[empty], expected[empty])
+    if relu:
+        assert (out >= 0).all()
+    # The inputs are read only.
+    assert_array_equal(data, A.data)
+    assert_array_equal(indptr, A.indptr)
+
+
+@given(csr_cases(), batches, seeds)
+def test_csr_weight_grad_is_the_sampled_product(case, batch, seed):
+    """grad_data[p] == (dz @ x.T)[j, indices[p]] for every stored (j, indices[p]): the
+    user's (x @ dz.T) (in, out) sampled at the pattern."""
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = A.shape
+    indptr, indices, _ = csr_arrays(A)
+    x = feature_major(rng, n_cols, batch, dtype)
+    dz = feature_major(rng, n_rows, batch, dtype)
+    grad_data = np.full(indices.size, np.nan, dtype)
+
+    result = ops.csr_weight_grad(indptr, indices, ops.row_chunks(indptr), dz, x, grad_data)
+
+    assert result is grad_data
+    full = x.astype(np.float64) @ dz.astype(np.float64).T  # (in, out) = (n_cols, n_rows)
+    expected = full[indices, stored_rows(indptr)]
+    assert_allclose(grad_data, expected, **tol(dtype, scale=abs_product(x, dz.T)))
+
+
+@given(csr_cases(), st.booleans())
+def test_csr_transpose_matches_scipy(case, distinct_values):
+    """The transpose's pattern is scipy's CSC of A, and data[perm] its values in that
+    order. With distinct values the permutation itself is pinned down."""
+    A, dtype = case
+    indptr, indices, data = csr_arrays(A)
+    if distinct_values:
+        data = np.arange(1, data.size + 1, dtype=dtype)
+        A = sp.csr_array((data, indices, indptr), shape=A.shape)
+
+    indptr_t, indices_t, perm = ops.csr_transpose(A.shape[1], indptr, indices)
+
+    expected = A.tocsc()  # CSC of A is CSR of A.T: the same three arrays
+    assert expected.has_sorted_indices
+    for got in (indptr_t, indices_t, perm):
+        assert got.dtype == np.int32 and got.flags.c_contiguous
+    assert_array_equal(indptr_t, expected.indptr)
+    assert_array_equal(indices_t, expected.indices)
+    assert_array_equal(np.sort(perm), np.arange(data.size))
+    assert_array_equal(data[perm], expected.data)
+    # The inputs are read only (the fill pass borrows indptr_t as its cursor, not these).
+    assert_array_equal(indptr, A.indptr)
+    assert_array_equal(indices, A.indices)
+
+
+@given(csr_cases(), seeds)
+def test_csr_gather(case, seed):
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    data = A.data.astype(dtype)
+    perm = rng.permutation(data.size).astype(np.int32)
+    out = np.full_like(data, np.nan)
+    assert ops.csr_gather(perm, data, out) is out
+    assert_array_equal(out, data[perm])
+
+
+@given(csr_cases())
+def test_row_chunks_cover_every_row_in_order(case):
+    A, _ = case
+    indptr, _, _ = csr_arrays(A)
+    bounds = ops.row_chunks(indptr)
+    assert bounds.dtype == np.int32 and bounds.ndim == 1 and bounds.size >= 2
+    # Chunk c is rows bounds[c]:bounds[c + 1]: from row 0 to the last, without a gap or
+    # an overlap, so every row is in exactly one chunk and the chunks are in row order.
+    assert bounds[0] == 0 and bounds[-1] == A.shape[0]
+    assert (np.diff(bounds) >= 0).all()
+
+
+def test_row_chunks_of_a_skewed_pattern():
+    """All weights in the last row, then in the first: still every row, in order."""
+    for counts in ([0] * 50 + [1000], [1000] + [0] * 50, [3] * 7):
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        bounds = ops.row_chunks(indptr)
+        assert bounds[0] == 0 and bounds[-1] == len(counts)
+        assert (np.diff(bounds) >= 0).all()
+
+
+# -- the layer's backward: weight gradient and the transposed product -------------------
+
+
+@given(csr_cases(), batches, seeds)
+def test_sparse_linear_backward(case, batch, seed):
+    """SparseLinear.backward_fm on W = A.T (in, out): grad_data is (x @ dz.T) at the
+    stored positions, dx == W @ dz; after the values change (an optimizer step) dx uses
+    the new values, not a stale copy of the transpose."""
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_out, n_in = A.shape
+    layer = SparseLinear(A.T)  # a csc_array (in, out) on A's three arrays
+    indptr, indices, data = layer.csr_arrays()
+    assert_array_equal(indptr, A.indptr)
+    assert_array_equal(indices, A.indices)
+    x = feature_major(rng, n_in, batch, dtype)
+    dz = feature_major(rng, n_out, batch, dtype)
+
+    for step in range(2):
+        grad_data = np.full(layer.nnz, np.nan, dtype)
+        dx = np.full((n_in, batch), np.nan, dtype)
+        assert layer.backward_fm(x, dz, grad_data, dx) is grad_data
+
+        W = layer.weight.astype(np.float64)
+        full = x.astype(np.float64) @ dz.astype(np.float64).T
+        assert_allclose(grad_data, full[indices, stored_rows(indptr)],
+                        **tol(dtype, scale=abs_product(x, dz.T)))
+        scale = (abs(W) @ np.abs(dz.astype(np.float64))).max(initial=0.0) + 1.0
+        assert_allclose(dx, W @ dz.astype(np.float64), **tol(dtype, scale=scale))
+        # Inputs without a stored weight get an exact zero gradient.
+        assert_array_equal(dx[np.diff(W.tocsr().indptr) == 0], 0.0)
+        # The values change in place, as the optimizer changes them.
+        layer.data[:] = rng.uniform(-2.0, 2.0, layer.nnz).astype(dtype)
+
+    # Without dx, only the weight gradient is computed.
+    grad_data = np.full(layer.nnz, np.nan, dtype)
+    layer.backward_fm(x, dz, grad_data)
+    assert np.isfinite(grad_data).all()

@@ -1,0 +1,287 @@
+"""SparseLinear: ``SparseLinear(W, bias).forward(X) == X @ W + bias`` for any scipy.sparse
+W (in, out), its parameter views, its engines, and what bad input gets."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+
+import sparseprune as spp
+from helpers import tol
+from sparseprune.layers import ENGINES
+from strategies import batches, scipy_weights, seeds
+
+
+def reference(X, dense, bias):
+    """X @ W + bias in float64; X as the layer sees it (already cast to its dtype)."""
+    return X.astype(np.float64) @ dense + bias.astype(np.float64)
+
+
+def forward_tol(X, dense, dtype):
+    scale = (np.abs(X.astype(np.float64)) @ np.abs(dense)).max(initial=0.0) + 1.0
+    return tol(dtype, scale=scale)
+
+
+@given(scipy_weights(), batches, st.booleans(), seeds)
+def test_forward_is_X_at_W_plus_bias(case, batch, with_bias, seed):
+    W, dense, nnz = case
+    rng = np.random.default_rng(seed)
+    n_in, n_out = W.shape
+    bias = rng.uniform(-1, 1, n_out).astype(W.dtype) if with_bias else np.zeros(n_out)
+    layer = spp.SparseLinear(W, bias if with_bias else None)
+    X = rng.uniform(-2, 2, (batch, n_in)).astype(W.dtype)
+
+    assert layer.dtype == W.dtype and layer.shape == W.shape and layer.nnz == nnz
+    for engine in ENGINES:
+        layer.engine = engine
+        out = layer.forward(X)
+        assert out.shape == (batch, n_out) and out.dtype == W.dtype
+        assert_allclose(out, reference(X, dense, bias), **forward_tol(X, dense, W.dtype))
+    assert_allclose(layer(X), out, **forward_tol(X, dense, W.dtype))
+
+
+@given(scipy_weights())
+def test_weight_is_a_csc_array_equal_to_W(case):
+    """Duplicates summed, indices sorted, explicit zeros kept as stored weights."""
+    W, dense, nnz = case
+    layer = spp.SparseLinear(W)
+    weight = layer.weight
+    assert isinstance(weight, sp.csc_array)
+    assert weight.shape == W.shape and weight.dtype == W.dtype
+    assert weight.nnz == nnz  # stored zeros are weights: not dropped
+    assert weight.has_canonical_format
+    assert_array_equal(weight.toarray(), dense)
+    assert_array_equal(layer.to_dense(), dense)
+    # The index arrays are read-only; the values are the layer's own.
+    for index in (weight.indices, weight.indptr):
+        assert not index.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            index[...] = 0
+    if nnz:
+        assert np.shares_memory(weight.data, layer.data)
+    assert layer.nbytes() == layer.data.nbytes + 4 * (nnz + W.shape[1] + 1)
+
+
+def test_weight_is_a_copy_of_W():
+    """The layer does not keep the user's arrays: changing W later changes nothing."""
+    W = sp.csc_array(np.array([[1.0, 0.0], [2.0, 3.0]]))
+    layer = spp.SparseLinear(W)
+    W.data[:] = 7.0
+    W.indices[:] = 0
+    assert_array_equal(layer.weight.toarray(), [[1.0, 0.0], [2.0, 3.0]])
+
+
+def test_explicit_zeros_are_weights_that_train():
+    """A stored zero stays in the pattern: its gradient is computed like any other."""
+    W = sp.coo_array(([0.0, 1.0, 2.0, -2.0], ([0, 1, 0, 0], [0, 1, 1, 1])), shape=(2, 2))
+    layer = spp.SparseLinear(W)  # (0, 1) holds 2 + (-2): a stored zero as well
+    assert layer.nnz == 3
+    assert_array_equal(layer.weight.toarray(), [[0.0, 0.0], [0.0, 1.0]])
+    x = np.array([[1.0], [2.0]])  # (in, batch)
+    dz = np.array([[3.0], [5.0]])  # (out, batch)
+    grad = np.full(3, np.nan)
+    layer.backward_fm(x, dz, grad)
+    # Stored order: CSC of W, output by output; tocoo keeps that order.
+    assert_array_equal(grad, (x @ dz.T)[layer.weight.tocoo().coords])
+    assert grad[0] == 3.0  # the stored zero at (0, 0) gets x[0] * dz[0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda X: np.asfortranarray(X),
+    lambda X: np.repeat(X, 2, axis=1)[:, ::2],  # strided columns
+    lambda X: np.repeat(X, 3, axis=0)[::3],  # strided rows
+    lambda X: X.T.copy().T,  # a transposed view
+], ids=["fortran", "column-slice", "row-slice", "transposed"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_non_contiguous_X(make, engine, rng):
+    W = sp.random_array((6, 5), density=0.5, rng=rng, dtype=np.float32)
+    layer = spp.SparseLinear(W, rng.normal(size=5))
+    layer.engine = engine
+    X = rng.normal(size=(9, 6)).astype(np.float32)
+    Xnc = make(X)
+    assert not Xnc.flags.c_contiguous
+    assert_array_equal(Xnc, X)
+    expected = reference(X, W.toarray().astype(np.float64), layer.bias)
+    assert_allclose(layer.forward(Xnc), expected, **forward_tol(X, W.toarray(), np.float32))
+
+
+@pytest.mark.parametrize("x_dtype", [np.int64, np.int8, np.float64, np.float32, bool])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_other_X_dtypes_are_converted_to_the_layer_dtype(x_dtype, dtype, rng):
+    W = sp.random_array((7, 4), density=0.6, rng=rng, dtype=dtype)
+    layer = spp.SparseLinear(W, rng.normal(size=4))
+    X = (rng.normal(size=(5, 7)) * 3).astype(x_dtype)
+    out = layer.forward(X)
+    assert out.dtype == dtype
+    Xd = X.astype(dtype)  # what the layer computes with
+    assert_allclose(out, reference(Xd, W.toarray().astype(np.float64), layer.bias),
+                    **forward_tol(Xd, W.toarray(), dtype))
+
+
+@pytest.mark.parametrize("w_dtype, expected", [
+    (np.float32, np.float32), (np.float64, np.float64), (np.int64, np.float32),
+    (np.int32, np.float32), (np.bool_, np.float32),
+])
+def test_layer_dtype_follows_W(w_dtype, expected):
+    """W's own float dtype, float32 for anything else (the documented default)."""
+    dense = np.array([[1, 0, 2], [0, 3, 0]])
+    layer = spp.SparseLinear(sp.csr_array(dense.astype(w_dtype)))
+    assert layer.dtype == expected
+    assert_array_equal(layer.weight.toarray(), dense.astype(w_dtype).astype(expected))
+    assert_array_equal(layer.forward(np.ones((1, 2))), [dense.astype(w_dtype).sum(axis=0)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_explicit_dtype(dtype, rng):
+    W = sp.random_array((4, 3), density=0.5, rng=rng, dtype=np.float64)
+    layer = spp.SparseLinear(W, np.arange(3), dtype=dtype)
+    assert layer.dtype == dtype and layer.data.dtype == dtype and layer.bias.dtype == dtype
+    assert_array_equal(layer.weight.toarray(), W.toarray().astype(dtype))
+
+
+def test_bias_is_a_copy_and_checked_on_assignment(rng):
+    bias = np.array([1.0, 2.0])
+    layer = spp.SparseLinear(sp.eye_array(2, format="csr"), bias)
+    bias[:] = 9.0
+    assert_array_equal(layer.bias, [1.0, 2.0])
+    layer.bias = [3, 4]
+    assert layer.bias.dtype == np.float64
+    assert_array_equal(layer.forward(np.ones((1, 2))), [[4.0, 5.0]])
+    with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+        layer.bias = np.zeros(3)
+    with pytest.raises(ValueError, match="bias contains NaN"):
+        layer.bias = [np.nan, 0.0]
+    assert_array_equal(layer.bias, [3.0, 4.0])
+
+
+# -- engines and the plan -----------------------------------------------------------
+
+
+@given(scipy_weights(max_dim=40), st.lists(batches, min_size=1, max_size=4), seeds,
+       st.booleans())
+def test_engines_agree_and_auto_records_its_plan(case, batch_list, seed, relu):
+    """"auto" times CSR against dense at the first call in each batch-size bucket (the
+    next power of two) and keeps the faster; results equal "csr" and "dense" either way."""
+    W, dense, _ = case
+    rng = np.random.default_rng(seed)
+    n_in, n_out = W.shape
+    layer = spp.SparseLinear(W, rng.uniform(-1, 1, n_out))
+    fixed = {e: spp.SparseLinear(W, layer.bias) for e in ("csr", "dense")}
+    for e, other in fixed.items():
+        other.engine = e
+    assert layer.engine == "auto" and layer.plan == {}
+    for batch in batch_list:
+        x = rng.uniform(-2, 2, (n_in, batch)).astype(W.dtype)
+        expected = dense.T @ x.astype(np.float64) + layer.bias[:, None]
+        if relu:
+            expected = np.maximum(expected, 0.0)
+        scale = (np.abs(dense.T) @ np.abs(x.astype(np.float64))).max(initial=0.0) + 1.0
+        for lay in (layer, *fixed.values()):
+            out = np.full((n_out, batch), np.nan, W.dtype)
+            assert lay.forward_fm(x, out, relu) is out
+            assert_allclose(out, expected, **tol(W.dtype, scale=scale))
+    buckets = {1 << (b - 1).bit_length() for b in batch_list}
+    assert set(layer.plan) == buckets
+    assert set(layer.plan.values()) <= {"csr", "dense"}
+    for other in fixed.values():
+        assert other.plan == {}  # a fixed engine measures nothing
+
+
+def test_plan_is_per_bucket_and_reset_by_a_new_engine(rng):
+    layer = spp.SparseLinear(sp.random_array((8, 6), density=0.3, rng=rng))
+    for batch in (1, 2, 3, 4, 5, 300, 256, 257):
+        layer.forward(rng.normal(size=(batch, 8)))
+    assert set(layer.plan) == {1, 2, 4, 8, 256, 512}
+    plan = layer.plan
+    plan[1] = "nonsense"  # a copy: the layer's own plan is not touched
+    assert layer.plan[1] in ("csr", "dense")
+    layer.engine = "auto"
+    assert layer.plan == {}
+    layer.engine = "csr"
+    layer.forward(rng.normal(size=(3, 8)))
+    assert layer.plan == {} and layer.engine == "csr"
+
+
+@pytest.mark.parametrize("engine", ["gpu", "CSR", "", None, 1])
+def test_bad_engine(engine):
+    layer = spp.SparseLinear(sp.eye_array(3, format="csr"))
+    with pytest.raises(ValueError, match="engine must be one of 'auto', 'csr', 'dense'"):
+        layer.engine = engine
+    assert layer.engine == "auto"
+
+
+# -- bad input ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("W, error, match", [
+    (np.eye(3), TypeError, "W must be a scipy.sparse array or matrix"),
+    ([[1.0, 0.0]], TypeError, "W must be a scipy.sparse array or matrix"),
+    (None, TypeError, "W must be a scipy.sparse array or matrix"),
+    (sp.csr_array(np.eye(3) * 1j), TypeError, "W must hold real numbers"),
+    (sp.csr_array(np.array([[1.0, np.nan], [0.0, 1.0]])), ValueError, "W: data contains NaN"),
+    (sp.coo_array(np.array([[np.inf, 0.0]])), ValueError, "W: data contains NaN or infinity"),
+    (sp.csr_array((2, 2)).reshape((4,)), ValueError, "W must be 2-D"),
+], ids=["ndarray", "list", "None", "complex", "nan", "inf", "1-D"])
+def test_bad_W(W, error, match):
+    with pytest.raises(error, match=match):
+        spp.SparseLinear(W)
+
+
+@pytest.mark.parametrize("where", ["W", "bias", "X"])
+def test_values_beyond_float32_are_refused_cleanly(where):
+    """1e300 is a finite float64 but inf in a float32 layer: a ValueError naming the
+    argument, and no numpy "overflow encountered in cast" warning on the way (pytest
+    here turns warnings into errors, as a careful user's code may)."""
+    huge = np.array([[1e300, 0.0], [0.0, 1.0]])
+    W = sp.csr_array(huge if where == "W" else np.eye(2))
+    bias = np.array([1e300, 0.0]) if where == "bias" else None
+    with pytest.raises(ValueError, match=f"{where}(: data)? has values beyond the range "
+                                         f"of float32"):
+        layer = spp.SparseLinear(W, bias, dtype="float32")
+        layer.forward(huge)
+
+
+@pytest.mark.parametrize("bias, error, match", [
+    (np.zeros(4), ValueError, r"bias must have shape \(3,\), got \(4,\)"),
+    (np.zeros((3, 1)), ValueError, r"bias must have shape \(3,\), got \(3, 1\)"),
+    (np.zeros(()), ValueError, r"bias must have shape \(3,\)"),
+    (np.array([0.0, np.nan, 0.0]), ValueError, "bias contains NaN"),
+    (np.array([0.0, np.inf, 0.0]), ValueError, "bias contains NaN"),
+    (np.zeros(3, complex), TypeError, "bias must be a real numeric array"),
+    (np.array(["a", "b", "c"]), TypeError, "bias must be a real numeric array"),
+])
+def test_bad_bias(bias, error, match):
+    with pytest.raises(error, match=match):
+        spp.SparseLinear(sp.random_array((2, 3), density=0.5, rng=0), bias)
+
+
+@pytest.mark.parametrize("X, error, match", [
+    (np.zeros((5, 3)), ValueError, "X has 3 features per sample, the model expects 4"),
+    (np.zeros((5, 5)), ValueError, "X has 5 features per sample, the model expects 4"),
+    (np.zeros(4), ValueError, "X must be 2-D"),
+    (np.zeros((0, 4)), ValueError, "X must hold at least one sample"),
+    (np.full((2, 4), np.nan), ValueError, "X contains NaN or infinity"),
+    (np.array([[0, 0, 0, np.inf]]), ValueError, "X contains NaN or infinity"),
+    (np.zeros((2, 4), complex), TypeError, "X must be real"),
+    (np.full((2, 4), "a"), TypeError, "X must be a 2-D numeric array"),
+], ids=["few-features", "many-features", "1-D", "empty", "nan", "inf", "complex", "strings"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_X(X, error, match, engine):
+    layer = spp.SparseLinear(sp.random_array((4, 3), density=0.5, rng=0, dtype=np.float32))
+    layer.engine = engine
+    data = layer.data.copy()
+    with pytest.raises(error, match=match):
+        layer.forward(X)
+    assert_array_equal(layer.data, data)
+    assert layer.plan == {}
+
+
+def test_repr_and_sizes():
+    W = sp.csr_array(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]]))
+    layer = spp.SparseLinear(W)
+    assert (layer.in_features, layer.out_features, layer.nnz) == (2, 3, 2)
+    assert layer.n_weights == 6 and layer.n_active == 2
+    assert layer.density == pytest.approx(1 / 3)
+    assert "SparseLinear(in=2, out=3, nnz=2" in repr(layer)
