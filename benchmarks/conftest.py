@@ -100,6 +100,55 @@ WEIGHT_CASES = sorted({(c.n_in, c.n_out, c.dtype) for c in LAYER_CASES})
 
 CONTENDERS = ["numpy", "sparseprune"]
 
+
+@dataclass(frozen=True)
+class SparseCase:
+    """One sparse layer (in, out) at a sparsity and batch size."""
+
+    shape: tuple
+    sparsity: float
+    batch: int
+    dtype: str = "float32"
+
+    @property
+    def id(self):
+        return (f"{self.shape[0]}x{self.shape[1]}-s{self.sparsity:g}-b{self.batch}-"
+                f"{np.dtype(self.dtype).name}")
+
+
+@dataclass(frozen=True)
+class EpochCase:
+    """One training epoch of a pruned MLP."""
+
+    sizes: tuple
+    sparsity: float
+    batch: int
+    samples: int
+    dtype: str = "float32"
+
+    @property
+    def id(self):
+        return (f"{'-'.join(map(str, self.sizes))}-s{self.sparsity:g}-b{self.batch}-"
+                f"n{self.samples}-{np.dtype(self.dtype).name}")
+
+
+# The sparse engine's targets (issue 3): ratios against dense NumPy and scipy.sparse.
+SPARSE_CASES = [
+    SparseCase((4096, 4096), 0.9, 256),
+    SparseCase((4096, 4096), 0.9, 1),
+    SparseCase((1024, 1024), 0.9, 64),
+    SparseCase((4096, 4096), 0.7, 256),
+]
+EPOCH_CASES = [EpochCase((2048, 2048, 2048, 10), 0.9, 256, 2048)]
+THREADS_CASES = [SparseCase((4096, 4096), 0.9, 1), SparseCase((4096, 4096), 0.9, 64),
+                 SparseCase((4096, 4096), 0.9, 256)]
+# Small stand-ins for the smoke run of ``make test`` (--benchmark-disable).
+SMOKE = {
+    "sparse_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.7, 1)],
+    "epoch_case": [EpochCase((64, 48, 32, 10), 0.9, 16, 40)],
+    "threads_case": [SparseCase((96, 80), 0.9, 7)],
+}
+
 # Each test names the grid it runs on by its arguments; ids read like the group names.
 GRID = {
     "mlp_case": (MLP_CASES, lambda c: c.id),
@@ -107,12 +156,21 @@ GRID = {
     "output_case": (OUTPUT_CASES, lambda c: f"{c[0]}x{c[1]}-{c[2]}"),
     "weight_case": (WEIGHT_CASES, lambda c: f"{c[0]}x{c[1]}-{c[2]}"),
     "contender": (CONTENDERS, str),
+    "sparse_case": (SPARSE_CASES, lambda c: c.id),
+    "epoch_case": (EPOCH_CASES, lambda c: c.id),
+    "threads_case": (THREADS_CASES, lambda c: c.id),
+    "sparse_contender": (["dense", "scipy", "csr", "csr-edge"], str),
+    "backward_contender": (["dense", "sparse"], str),
+    "threads_contender": (["pair", "single-threaded-blas", "dense-alone", "csr-alone"], str),
 }
 
 
 def pytest_generate_tests(metafunc):
+    smoke = metafunc.config.getoption("benchmark_disable")
     for name, (values, ids) in GRID.items():
         if name in metafunc.fixturenames:
+            if smoke and name in SMOKE:
+                values = SMOKE[name]
             metafunc.parametrize(name, values, ids=[ids(v) for v in values])
 
 

@@ -21,7 +21,7 @@ agree, outside the timed call.
 import copy
 
 import numpy as np
-from numpy.testing import assert_allclose
+from bench_utils import assert_close
 
 import sparseprune as spp
 from sparseprune.kernels.dense import dense_softmax_xent
@@ -36,18 +36,6 @@ from sparseprune.train import SGD, Workspace, bind, forward_backward
 # so that the update, not just the weights, is compared.
 LR_TIMED = 1e-5
 LR_CHECK = 1.0
-
-
-def _tol(dtype):
-    """Tolerances for two float computations of one result that sum in different
-    orders (BLAS blocking, fastmath): relative to the result's largest entry."""
-    return 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
-
-
-def assert_close(got, expected, dtype):
-    expected = np.asarray(expected)
-    rtol = _tol(dtype)
-    assert_allclose(got, expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(), 1e-30))
 
 
 def _nbytes(*shapes, dtype):

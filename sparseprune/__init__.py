@@ -4,15 +4,23 @@ A masked MLP trained through Numba dense kernels, magnitude pruning (one-shot or
 schedule), and description length in bits.
 """
 
-from . import data, prune
-from .io import load
-from .layers import MaskedLinear, SparseLinear
-from .model import MLP, SparseMLP
-from .train import SGD, Adam, History
+import os
+
+# Numba's OpenMP workers spin after every parallel kernel and slow the next BLAS call
+# by milliseconds (see _threads.py). Passive waiting must be set before the OpenMP
+# runtime starts, which loading the first parallel kernel does; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from . import data, prune  # noqa: E402
+from ._threads import single_threaded_blas  # noqa: E402
+from .io import load  # noqa: E402
+from .layers import MaskedLinear, SparseLinear  # noqa: E402
+from .model import MLP, SparseMLP  # noqa: E402
+from .train import SGD, Adam, History  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "History", "data",
-    "load", "prune", "__version__",
+    "load", "prune", "single_threaded_blas", "__version__",
 ]

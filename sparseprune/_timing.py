@@ -15,3 +15,9 @@ def best_time(call, repeats=REPEATS):
         call()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def batch_bucket(batch):
+    """The power of two at or above ``batch``: choices measured at one batch size hold
+    for its bucket."""
+    return 1 << (batch - 1).bit_length()

@@ -6,7 +6,7 @@ the weight as ``(in, out)``, like ``X @ W`` on sample-major data.
 
 import numpy as np
 
-from ._timing import best_time
+from ._timing import batch_bucket, best_time
 from ._validation import (
     INDEX_DTYPE, check_choice, check_dtype, check_features, check_matrix, check_sparse_weight,
 )
@@ -310,10 +310,15 @@ class SparseLinear:
         """What ``engine="auto"`` chose so far: {batch bucket: "csr" or "dense"}."""
         return dict(self._plan)
 
+    def engine_for(self, batch):
+        """The kernel ("csr" or "dense") this layer runs at ``batch`` samples, or None if
+        ``engine="auto"`` has not measured that batch size's bucket yet."""
+        return self._engine if self._engine != "auto" else self._plan.get(batch_bucket(batch))
+
     def _engine_for(self, x, out, relu):
         if self._engine != "auto":
             return self._engine
-        bucket = 1 << (x.shape[1] - 1).bit_length()
+        bucket = batch_bucket(x.shape[1])
         choice = self._plan.get(bucket)
         if choice is None:
             t_csr = best_time(lambda: self._csr_forward(x, out, relu))

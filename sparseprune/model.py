@@ -4,6 +4,8 @@ import numpy as np
 
 from ._validation import check_dtype, check_features, check_int, check_labels
 from .kernels.dense import dense_softmax, dense_softmax_xent
+from ._threads import single_threaded_blas
+from ._timing import batch_bucket, best_time
 from .layers import MaskedLinear, SparseLinear
 
 # Inference runs in chunks of this many samples, bounding the activations' memory.
@@ -240,6 +242,30 @@ class SparseMLP(_Network):
         self.layers = layers
         self.dtype = layers[0].dtype
         self.sizes = _check_sizes([layers[0].in_features] + [l.out_features for l in layers])
+        # {batch bucket: whether to hold BLAS to one thread}, measured: see _logits_fm.
+        self._blas_plan = {}
+
+    def _logits_fm(self, xt):
+        """Logits of feature-major input. Where dense and CSR layers mix, BLAS's and
+        Numba's thread pools compete (see ``_threads``); the first call at each batch
+        bucket times the forward pass both with and without BLAS held to one thread,
+        on the real input, and keeps the faster way for that bucket."""
+        bucket = batch_bucket(xt.shape[1])
+        single = self._blas_plan.get(bucket)
+        if single is None:
+            logits = _Network._logits_fm(self, xt)  # settles every layer's engine
+            engines = {layer.engine_for(xt.shape[1]) for layer in self.layers}
+            if engines != {"csr", "dense"}:
+                self._blas_plan[bucket] = False
+                return logits
+            free = best_time(lambda: _Network._logits_fm(self, xt))
+            with single_threaded_blas():
+                single_time = best_time(lambda: _Network._logits_fm(self, xt))
+            single = self._blas_plan[bucket] = single_time < free
+        if single:
+            with single_threaded_blas():
+                return _Network._logits_fm(self, xt)
+        return _Network._logits_fm(self, xt)
 
     def nbytes(self):
         """Bytes of the stored weights and biases (CSR data + indices + indptr)."""

@@ -243,8 +243,8 @@ def _fit(model, xt, y, validation, epochs, lr, batch_size, optimizer, momentum, 
     engines = choose_engines(model, backend, batch)
     grads = bind(optimizer, model, engines, ws)
     try:
-        return _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress,
-                       ws, engines, grads)
+        return _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, ws,
+                       engines, grads)
     finally:
         for engine in engines:
             engine.finish()

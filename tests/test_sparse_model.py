@@ -147,3 +147,21 @@ def test_sparse_mlp_checks_its_layers():
     c = spp.SparseLinear(sp.random_array((5, 3), density=0.5, rng=0), dtype="float32")
     with pytest.raises(TypeError, match="layers must share one dtype"):
         spp.SparseMLP([a, c])
+
+
+def test_mixed_engines_settle_the_blas_threads_once_per_bucket():
+    """Dense and CSR layers in one model: the first call at a batch bucket measures
+    whether holding BLAS to one thread pays, and the answer never changes results."""
+    model = spp.MLP([20, 30, 16, 5], dtype="float64", seed=0)
+    spp.prune.magnitude(model, 0.6)
+    X = np.random.default_rng(1).standard_normal((37, 20))
+    mixed = model.to_sparse(engine="csr")
+    mixed.layers[1].engine = "dense"
+    expected = model.predict_proba(X)
+    for _ in range(2):
+        np.testing.assert_allclose(mixed.predict_proba(X), expected, rtol=1e-12, atol=1e-12)
+    assert list(mixed._blas_plan) == [64]
+    assert isinstance(mixed._blas_plan[64], bool)
+    uniform = model.to_sparse(engine="csr")
+    uniform.predict_proba(X[:1])
+    assert uniform._blas_plan == {1: False}

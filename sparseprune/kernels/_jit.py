@@ -11,6 +11,8 @@ import numba
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 OPTIONS = dict(nogil=True, cache=True, error_model="numpy", fastmath=FASTMATH)
+# For loops that gain nothing from reassociation, or lose by it (gathers, updates).
+CONTRACT_ONLY = dict(OPTIONS, fastmath={"contract"})
 
 FLOAT_TYPES = ("float32", "float64")
 

@@ -1,4 +1,4 @@
-"""Numba CSR kernels for pruned MLP layers (prototype for sparseprune).
+"""Numba CSR kernels of the sparse layers.
 
 Conventions
 -----------
@@ -18,33 +18,38 @@ Conventions
   equal nnz. Numba's prange splits its range statically, so equal-nnz chunks are
   what balances the threads; rows alone would not for skewed patterns.
 """
-from numba import boolean, float32, float64, int32, int64, njit, prange, void
+from numba import boolean, float32, float64, int32, int64, njit, prange, uint32, void
 
-# All JIT options in one place.
-# - cache: compile once per signature, reuse across processes.
-# - nogil: callers may run kernels from their own threads.
-# - error_model="numpy": no ZeroDivision checks / exceptions in hot loops.
-# - fastmath contract+reassoc: FMAs and vectorised reductions (SDDMM dot products,
-#   batch-1 row sums). No nnan/ninf, so NaN/Inf still propagate as in NumPy.
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
+from ._jit import CONTRACT_ONLY, OPTIONS
 
-# Batch columns per tile in the batched kernels. With batch contiguous, one tile of
-# all n_in feature rows (n_in * 64 * 4 B = 1 MiB at n_in=4096, float32) stays in
-# the per-core L2 while a chunk's rows sweep over it.
-_BATCH_BLOCK = 64
+# JIT options come from _jit. Here fastmath is "contract" only (FMAs), except where a
+# dot product must vectorise over the batch (SDDMM), which also gets "reassoc". It is
+# deliberately off for the batch-1 gather loop: with it LLVM emits AVX-512 gathers,
+# which are slower than scalar loads there (0.84 vs 0.61 ms at 4096^2, 90%).
+_JIT = CONTRACT_ONLY
+_JIT_REDUCE = OPTIONS
+
+# Indexing note: Numba wraps negative signed indices (x[-1]), which costs ~15
+# instructions per access on a value loaded from `indices`. Casting the loaded
+# index to uint32 drops that check; it made the batch-1 kernel 2.5x faster.
 
 _FLOATS = (float32, float64)
 _IDX = int32[::1]
 
 
-def _kernel(make_sig, parallel=False):
+def _kernel(make_sig, parallel=False, opts=_JIT):
     """njit with one explicit signature per float dtype, built by make_sig(dtype)."""
-    return njit([make_sig(t) for t in _FLOATS], parallel=parallel, **_JIT)
+    return njit([make_sig(t) for t in _FLOATS], parallel=parallel, **opts)
 
 
 def _helper(fn):
     """Internal helper: compiled into (and cached with) the kernels that call it."""
     return njit(**_JIT)(fn)
+
+
+def _helper_reduce(fn):
+    """Internal helper whose reductions may be reassociated (vectorised dots)."""
+    return njit(**_JIT_REDUCE)(fn)
 
 
 # --------------------------------------------------------------------------- #
@@ -114,7 +119,7 @@ def csr_transpose_fill(indptr, indices, indptr_t, indices_t, perm):
 def csr_gather_parallel(perm, data, data_t):
     """data_t[q] = data[perm[q]]: refresh transposed values after a weight update."""
     for q in prange(perm.shape[0]):
-        data_t[q] = data[perm[q]]
+        data_t[q] = data[uint32(perm[q])]
 
 
 # --------------------------------------------------------------------------- #
@@ -123,48 +128,51 @@ def csr_gather_parallel(perm, data, data_t):
 # --------------------------------------------------------------------------- #
 @_helper
 def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
-    """Rows r0..r1 of out, one batch tile at a time.
+    """Rows r0..r1 of out. Loop order: row -> nonzero -> batch lane.
 
-    Loop order is tile -> row -> nonzero -> batch lane: the X^T tile (all feature
-    rows, _BATCH_BLOCK lanes) is reused by every row of the chunk from L2, and the
-    output tile of one row stays in L1/registers while its nonzeros stream by.
-    Nonzeros are unrolled by 4 so each output lane is loaded/stored once per four
-    FMAs and the four products form independent chains; a plain per-nonzero axpy
-    is store-bound (measured ~2x slower).
+    Each nonzero streams one whole contiguous X^T row (the hardware prefetcher
+    follows it), and the output row (batch lanes, <= a few KiB) stays in L1 for the
+    whole row. Nonzeros are unrolled by 4 so each output lane is loaded/stored once
+    per four FMAs, with two independent product chains; a plain per-nonzero axpy is
+    load/store-bound.
+
+    Tried and lost: tiling the batch (64/128 lanes) with the tile loop outside the
+    row loop, to keep an X^T tile in L2. With n_in a power of two the tile's rows
+    are 1 KiB apart, map onto a quarter of the cache sets, and thrash: 7-9x slower
+    serial. Holding a 32-lane tile in a scratch accumulator also lost (~4x), since
+    Numba cannot prove it does not alias x/out and keeps it in memory.
     """
     batch = x.shape[1]
     has_bias = bias.shape[0] != 0
     zero = out.dtype.type(0)
-    for b0 in range(0, batch, _BATCH_BLOCK):
-        b1 = min(b0 + _BATCH_BLOCK, batch)
-        for j in range(r0, r1):
-            y = out[j]
-            init = bias[j] if has_bias else zero
-            for b in range(b0, b1):
-                y[b] = init
-            p = indptr[j]
-            end = indptr[j + 1]
-            while p + 4 <= end:
-                v0 = data[p]
-                v1 = data[p + 1]
-                v2 = data[p + 2]
-                v3 = data[p + 3]
-                x0 = x[indices[p]]
-                x1 = x[indices[p + 1]]
-                x2 = x[indices[p + 2]]
-                x3 = x[indices[p + 3]]
-                for b in range(b0, b1):
-                    y[b] += (v0 * x0[b] + v1 * x1[b]) + (v2 * x2[b] + v3 * x3[b])
-                p += 4
-            while p < end:
-                v0 = data[p]
-                x0 = x[indices[p]]
-                for b in range(b0, b1):
-                    y[b] += v0 * x0[b]
-                p += 1
-            if relu:
-                for b in range(b0, b1):
-                    y[b] = max(y[b], zero)
+    for j in range(r0, r1):
+        y = out[j]
+        init = bias[j] if has_bias else zero
+        for b in range(batch):
+            y[b] = init
+        p = indptr[j]
+        end = indptr[j + 1]
+        while p + 4 <= end:
+            v0 = data[p]
+            v1 = data[p + 1]
+            v2 = data[p + 2]
+            v3 = data[p + 3]
+            x0 = x[uint32(indices[p])]
+            x1 = x[uint32(indices[p + 1])]
+            x2 = x[uint32(indices[p + 2])]
+            x3 = x[uint32(indices[p + 3])]
+            for b in range(batch):
+                y[b] += (v0 * x0[b] + v1 * x1[b]) + (v2 * x2[b] + v3 * x3[b])
+            p += 4
+        while p < end:
+            v0 = data[p]
+            x0 = x[uint32(indices[p])]
+            for b in range(batch):
+                y[b] += v0 * x0[b]
+            p += 1
+        if relu:
+            for b in range(batch):
+                y[b] = max(y[b], zero)
 
 
 @_kernel(lambda T: void(boolean, _IDX, _IDX, T[::1], T[:, ::1], T[::1], T[:, ::1]))
@@ -184,29 +192,31 @@ def csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
 
 @_helper
 def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
-    """Batch-1 rows: a gather-dot per row.
+    """Batch-1 rows: a gather-dot per row, ~1 cycle per nonzero (3 loads + FMA).
 
-    Four independent accumulators break the add dependency chain (latency-bound
-    otherwise); the loop is bound by the indices/data stream, not by FLOPs.
+    Four independent accumulators break the FMA latency chain. The row's slices
+    and a range() loop let LLVM prove the offsets non-negative (no wraparound
+    code); the gathered index is cast to uint32 for the same reason.
     """
     has_bias = bias.shape[0] != 0
     zero = out.dtype.type(0)
     for j in range(r0, r1):
-        p = indptr[j]
-        end = indptr[j + 1]
+        p0 = indptr[j]
+        n = indptr[j + 1] - p0
+        dj = data[p0:p0 + n]
+        ij = indices[p0:p0 + n]
         a0 = zero
         a1 = zero
         a2 = zero
         a3 = zero
-        while p + 4 <= end:
-            a0 += data[p] * x[indices[p]]
-            a1 += data[p + 1] * x[indices[p + 1]]
-            a2 += data[p + 2] * x[indices[p + 2]]
-            a3 += data[p + 3] * x[indices[p + 3]]
-            p += 4
-        while p < end:
-            a0 += data[p] * x[indices[p]]
-            p += 1
+        n4 = n - n % 4
+        for k in range(0, n4, 4):
+            a0 += dj[k] * x[uint32(ij[k])]
+            a1 += dj[k + 1] * x[uint32(ij[k + 1])]
+            a2 += dj[k + 2] * x[uint32(ij[k + 2])]
+            a3 += dj[k + 3] * x[uint32(ij[k + 3])]
+        for k in range(n4, n):
+            a0 += dj[k] * x[uint32(ij[k])]
         s = (a0 + a1) + (a2 + a3)
         if has_bias:
             s += bias[j]
@@ -234,7 +244,7 @@ def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
 # Weight gradient on the pattern (SDDMM) + bias gradient
 # grad_data[p] = dY^T[j, :] . X^T[indices[p], :],  grad_bias[j] = sum(dY^T[j, :])
 # --------------------------------------------------------------------------- #
-@_helper
+@_helper_reduce
 def _sddmm_rows(r0, r1, indptr, indices, dy, x, grad_data, grad_bias):
     """Rows r0..r1. Four nonzeros at a time share each dY lane load; the dot
     products vectorise over the batch thanks to fastmath reassoc. The bias
@@ -252,10 +262,10 @@ def _sddmm_rows(r0, r1, indptr, indices, dy, x, grad_data, grad_bias):
         p = indptr[j]
         end = indptr[j + 1]
         while p + 4 <= end:
-            x0 = x[indices[p]]
-            x1 = x[indices[p + 1]]
-            x2 = x[indices[p + 2]]
-            x3 = x[indices[p + 3]]
+            x0 = x[uint32(indices[p])]
+            x1 = x[uint32(indices[p + 1])]
+            x2 = x[uint32(indices[p + 2])]
+            x3 = x[uint32(indices[p + 3])]
             s0 = zero
             s1 = zero
             s2 = zero
@@ -272,7 +282,7 @@ def _sddmm_rows(r0, r1, indptr, indices, dy, x, grad_data, grad_bias):
             grad_data[p + 3] = s3
             p += 4
         while p < end:
-            x0 = x[indices[p]]
+            x0 = x[uint32(indices[p])]
             s0 = zero
             for b in range(batch):
                 s0 += g[b] * x0[b]
@@ -280,14 +290,14 @@ def _sddmm_rows(r0, r1, indptr, indices, dy, x, grad_data, grad_bias):
             p += 1
 
 
-@_kernel(lambda T: void(_IDX, _IDX, T[:, ::1], T[:, ::1], T[::1], T[::1]))
+@_kernel(lambda T: void(_IDX, _IDX, T[:, ::1], T[:, ::1], T[::1], T[::1]), opts=_JIT_REDUCE)
 def csr_sddmm(indptr, indices, dy, x, grad_data, grad_bias):
     """Serial SDDMM (+ bias grad); dy is dY^T (n_rows, batch), x is X^T (n_cols, batch)."""
     _sddmm_rows(0, indptr.shape[0] - 1, indptr, indices, dy, x, grad_data, grad_bias)
 
 
 @_kernel(lambda T: void(_IDX, _IDX, _IDX, T[:, ::1], T[:, ::1], T[::1], T[::1]),
-         parallel=True)
+         parallel=True, opts=_JIT_REDUCE)
 def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias):
     """Parallel over nnz-balanced row chunks; each nonzero is written by one thread."""
     for c in prange(row_bounds.shape[0] - 1):

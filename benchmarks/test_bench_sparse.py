@@ -1,0 +1,134 @@
+"""The sparse engine against dense NumPy and scipy.sparse.
+
+Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
+
+- ``forward {shape} s{sparsity} b{batch}``: one layer, ``X @ W + b``.
+  ``dense``: NumPy with W dense and C-contiguous, sample-major X (the baseline).
+  ``scipy``: ``X @ W + b`` with W a ``scipy.sparse.csr_array`` (in, out).
+  ``csr``: ``SparseLinear.forward_fm`` on feature-major X (the layout inside a model).
+  ``csr-edge``: ``SparseLinear.forward(X)``, transposes at both edges included.
+- ``backward ...``: the input and weight gradients of one layer, dense (two BLAS
+  products, the weight gradient masked) against the CSR kernels (transposed product,
+  sampled weight gradient on the pattern).
+- ``epoch ...``: one training epoch of an MLP, ``fit(backend="dense")`` against
+  ``fit(backend="sparse")``.
+- ``threads ...``: a dense product and a parallel CSR product, alternating, as in a
+  model that mixes a small dense layer (a quarter of the width) with a pruned one:
+  ``pair`` as sparseprune runs it by default (Numba's OpenMP waiting passively),
+  ``single-threaded-blas`` inside ``spp.single_threaded_blas()``, and each half alone
+  for reference (see ``sparseprune/_threads.py``).
+
+Threads: BLAS and Numba use every core in the single-layer groups (each contender runs
+alone, and the warm-up call lets the other pool's threads go idle first). Under
+``--benchmark-disable`` (``make test``) the same tests run once on small shapes.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+from bench_utils import assert_close
+
+import sparseprune as spp
+from sparseprune.engines import DenseEngine, SparseEngine
+
+
+def _layer(case, rng):
+    """W dense (in, out) with the case's sparsity, its SparseLinear, a bias and X."""
+    n_in, n_out = case.shape
+    mask = rng.random((n_in, n_out)) >= case.sparsity
+    W = (rng.standard_normal((n_in, n_out)) * mask).astype(case.dtype)
+    b = rng.standard_normal(n_out).astype(case.dtype)
+    X = rng.standard_normal((case.batch, n_in)).astype(case.dtype)
+    layer = spp.SparseLinear(sp.csc_array(W), b)
+    layer.engine = "csr"
+    return W, b, X, layer
+
+
+def _info(case, W, layer):
+    nnz = layer.nnz
+    return dict(shape=list(case.shape), sparsity=case.sparsity, batch=case.batch,
+                dtype=case.dtype, nnz=nnz, dense_bytes=W.nbytes, csr_bytes=layer.nbytes(),
+                flop=2 * nnz * case.batch)
+
+
+def test_forward(measure, rng, sparse_case, sparse_contender):
+    case = sparse_case
+    W, b, X, layer = _layer(case, rng)
+    expected = X @ W + b
+    if sparse_contender == "dense":
+        fn = lambda: X @ W + b  # noqa: E731
+    elif sparse_contender == "scipy":
+        Ws = sp.csr_array(W)
+        fn = lambda: X @ Ws + b  # noqa: E731
+    elif sparse_contender == "csr":
+        xt = np.ascontiguousarray(X.T)
+        out = np.empty((case.shape[1], case.batch), case.dtype)
+        fn = lambda: layer.forward_fm(xt, out, False)  # noqa: E731
+    else:
+        fn = lambda: layer.forward(X)  # noqa: E731
+    result = fn()
+    assert_close(result.T if sparse_contender == "csr" else result, expected, case.dtype)
+    measure(fn, f"forward {case.id}", contender=sparse_contender, **_info(case, W, layer))
+
+
+def test_backward(measure, rng, sparse_case, backward_contender):
+    case = sparse_case
+    W, b, X, _ = _layer(case, rng)
+    masked = spp.MaskedLinear(W, b, mask=W != 0)
+    engine = (DenseEngine if backward_contender == "dense" else SparseEngine)(masked)
+    x = np.ascontiguousarray(X.T)
+    dz = rng.standard_normal((case.shape[1], case.batch)).astype(case.dtype)
+    dx = np.empty_like(x)
+    fn = lambda: engine.backward_fm(x, dz, dx)  # noqa: E731
+    fn()
+    assert_close(dx, W @ dz, case.dtype)
+    measure(fn, f"backward {case.id}", contender=backward_contender,
+            **_info(case, W, spp.SparseLinear(sp.csc_array(W))))
+
+
+def test_epoch(measure, rng, epoch_case, backward_contender):
+    case = epoch_case
+    model = spp.MLP(case.sizes, dtype=case.dtype, seed=0)
+    spp.prune.magnitude(model, case.sparsity)
+    X = rng.standard_normal((case.samples, case.sizes[0])).astype(case.dtype)
+    y = rng.integers(0, case.sizes[-1], case.samples)
+
+    def fn():
+        return model.fit(X, y, epochs=1, lr=1e-4, batch_size=case.batch, progress=False,
+                         backend=backward_contender, seed=0)
+
+    measure(fn, f"epoch {case.id}", contender=backward_contender, sizes=list(case.sizes),
+            sparsity=case.sparsity, batch=case.batch, samples=case.samples)
+
+
+def test_threads(measure, rng, threads_case, threads_contender):
+    """A dense product and a parallel CSR product, alternating, as in a model that mixes
+    a small dense layer with a large pruned one."""
+    case = threads_case
+    W, b, X, layer = _layer(case, rng)
+    n_dense = case.shape[0] // 4
+    Wd = rng.standard_normal((n_dense, n_dense)).astype(case.dtype)
+    xd = rng.standard_normal((n_dense, case.batch)).astype(case.dtype)
+    dense_out = np.empty_like(xd)
+    xt = np.ascontiguousarray(X.T)
+    out = np.empty((case.shape[1], case.batch), case.dtype)
+
+    def pair():
+        np.matmul(Wd, xd, out=dense_out)
+        layer.forward_fm(xt, out, False)
+
+    if threads_contender == "single-threaded-blas":
+        def fn():
+            with spp.single_threaded_blas():
+                pair()
+    elif threads_contender == "dense-alone":
+        def fn():
+            np.matmul(Wd, xd, out=dense_out)
+    elif threads_contender == "csr-alone":
+        def fn():
+            layer.forward_fm(xt, out, False)
+    else:
+        fn = pair
+    pair()
+    assert_close(out.T, X @ W + b, case.dtype)
+    measure(fn, f"threads {case.id}", contender=threads_contender, dense_shape=[n_dense] * 2,
+            **_info(case, W, layer))
