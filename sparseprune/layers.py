@@ -20,7 +20,35 @@ def _read_only(a):
     return view
 
 
-class MaskedLinear:
+class _Linear:
+    """What both layer kinds share: shape, bias, counts. Subclasses set
+    ``in_features``, ``out_features``, ``dtype``, ``_bias`` and ``n_active``."""
+
+    @property
+    def shape(self):
+        """(in, out)."""
+        return (self.in_features, self.out_features)
+
+    @property
+    def bias(self):
+        """The bias (out,); never pruned."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = check_matrix(value, (self.out_features,), self.dtype, "bias").copy()
+
+    @property
+    def n_weights(self):
+        return self.in_features * self.out_features
+
+    @property
+    def density(self):
+        """Fraction of the weights that are live."""
+        return self.n_active / self.n_weights if self.n_weights else 0.0
+
+
+class MaskedLinear(_Linear):
     """A dense linear layer whose pruned weights are held at exactly zero.
 
     Parameters
@@ -49,11 +77,6 @@ class MaskedLinear:
             self.mask = mask
 
     @property
-    def shape(self):
-        """(in, out)."""
-        return (self.in_features, self.out_features)
-
-    @property
     def weight(self):
         """The dense weight (in, out), zero wherever ``mask`` is False.
 
@@ -68,15 +91,6 @@ class MaskedLinear:
         weight = check_matrix(value, self.shape, self.dtype, "weight").copy()
         weight[~self._mask] = 0
         self._weight = weight
-
-    @property
-    def bias(self):
-        """The bias (out,); never pruned."""
-        return self._bias
-
-    @bias.setter
-    def bias(self, value):
-        self._bias = check_matrix(value, (self.out_features,), self.dtype, "bias").copy()
 
     @property
     def mask(self):
@@ -94,17 +108,9 @@ class MaskedLinear:
         self._weight[~mask] = 0
 
     @property
-    def n_weights(self):
-        return self.in_features * self.out_features
-
-    @property
     def n_active(self):
         """Live weights (biases not included)."""
         return int(np.count_nonzero(self._mask))
-
-    @property
-    def density(self):
-        return self.n_active / self.n_weights
 
     # -- kernels ---------------------------------------------------------------------
 
@@ -157,7 +163,7 @@ class MaskedLinear:
 ENGINES = ("auto", "csr", "dense")
 
 
-class SparseLinear:
+class SparseLinear(_Linear):
     """A linear layer whose weight is stored sparse: ``forward(X) == X @ W + bias``.
 
     Parameters
@@ -205,11 +211,6 @@ class SparseLinear:
     # -- parameters ------------------------------------------------------------------
 
     @property
-    def shape(self):
-        """(in, out)."""
-        return (self.in_features, self.out_features)
-
-    @property
     def weight(self):
         """The weight as a ``scipy.sparse.csc_array`` (in, out), sharing the values.
 
@@ -229,26 +230,10 @@ class SparseLinear:
         return self._data
 
     @property
-    def bias(self):
-        return self._bias
-
-    @bias.setter
-    def bias(self, value):
-        self._bias = check_matrix(value, (self.out_features,), self.dtype, "bias").copy()
-
-    @property
     def nnz(self):
         return int(self._indices.size)
 
     n_active = nnz
-
-    @property
-    def n_weights(self):
-        return self.in_features * self.out_features
-
-    @property
-    def density(self):
-        return self.nnz / self.n_weights if self.n_weights else 0.0
 
     def csr_arrays(self):
         """(indptr (out + 1,), indices (nnz,), data (nnz,)): CSR of ``W.T``."""
