@@ -11,7 +11,7 @@ from ._validation import (
     INDEX_DTYPE, check_choice, check_dtype, check_features, check_matrix, check_sparse_weight,
 )
 from .kernels.dense import dense_bias_act, dense_mask_grad, dense_relu_backward
-from .ops import _EMPTY, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks
+from .ops import EMPTY, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks
 
 
 def _read_only(a):
@@ -335,7 +335,7 @@ class SparseLinear(_Linear):
             indptr_t, indices_t, perm, data_t, bounds_t = self._transposed()
             # The values change at every optimizer step; one gather refreshes them.
             csr_gather(perm, self._data, data_t)
-            csr_forward(indptr_t, indices_t, data_t, bounds_t, _EMPTY[self.dtype], False,
+            csr_forward(indptr_t, indices_t, data_t, bounds_t, EMPTY[self.dtype], False,
                         dz, dx)
         return grad_data
 

@@ -7,9 +7,8 @@ wrappers own every buffer they hand over. Inputs here have been validated alread
 import numba
 import numpy as np
 
+from ._validation import INDEX_DTYPE
 from .kernels import csr
-
-INDEX_DTYPE = np.dtype(np.int32)
 # Several chunks per thread: prange splits statically, and equal-nnz chunks that are
 # smaller than a thread's share let a skewed pattern still balance.
 CHUNKS_PER_THREAD = 4
@@ -57,7 +56,7 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
 
 def csr_weight_grad(indptr, indices, row_bounds, dz, x, grad_data):
     """grad_data[p] = dz[j] . x[indices[p]] for every stored (j, indices[p])."""
-    csr.csr_sddmm_parallel(indptr, indices, row_bounds, dz, x, grad_data, _EMPTY[dz.dtype])
+    csr.csr_sddmm_parallel(indptr, indices, row_bounds, dz, x, grad_data, EMPTY[dz.dtype])
     return grad_data
 
 
@@ -67,4 +66,5 @@ def csr_gather(perm, data, out):
     return out
 
 
-_EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+# A length-0 bias or bias-gradient array tells a kernel there is none, per dtype.
+EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}

@@ -38,7 +38,7 @@ def test_csr_forward(case, batch, with_bias, relu, seed):
     n_rows, n_cols = A.shape
     indptr, indices, data = csr_arrays(A)
     x = feature_major(rng, n_cols, batch, dtype)
-    bias = rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops._EMPTY[dtype]
+    bias = rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops.EMPTY[dtype]
     out = np.full((n_rows, batch), np.nan, dtype)
 
     result = ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu, x, out)
