@@ -263,7 +263,7 @@ class SparseLinear(_Linear):
         the faster one for that bucket; a dense copy of the weight exists only while a
         bucket runs dense. ``engine="csr"`` or ``"dense"`` fixes the choice.
         """
-        if self._engine_for(x, out, relu) == "csr":
+        if self._choose_engine(x, out, relu) == "csr":
             self._csr_forward(x, out, relu)
         else:
             self._dense_forward(x, out, relu)
@@ -300,7 +300,7 @@ class SparseLinear(_Linear):
         ``engine="auto"`` has not measured that batch size's bucket yet."""
         return self._engine if self._engine != "auto" else self._plan.get(batch_bucket(batch))
 
-    def _engine_for(self, x, out, relu):
+    def _choose_engine(self, x, out, relu):
         if self._engine != "auto":
             return self._engine
         bucket = batch_bucket(x.shape[1])
