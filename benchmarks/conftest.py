@@ -26,6 +26,7 @@ such noise does not cancel; read ``min`` next to ``median``.
 """
 
 import os
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,19 +133,34 @@ class EpochCase:
                 f"n{self.samples}-{np.dtype(self.dtype).name}")
 
 
-# The sparse engine's targets (issue 3): ratios against dense NumPy and scipy.sparse.
-SPARSE_CASES = [
-    SparseCase((4096, 4096), 0.9, 256),
-    SparseCase((4096, 4096), 0.9, 1),
-    SparseCase((1024, 1024), 0.9, 64),
-    SparseCase((4096, 4096), 0.7, 256),
-]
+# The payoff grid: layer shapes x sparsity x batch, float32, float64 on a subset.
+# SPARSEPRUNE_BENCH=quick picks a grid that finishes in minutes; the default is the full
+# one. The sparse engine's targets (README) are rows of both.
+SHAPES = [(1024, 1024), (4096, 4096), (4096, 1024)]
+SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
+BATCHES = [1, 64, 256]
+
+
+def _sparse_grid():
+    if os.environ.get("SPARSEPRUNE_BENCH", "full") == "quick":
+        cases = [SparseCase(shape, s, b) for shape in [(1024, 1024), (4096, 4096)]
+                 for s in (0.7, 0.9) for b in (1, 64, 256)]
+        return cases + [SparseCase((1024, 1024), 0.9, 64, "float64")]
+    cases = [SparseCase(shape, s, b) for shape in SHAPES for s in SPARSITIES for b in BATCHES]
+    return cases + [SparseCase((1024, 1024), s, b, "float64")
+                    for s in (0.0, 0.9, 0.99) for b in BATCHES]
+
+
+SPARSE_CASES = _sparse_grid()
+# Backward and whole training steps: the grid's 90% rows and the crossover region.
+BACKWARD_CASES = [c for c in SPARSE_CASES if c.sparsity in (0.7, 0.9) and c.dtype == "float32"]
 EPOCH_CASES = [EpochCase((2048, 2048, 2048, 10), 0.9, 256, 2048)]
 THREADS_CASES = [SparseCase((4096, 4096), 0.9, 1), SparseCase((4096, 4096), 0.9, 64),
                  SparseCase((4096, 4096), 0.9, 256)]
 # Small stand-ins for the smoke run of ``make test`` (--benchmark-disable).
 SMOKE = {
     "sparse_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.7, 1)],
+    "backward_case": [SparseCase((96, 80), 0.9, 7)],
     "epoch_case": [EpochCase((64, 48, 32, 10), 0.9, 16, 40)],
     "threads_case": [SparseCase((96, 80), 0.9, 7)],
 }
@@ -157,9 +173,10 @@ GRID = {
     "weight_case": (WEIGHT_CASES, lambda c: f"{c[0]}x{c[1]}-{c[2]}"),
     "contender": (CONTENDERS, str),
     "sparse_case": (SPARSE_CASES, lambda c: c.id),
+    "backward_case": (BACKWARD_CASES, lambda c: c.id),
     "epoch_case": (EPOCH_CASES, lambda c: c.id),
     "threads_case": (THREADS_CASES, lambda c: c.id),
-    "sparse_contender": (["dense", "scipy", "csr", "csr-edge"], str),
+    "sparse_contender": (["dense", "dense-masked", "scipy", "csr", "csr-edge"], str),
     "backward_contender": (["dense", "sparse"], str),
     "threads_contender": (["pair", "single-threaded-blas", "dense-alone", "csr-alone"], str),
 }
@@ -201,6 +218,17 @@ def sparsity():
     return SPARSITY
 
 
+def peak_bytes(fn):
+    """Peak bytes allocated during one call of ``fn`` (NumPy reports its buffers to
+    tracemalloc), above what was allocated before it: measured, not computed."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.fixture
 def measure(benchmark, blas_threads):
     """``measure(fn, group, **info)``: warm up, then time ``fn()`` in ``group``.
@@ -220,6 +248,11 @@ def measure(benchmark, blas_threads):
         }
         if not benchmark.disabled:
             fn()
-        return benchmark(fn)
+            benchmark.extra_info["peak_bytes"] = peak_bytes(fn)
+        result = benchmark(fn)
+        if not benchmark.disabled and "flop" in info:
+            median = benchmark.stats.stats.median
+            benchmark.extra_info["gflops"] = info["flop"] / median / 1e9
+        return result
 
     return run

@@ -2,8 +2,10 @@
 
 Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
 
-- ``forward {shape} s{sparsity} b{batch}``: one layer, ``X @ W + b``.
+- ``forward {shape} s{sparsity} b{batch}``: one layer, ``X @ W + b``, over the grid in
+  ``conftest.py`` (``SPARSEPRUNE_BENCH=quick`` for a short one).
   ``dense``: NumPy with W dense and C-contiguous, sample-major X (the baseline).
+  ``dense-masked``: ``X @ (W * mask) + b``, what a dense framework runs when pruned.
   ``scipy``: ``X @ W + b`` with W a ``scipy.sparse.csr_array`` (in, out).
   ``csr``: ``SparseLinear.forward_fm`` on feature-major X (the layout inside a model).
   ``csr-edge``: ``SparseLinear.forward(X)``, transposes at both edges included.
@@ -17,6 +19,10 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
   ``pair`` as sparseprune runs it by default (Numba's OpenMP waiting passively),
   ``single-threaded-blas`` inside ``spp.single_threaded_blas()``, and each half alone
   for reference (see ``sparseprune/_threads.py``).
+
+Every benchmark records in ``extra_info`` its shape, sparsity, batch, nnz, the weight
+bytes dense and CSR, the peak bytes allocated by one call (tracemalloc) and GFLOP/s
+(2 nnz batch / median).
 
 Threads: BLAS and Numba use every core in the single-layer groups (each contender runs
 alone, and the warm-up call lets the other pool's threads go idle first). Under
@@ -56,6 +62,10 @@ def test_forward(measure, rng, sparse_case, sparse_contender):
     expected = X @ W + b
     if sparse_contender == "dense":
         fn = lambda: X @ W + b  # noqa: E731
+    elif sparse_contender == "dense-masked":
+        # What a dense framework runs for a pruned layer: weight * mask at every call.
+        mask = W != 0
+        fn = lambda: X @ (W * mask) + b  # noqa: E731
     elif sparse_contender == "scipy":
         Ws = sp.csr_array(W)
         fn = lambda: X @ Ws + b  # noqa: E731
@@ -70,8 +80,8 @@ def test_forward(measure, rng, sparse_case, sparse_contender):
     measure(fn, f"forward {case.id}", contender=sparse_contender, **_info(case, W, layer))
 
 
-def test_backward(measure, rng, sparse_case, backward_contender):
-    case = sparse_case
+def test_backward(measure, rng, backward_case, backward_contender):
+    case = backward_case
     W, b, X, _ = _layer(case, rng)
     masked = spp.MaskedLinear(W, b, mask=W != 0)
     engine = (DenseEngine if backward_contender == "dense" else SparseEngine)(masked)
