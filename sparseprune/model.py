@@ -1,11 +1,13 @@
-"""The masked multilayer perceptron: ReLU hidden layers, softmax output."""
+"""The models: ReLU hidden layers, softmax output. ``MLP`` holds dense weights with
+pruning masks and trains; ``SparseMLP`` holds only the surviving weights, for fast
+inference and small files."""
 
 import numpy as np
 
-from ._validation import check_dtype, check_features, check_int, check_labels
-from .kernels.dense import dense_softmax, dense_softmax_xent
 from ._threads import single_threaded_blas
 from ._timing import batch_bucket, best_time
+from ._validation import check_dtype, check_features, check_int, check_labels
+from .kernels.dense import dense_softmax, dense_softmax_xent
 from .layers import MaskedLinear, SparseLinear
 
 # Inference runs in chunks of this many samples, bounding the activations' memory.
