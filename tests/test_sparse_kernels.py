@@ -156,7 +156,7 @@ def test_sparse_linear_backward(case, batch, seed):
     x = feature_major(rng, n_in, batch, dtype)
     dz = feature_major(rng, n_out, batch, dtype)
 
-    for step in range(2):
+    for _ in range(2):
         grad_data = np.full(layer.nnz, np.nan, dtype)
         dx = np.full((n_in, batch), np.nan, dtype)
         assert layer.backward_fm(x, dz, grad_data, dx) is grad_data
