@@ -1,7 +1,9 @@
-"""The ``sparseprune`` command line: ``sparseprune demo``."""
+"""The ``sparseprune`` command line: ``sparseprune demo`` and ``sparseprune profile``."""
 
 import argparse
 import copy
+import json
+import os
 import sys
 import time
 
@@ -76,6 +78,83 @@ def demo(args):
     return 0
 
 
+def _shape(text):
+    try:
+        n_in, n_out = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a shape is INxOUT, e.g. 1024x256, got {text!r}") from None
+    if n_in < 1 or n_out < 1:
+        raise argparse.ArgumentTypeError(f"shape sides must be positive, got {text!r}")
+    return n_in, n_out
+
+
+def _kb(n):
+    return f"{n / 1024:.1f}"
+
+
+def profile(args):
+    """Time dense NumPy, sparseprune CSR and scipy.sparse against sparsity and batch."""
+    from . import profile as prof
+    from .io import load
+
+    quick = prof.QUICK if args.quick else {}
+    shapes = args.shapes or quick.get("shapes", prof.SHAPES)
+    sparsities = args.sparsity or quick.get("sparsities", prof.SPARSITIES)
+    budget = args.budget if args.budget is not None else quick.get("budget", prof.BUDGET)
+    model = None
+    if args.model is not None:
+        try:
+            model = load(args.model)
+        except (OSError, ValueError) as exc:
+            print(f"sparseprune profile: {exc}", file=sys.stderr)
+            return 2
+        dtype = args.dtype or str(model.dtype)
+        print(f"model: {args.model}, sizes {list(model.sizes)}, sparsity {model.sparsity:.1%}")
+    else:
+        dtype = args.dtype or "float32"
+        print("synthetic layers: " + ", ".join(f"{i}x{o}" for i, o in shapes))
+    print(f"{dtype}, batches {sorted(set(args.batch))}, {budget:g} s per contender and case; "
+          "times are medians of interleaved repetitions\n")
+    started = time.perf_counter()
+    try:
+        result = prof.run(shapes=shapes, sparsities=sparsities, batches=args.batch,
+                          dtype=dtype, budget=budget, model=model, seed=args.seed,
+                          progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"sparseprune profile: {exc}", file=sys.stderr)
+        return 2
+    rows = [[r["case"], f"{r['sparsity']:.2%}", r["batch"], r["nnz"],
+             f"{r['dense_s'] * 1e3:.3f}", f"{r['sparse_s'] * 1e3:.3f}",
+             f"{r['scipy_s'] * 1e3:.3f}", f"{r['speedup']:.2f}x", f"{r['speedup_scipy']:.2f}x",
+             f"{r['gflops']:.2f}", _kb(r["dense_bytes"]), _kb(r["sparse_bytes"]),
+             _kb(r["entropy_bound_bytes"])] for r in result["rows"]]
+    print(_table(["case", "sparsity", "batch", "nnz", "dense ms", "csr ms", "scipy ms",
+                  "vs dense", "vs scipy", "GFLOP/s", "dense KiB", "csr KiB", "bound KiB"],
+                 rows))
+    print("\ncrossover: lowest measured sparsity at which CSR beats dense")
+    batches = sorted({r["batch"] for r in result["rows"]})
+    print(_table(["case"] + [f"batch {b}" for b in batches],
+                 [[case] + ["never" if by_batch.get(str(b)) is None
+                            else f"{round(100 * by_batch[str(b)], 2):g}%" for b in batches]
+                  for case, by_batch in result["crossover"].items()]))
+
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "profile.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1, allow_nan=False)
+    written = [path]
+    try:
+        from .plots import profile_figures
+
+        written += profile_figures(result, args.out)
+    except ImportError as exc:
+        print(f"\nno plots: {exc}")
+    print("\nwrote " + ", ".join(written))
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="sparseprune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +164,28 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=demo)
+
+    p = commands.add_parser("profile", help="speed and memory of CSR against dense, by sparsity")
+    p.add_argument("model", nargs="?", metavar="MODEL.npz",
+                   help="a saved SparseMLP: profile its layers and the whole model "
+                        "(default: synthetic layers)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 64, 256], metavar="N")
+    p.add_argument("--sparsity", type=float, nargs="+", metavar="S",
+                   help="sparsity grid (default 0 0.5 0.7 0.8 0.9 0.95 0.98 0.99)")
+    p.add_argument("--shapes", type=_shape, nargs="+", metavar="INxOUT",
+                   help="synthetic layer shapes (default 1024x1024 4096x4096 4096x1024)")
+    p.add_argument("--quick", action="store_true",
+                   help="512x512 and 1024x256, six sparsities, 0.2 s per contender: "
+                        "well under a minute")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="time spent repeating each contender per case (default 1, quick 0.2)")
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help="default float32, or the model's own dtype")
+    p.add_argument("--out", default="sparseprune-profile", metavar="DIR",
+                   help="where profile.json and the plots go (default ./sparseprune-profile)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=profile)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,328 @@
+"""Speed and memory against sparsity: the numbers behind ``sparseprune profile``.
+
+Three contenders on each case (a layer shape, a sparsity, a batch size):
+
+- ``dense``: NumPy, ``X @ W + b`` with W dense C-contiguous and X (batch, in) sample-major,
+  the baseline;
+- ``sparse``: sparseprune's CSR kernel, ``SparseLinear(engine="csr").forward_fm`` on
+  feature-major input (in, batch);
+- ``scipy``: ``X @ W_csr + b`` with W a ``scipy.sparse.csr_array``.
+
+The pure pieces (entropy bound, byte counts, crossover, the report) are apart from the
+measuring, so they can be tested without a clock.
+"""
+
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from ._validation import check_dtype
+from .layers import SparseLinear
+
+SHAPES = ((1024, 1024), (4096, 4096), (4096, 1024))
+SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+BATCHES = (1, 64, 256)
+# Seconds of repetitions per contender and case; at least MIN_REPEATS in any case.
+BUDGET = 1.0
+QUICK = {"shapes": ((512, 512), (1024, 256)),
+         "sparsities": (0.0, 0.5, 0.8, 0.9, 0.95, 0.99), "budget": 0.2}
+MIN_REPEATS = 3
+MAX_REPEATS = 200
+# A repetition runs a call this long at least (calls repeated), so a microsecond call
+# is not lost in the clock's own overhead.
+MIN_REP_SECONDS = 2e-4
+CONTENDERS = ("dense", "sparse", "scipy")
+
+
+# -- pure logic --------------------------------------------------------------------------
+
+def mask_entropy_bits(n, k):
+    """log2 C(n, k): the fewest bits any format can use to say which ``k`` of ``n``
+    weights survive (all masks with k survivors equally likely)."""
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, n={n}], got {k}")
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
+def byte_counts(shape, itemsize, indptr, indices, data):
+    """Bytes of one layer's weight (in, out) stored three ways, from its CSR arrays.
+
+    Returns a dict: ``dense_bytes`` (the dense array), ``sparse_bytes`` (the CSR arrays'
+    own nbytes), ``mask_entropy_bytes`` (which weights survive, at the entropy bound) and
+    ``entropy_bound_bytes`` (that plus the surviving values at ``itemsize`` bytes each).
+    """
+    n = int(shape[0]) * int(shape[1])
+    k = int(data.size)
+    mask = mask_entropy_bits(n, k) / 8
+    return {
+        "dense_bytes": n * int(itemsize),
+        "sparse_bytes": int(data.nbytes + indices.nbytes + indptr.nbytes),
+        "mask_entropy_bytes": mask,
+        "entropy_bound_bytes": mask + k * int(itemsize),
+    }
+
+
+def crossover(rows):
+    """{case: {batch (str): sparsity or None}}: per case and batch size, the lowest
+    measured sparsity at which CSR beats dense (speedup > 1), None if it never does.
+
+    The lowest winning sparsity, not the first after which CSR always wins: measured
+    speedups need not rise monotonically with sparsity.
+    """
+    result = {}
+    for row in rows:
+        cases = result.setdefault(row["case"], {})
+        batch = str(row["batch"])
+        best = cases.get(batch)
+        if row["speedup"] > 1 and (best is None or row["sparsity"] < best):
+            cases[batch] = row["sparsity"]
+        else:
+            cases.setdefault(batch, None)
+    return result
+
+
+def make_row(case, shape, sparsity, batch, dtype, times, nbytes, nnz):
+    """One case's record. ``times``: {contender: seconds}; ``nbytes``: from
+    :func:`byte_counts` (summed over layers for a whole model)."""
+    dtype = np.dtype(dtype)
+    dense_s, sparse_s, scipy_s = (float(times[c]) for c in CONTENDERS)
+    return {
+        "case": case,
+        "shape": [int(shape[0]), int(shape[1])],
+        "sparsity": float(sparsity),
+        "batch": int(batch),
+        "dtype": str(dtype),
+        "itemsize": int(dtype.itemsize),
+        "dense_s": dense_s,
+        "sparse_s": sparse_s,
+        "scipy_s": scipy_s,
+        "speedup": dense_s / sparse_s,
+        "speedup_scipy": scipy_s / sparse_s,
+        **{key: nbytes[key] for key in
+           ("dense_bytes", "sparse_bytes", "mask_entropy_bytes", "entropy_bound_bytes")},
+        "nnz": int(nnz),
+        "gflops": 2 * int(nnz) * int(batch) / sparse_s / 1e9,
+    }
+
+
+def machine_info():
+    """Where the numbers were measured: CPUs, platform, versions, BLAS and its threads."""
+    import numba
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "numba_threads": int(numba.config.NUMBA_NUM_THREADS),
+        "blas": [{k: v for k, v in pool.items() if isinstance(v, (str, int, float))}
+                 for pool in threadpool_info()],
+    }
+
+
+def report(rows, machine):
+    """The ``profile.json`` document: machine, rows, crossover."""
+    return {"machine": machine, "rows": list(rows), "crossover": crossover(rows)}
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+def _calibrate(call):
+    """Calls per repetition, so that one repetition lasts MIN_REP_SECONDS at least."""
+    start = time.perf_counter()
+    call()
+    elapsed = time.perf_counter() - start
+    return max(1, min(1000, math.ceil(MIN_REP_SECONDS / max(elapsed, 1e-9))))
+
+
+def measure(calls, budget):
+    """{name: median seconds per call} of ``calls`` ({name: callable}).
+
+    Each is warmed up first; then repetitions are interleaved, every contender timed once
+    per round, so drift in the machine hits all alike. Rounds continue until each
+    contender has spent ``budget`` seconds (at least MIN_REPEATS, at most MAX_REPEATS).
+    """
+    for call in calls.values():
+        call()
+    numbers = {name: _calibrate(call) for name, call in calls.items()}
+    samples = {name: [] for name in calls}
+    spent = dict.fromkeys(calls, 0.0)
+    for rep in range(MAX_REPEATS):
+        if rep >= MIN_REPEATS and min(spent.values()) >= budget:
+            break
+        for name, call in calls.items():
+            number = numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                call()
+            elapsed = time.perf_counter() - start
+            spent[name] += elapsed
+            samples[name].append(elapsed / number)
+    return {name: max(float(np.median(s)), 1e-12) for name, s in samples.items()}
+
+
+def _largest(values, k):
+    """Positions of the ``k`` entries of largest |value| (magnitude pruning), sorted."""
+    if k >= values.size:
+        return np.arange(values.size)
+    return np.sort(np.argpartition(np.abs(values), values.size - k)[values.size - k:])
+
+
+def _keep_largest(rows, cols, values, k):
+    """The ``k`` entries of largest |value|, in their old order."""
+    keep = _largest(values, k)
+    return rows[keep], cols[keep], values[keep]
+
+
+class _Layer:
+    """One layer prepared three ways: dense (in, out), sparseprune CSR, scipy CSR."""
+
+    def __init__(self, shape, rows, cols, values, bias, dtype):
+        import scipy.sparse as sp
+
+        coo = sp.coo_array((values.astype(dtype), (rows, cols)), shape=shape)
+        self.shape = tuple(shape)
+        self.bias = bias.astype(dtype)
+        self.sparse = SparseLinear(coo, self.bias, dtype=dtype)
+        self.sparse.engine = "csr"
+        self.scipy = sp.csr_array(coo)
+        self.dense = np.ascontiguousarray(self.sparse.to_dense())
+        self.nnz = self.sparse.nnz
+        self.nbytes = byte_counts(shape, np.dtype(dtype).itemsize, *self.sparse.csr_arrays())
+
+
+def _chain(layers, X):
+    """{contender: callable} running ``layers`` in sequence (ReLU between) on X (batch,
+    in); dense and scipy return (batch, out), sparse the feature-major (out, batch)."""
+    xt = np.ascontiguousarray(X.T)
+    outs = [np.empty((layer.shape[1], X.shape[0]), X.dtype) for layer in layers]
+    last = len(layers) - 1
+
+    def dense():
+        a = X
+        for i, layer in enumerate(layers):
+            a = a @ layer.dense + layer.bias
+            if i < last:
+                np.maximum(a, 0, out=a)
+        return a
+
+    def sparse():
+        a = xt
+        for i, layer in enumerate(layers):
+            a = layer.sparse.forward_fm(a, outs[i], relu=i < last)
+        return a
+
+    def scipy_():
+        a = X
+        for i, layer in enumerate(layers):
+            a = a @ layer.scipy + layer.bias
+            if i < last:
+                np.maximum(a, 0, out=a)
+        return a
+
+    return {"dense": dense, "sparse": sparse, "scipy": scipy_}
+
+
+def _sum_bytes(layers):
+    return {key: sum(layer.nbytes[key] for layer in layers) for key in layers[0].nbytes}
+
+
+def synthetic_cases(shapes, sparsities, dtype, seed=0):
+    """Yield (case, sparsity, [layer]) for random N(0, 1) weights of each shape, pruned
+    by magnitude to each sparsity."""
+    rng = np.random.default_rng(seed)
+    for n_in, n_out in shapes:
+        values = rng.standard_normal(n_in * n_out).astype(dtype)  # W (in, out), raveled
+        bias = rng.standard_normal(n_out).astype(dtype)
+        for s in sparsities:
+            keep = _largest(values, round((1 - s) * values.size))
+            rows, cols = np.divmod(keep, n_out)
+            yield f"{n_in}x{n_out}", s, [_Layer((n_in, n_out), rows, cols, values[keep], bias,
+                                                dtype)]
+
+
+def model_cases(model, sparsities, dtype):
+    """Yield (case, sparsity, layers) for a loaded model: each layer alone, then the
+    whole model, re-pruned by magnitude along ``sparsities``.
+
+    A layer keeps the largest |w| of its own stored weights, so its own nnz bounds the
+    density: sparsities below a layer's own collapse onto it (and repeat cases are
+    skipped). The sparsity reported is the one reached, over all layers for the model.
+    """
+    originals = []
+    for layer in model.layers:
+        coo = layer.weight.tocoo()
+        originals.append((layer.shape, coo.row, coo.col, coo.data, layer.bias))
+
+    def pruned(i, s):
+        shape, rows, cols, values, bias = originals[i]
+        k = min(values.size, round((1 - s) * shape[0] * shape[1]))
+        return _Layer(shape, *_keep_largest(rows, cols, values, k), bias, dtype)
+
+    for i, (shape, *_rest) in enumerate(originals):
+        seen = set()
+        for s in sparsities:
+            layer = pruned(i, s)
+            if layer.nnz in seen:
+                continue
+            seen.add(layer.nnz)
+            reached = round(1 - layer.nnz / (shape[0] * shape[1]), 4)
+            yield f"layer{i} {shape[0]}x{shape[1]}", reached, [layer]
+    seen = set()
+    n = sum(shape[0] * shape[1] for shape, *_rest in originals)
+    for s in sparsities:
+        layers = [pruned(i, s) for i in range(len(originals))]
+        key = tuple(layer.nnz for layer in layers)
+        if key in seen:
+            continue
+        seen.add(key)
+        yield "model", round(1 - sum(key) / n, 4), layers
+
+
+def run(shapes=SHAPES, sparsities=SPARSITIES, batches=BATCHES, dtype="float32",
+        budget=BUDGET, model=None, seed=0, progress=True):
+    """Measure every (case, sparsity, batch) and return the report (see :func:`report`).
+
+    With ``model`` (a SparseMLP) its layers and the whole model are profiled instead of
+    synthetic layers of ``shapes``.
+    """
+    from tqdm.auto import tqdm
+
+    dtype = check_dtype(dtype)
+    sparsities = sorted({float(s) for s in sparsities})
+    if any(not 0 <= s < 1 for s in sparsities):
+        raise ValueError(f"sparsities must be in [0, 1), got {sparsities}")
+    batches = sorted({int(b) for b in batches})
+    if any(b < 1 for b in batches):
+        raise ValueError(f"batches must be positive integers, got {batches}")
+    if model is None:
+        cases = synthetic_cases(shapes, sparsities, dtype, seed)
+        total = len(shapes) * len(sparsities) * len(batches)
+    else:
+        cases = model_cases(model, sparsities, dtype)
+        total = (len(model.layers) + 1) * len(sparsities) * len(batches)  # at most
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    with tqdm(total=total, desc="profile", unit="case", disable=not progress,
+              file=sys.stderr) as bar:
+        for case, sparsity, layers in cases:
+            shape = (layers[0].shape[0], layers[-1].shape[1])
+            nnz = sum(layer.nnz for layer in layers)
+            for batch in batches:
+                X = rng.standard_normal((batch, shape[0])).astype(dtype)
+                times = measure(_chain(layers, X), budget)
+                rows.append(make_row(case, shape, sparsity, batch, dtype, times,
+                                     _sum_bytes(layers), nnz))
+                bar.update()
+        bar.total = bar.n
+        bar.refresh()
+    return report(rows, machine_info())

@@ -1,0 +1,246 @@
+"""``sparseprune profile``: the pure pieces on hand-made input, then tiny real runs."""
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import sparseprune as spp
+from sparseprune import profile as prof
+from sparseprune.cli import main
+
+TINY = {"shapes": [(32, 24)], "sparsities": (0, 0.5, 0.9), "batches": (1, 5), "budget": 0.001,
+        "progress": False}
+TINY_ARGS = ["--shapes", "32x24", "--batch", "1", "5", "--sparsity", "0", "0.5", "0.9",
+             "--budget", "0.001", "--no-progress"]
+ROW_TYPES = {
+    "case": str, "shape": list, "sparsity": float, "batch": int, "dtype": str, "itemsize": int,
+    "dense_s": float, "sparse_s": float, "scipy_s": float, "speedup": float,
+    "speedup_scipy": float, "dense_bytes": int, "sparse_bytes": int,
+    "mask_entropy_bytes": float, "entropy_bound_bytes": float, "nnz": int, "gflops": float,
+}
+
+
+# -- pure logic --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30, 100])
+def test_mask_entropy_is_log2_of_the_binomial(n):
+    for k in range(n + 1):
+        expected = math.log2(math.comb(n, k))
+        assert prof.mask_entropy_bits(n, k) == pytest.approx(expected, abs=1e-9)
+
+
+def test_mask_entropy_large_n_and_bad_k():
+    # 2^20 weights, 1% kept: about n * H(0.01) bits, the binary entropy.
+    n, k = 1 << 20, 10486
+    p = k / n
+    h = -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+    assert prof.mask_entropy_bits(n, k) == pytest.approx(n * h, rel=1e-3)
+    with pytest.raises(ValueError, match="k must be in"):
+        prof.mask_entropy_bits(10, 11)
+
+
+def _row(case, sparsity, batch, speedup):
+    return {"case": case, "sparsity": sparsity, "batch": batch, "speedup": speedup}
+
+
+def test_crossover_never_always_and_non_monotone():
+    rows = [
+        # never: CSR loses at every sparsity (and exactly 1x is not a win)
+        _row("a", 0.0, 1, 0.2), _row("a", 0.5, 1, 0.5), _row("a", 0.9, 1, 1.0),
+        # always: wins from the lowest sparsity on
+        _row("a", 0.0, 64, 1.1), _row("a", 0.5, 64, 2.0), _row("a", 0.9, 64, 5.0),
+        # non-monotone, listed out of order: wins at 0.5, loses at 0.7, wins again at 0.9
+        _row("a", 0.9, 256, 3.0), _row("a", 0.7, 256, 0.9), _row("a", 0.5, 256, 1.2),
+        _row("a", 0.0, 256, 0.3),
+        # another case is kept apart
+        _row("b", 0.0, 1, 0.1), _row("b", 0.99, 1, 4.0),
+    ]
+    assert prof.crossover(rows) == {
+        "a": {"1": None, "64": 0.0, "256": 0.5},
+        "b": {"1": 0.99},
+    }
+    assert prof.crossover([]) == {}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_byte_counts_are_the_arrays_own_nbytes(dtype):
+    (_, _, [layer]), = prof.synthetic_cases([(32, 24)], [0.7], np.dtype(dtype))
+    indptr, indices, data = layer.sparse.csr_arrays()
+    nb = layer.nbytes
+    assert nb["dense_bytes"] == layer.dense.nbytes == 32 * 24 * np.dtype(dtype).itemsize
+    assert nb["sparse_bytes"] == indptr.nbytes + indices.nbytes + data.nbytes
+    assert nb["sparse_bytes"] == layer.sparse.nbytes()
+    assert layer.nnz == data.size == round(0.3 * 32 * 24)
+    assert nb["mask_entropy_bytes"] == pytest.approx(
+        math.log2(math.comb(32 * 24, layer.nnz)) / 8)
+    assert nb["entropy_bound_bytes"] == pytest.approx(
+        nb["mask_entropy_bytes"] + layer.nnz * np.dtype(dtype).itemsize)
+    # The entropy bound can never exceed what the dense array or CSR spends.
+    assert nb["entropy_bound_bytes"] <= min(nb["dense_bytes"], nb["sparse_bytes"])
+
+
+def test_synthetic_layers_keep_the_largest_weights():
+    cases = list(prof.synthetic_cases([(32, 24)], [0.0, 0.9], np.dtype("float32"), seed=3))
+    full, pruned = cases[0][2][0].dense, cases[1][2][0].dense
+    kept = pruned != 0
+    assert np.count_nonzero(full) == full.size
+    assert np.array_equal(pruned[kept], full[kept])
+    assert np.abs(full[kept]).min() >= np.abs(full[~kept]).max()
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+def test_contenders_compute_the_same_thing(rng):
+    (_, _, layers), = prof.synthetic_cases([(32, 24)], [0.5], np.dtype("float64"))
+    X = rng.standard_normal((5, 32))
+    calls = prof._chain(layers, X)
+    dense = calls["dense"]()
+    np.testing.assert_allclose(dense, X @ layers[0].dense + layers[0].bias)
+    np.testing.assert_allclose(calls["sparse"]().T, dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(calls["scipy"](), dense, rtol=1e-12, atol=1e-12)
+
+
+def test_model_chain_matches_the_model(rng, tmp_path):
+    model = spp.MLP([20, 16, 5], dtype="float64", seed=0)
+    spp.prune.magnitude(model, 0.5)
+    smodel = model.to_sparse()
+    *_, (case, sparsity, layers) = prof.model_cases(smodel, [0.0], np.dtype("float64"))
+    assert case == "model" and sparsity == pytest.approx(model.sparsity)
+    X = rng.standard_normal((7, 20))
+    calls = prof._chain(layers, X)
+    dense = calls["dense"]()
+    hidden = np.maximum(X @ model.layers[0].weight + model.layers[0].bias, 0)
+    np.testing.assert_allclose(dense, hidden @ model.layers[1].weight + model.layers[1].bias)
+    np.testing.assert_allclose(calls["sparse"]().T, dense, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(calls["scipy"](), dense, rtol=1e-10, atol=1e-12)
+
+
+def test_measure_interleaves_and_takes_medians():
+    log = []
+
+    def slow(name, seconds):
+        def call():
+            log.append(name)
+            time.sleep(seconds)
+        return call
+
+    calls = {"a": slow("a", 1e-3), "b": slow("b", 3e-3)}
+    times = prof.measure(calls, budget=0.0)
+    # A warm-up each, a calibration call each (long enough: one call a repetition),
+    # then MIN_REPEATS rounds, round-robin.
+    assert log == ["a", "b"] * 2 + ["a", "b"] * prof.MIN_REPEATS
+    assert 1e-3 <= times["a"] < times["b"]
+    assert 3e-3 <= times["b"]
+
+
+def test_run_tiny_grid_schema(tmp_path):
+    result = prof.run(**TINY)
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(result, allow_nan=False))
+    doc = json.loads(path.read_text())
+    assert set(doc) == {"machine", "rows", "crossover"}
+    machine = doc["machine"]
+    for key in ("cpu_count", "platform", "python", "numpy", "scipy", "numba", "blas"):
+        assert key in machine
+    assert machine["numpy"] == np.__version__
+    assert isinstance(machine["blas"], list)
+    rows = doc["rows"]
+    assert len(rows) == 3 * 2
+    assert {(r["sparsity"], r["batch"]) for r in rows} == {
+        (s, b) for s in (0.0, 0.5, 0.9) for b in (1, 5)}
+    for row in rows:
+        assert set(row) == set(ROW_TYPES)
+        for key, kind in ROW_TYPES.items():
+            assert isinstance(row[key], kind), (key, row[key])
+        assert row["shape"] == [32, 24] and row["dtype"] == "float32" and row["itemsize"] == 4
+        assert row["speedup"] == pytest.approx(row["dense_s"] / row["sparse_s"])
+        assert row["gflops"] == pytest.approx(2 * row["nnz"] * row["batch"] / row["sparse_s"] / 1e9)
+        assert row["dense_bytes"] == 32 * 24 * 4
+        assert min(row["dense_s"], row["sparse_s"], row["scipy_s"]) > 0
+    assert set(doc["crossover"]) == {"32x24"}
+    assert set(doc["crossover"]["32x24"]) == {"1", "5"}
+    assert doc["crossover"] == prof.crossover(rows)
+
+
+def test_run_rejects_bad_grids():
+    with pytest.raises(ValueError, match="sparsities"):
+        prof.run(**dict(TINY, sparsities=(0.5, 1.0)))
+    with pytest.raises(ValueError, match="batches"):
+        prof.run(**dict(TINY, batches=(0,)))
+
+
+# -- the command -------------------------------------------------------------------------
+
+def test_cli_profile_writes_json_and_plots(tmp_path, capsys):
+    assert main(["profile", "--quick", "--out", str(tmp_path)] + TINY_ARGS) == 0
+    out, err = capsys.readouterr()
+    assert err == ""  # --no-progress
+    for text in ["synthetic layers: 32x24", "vs dense", "crossover", "profile.json",
+                 "speedup.png", "bytes.png"]:
+        assert text in out
+    assert out.count("32x24") >= 1 + 6 + 1  # header, six rows, crossover table
+    doc = json.loads((tmp_path / "profile.json").read_text())
+    assert len(doc["rows"]) == 6
+    for name in ("speedup.png", "bytes.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_profile_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    assert main(["profile", "--out", str(tmp_path)] + TINY_ARGS) == 0
+    out, _ = capsys.readouterr()
+    assert "no plots" in out and "matplotlib" in out
+    assert (tmp_path / "profile.json").exists()
+    assert not (tmp_path / "speedup.png").exists()
+
+
+def test_cli_profile_rejects_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["profile", "--shapes", "32by24"])
+    assert "INxOUT" in capsys.readouterr().err
+    assert main(["profile", "--out", str(tmp_path)] + TINY_ARGS + ["--sparsity", "1"]) == 2
+    assert "sparsities must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "profile.json").exists()
+
+
+def test_cli_profile_unreadable_model(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    assert main(["profile", str(bad), "--out", str(tmp_path / "out")] + TINY_ARGS) == 2
+    assert "not a readable .npz file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_profile_saved_model(tmp_path, capsys):
+    model = spp.MLP([20, 16, 5], seed=0)
+    spp.prune.magnitude(model, 0.5, scope="layer")
+    smodel = model.to_sparse()
+    path = smodel.save(tmp_path / "model.npz")
+    own = [layer.nnz for layer in smodel.layers]
+    out_dir = tmp_path / "out"
+    assert main(["profile", str(path), "--batch", "1", "5", "--sparsity", "0", "0.5", "0.9",
+                 "--budget", "0.001", "--no-progress", "--out", str(out_dir)]) == 0
+    out, _ = capsys.readouterr()
+    assert "sizes [20, 16, 5]" in out
+    doc = json.loads((out_dir / "profile.json").read_text())
+    rows = doc["rows"]
+    cases = {r["case"] for r in rows}
+    assert cases == {"layer0 20x16", "layer1 16x5", "model"}
+    assert set(doc["crossover"]) == cases
+    for i, case in enumerate(["layer0 20x16", "layer1 16x5"]):
+        layer_rows = [r for r in rows if r["case"] == case]
+        # Sparsity 0 and 0.5 collapse onto the layer's own 50%: two cases, two batches.
+        assert sorted({r["nnz"] for r in layer_rows}) == [round(0.1 * own[i] * 2), own[i]]
+        assert len(layer_rows) == 2 * 2
+        assert min(r["sparsity"] for r in layer_rows) == pytest.approx(0.5)
+    model_rows = [r for r in rows if r["case"] == "model"]
+    assert {r["nnz"] for r in model_rows} == {sum(own), sum(round(0.1 * n) for n in (320, 80))}
+    assert all(r["shape"] == [20, 5] for r in model_rows)
+    full = next(r for r in model_rows if r["nnz"] == sum(own))
+    assert full["dense_bytes"] == (20 * 16 + 16 * 5) * 4
+    assert full["sparse_bytes"] == sum(layer.nbytes() for layer in smodel.layers)
+    assert (out_dir / "speedup.png").exists() and (out_dir / "bytes.png").exists()
