@@ -155,6 +155,10 @@ SPARSE_CASES = _sparse_grid()
 # Backward and whole training steps: the grid's 90% rows and the crossover region.
 BACKWARD_CASES = [c for c in SPARSE_CASES if c.sparsity in (0.7, 0.9) and c.dtype == "float32"]
 EPOCH_CASES = [EpochCase((2048, 2048, 2048, 10), 0.9, 256, 2048)]
+# Whole-model inference of pruned MLPs: digits-sized and wide.
+MODEL_CASES = [EpochCase(sizes, 0.9, batch, 0) for sizes in [(64, 256, 128, 10),
+                                                           (1024, 1024, 1024, 10)]
+               for batch in (1, 64, 256)]
 THREADS_CASES = [SparseCase((4096, 4096), 0.9, 1), SparseCase((4096, 4096), 0.9, 64),
                  SparseCase((4096, 4096), 0.9, 256)]
 # Small stand-ins for the smoke run of ``make test`` (--benchmark-disable).
@@ -162,6 +166,7 @@ SMOKE = {
     "sparse_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.7, 1)],
     "backward_case": [SparseCase((96, 80), 0.9, 7)],
     "epoch_case": [EpochCase((64, 48, 32, 10), 0.9, 16, 40)],
+    "model_case": [EpochCase((64, 48, 32, 10), 0.9, 5, 0)],
     "threads_case": [SparseCase((96, 80), 0.9, 7)],
 }
 
@@ -175,8 +180,10 @@ GRID = {
     "sparse_case": (SPARSE_CASES, lambda c: c.id),
     "backward_case": (BACKWARD_CASES, lambda c: c.id),
     "epoch_case": (EPOCH_CASES, lambda c: c.id),
+    "model_case": (MODEL_CASES, lambda c: c.id.rsplit("-n", 1)[0]),
     "threads_case": (THREADS_CASES, lambda c: c.id),
     "sparse_contender": (["dense", "dense-masked", "scipy", "csr", "csr-edge"], str),
+    "model_contender": (["dense", "dense-masked", "scipy", "csr"], str),
     "backward_contender": (["dense", "sparse"], str),
     "threads_contender": (["pair", "single-threaded-blas", "dense-alone", "csr-alone"], str),
 }

@@ -12,6 +12,9 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
 - ``backward ...``: the input and weight gradients of one layer, dense (two BLAS
   products, the weight gradient masked) against the CSR kernels (transposed product,
   sampled weight gradient on the pattern).
+- ``model ...``: whole-model inference (class probabilities) of a pruned MLP,
+  digits-sized and wide: NumPy layer by layer, dense or masked, scipy layer by layer,
+  and ``SparseMLP.predict_proba`` (``csr``; each layer CSR or dense as measured).
 - ``epoch ...``: one training epoch of an MLP, ``fit(backend="dense")`` against
   ``fit(backend="sparse")``.
 - ``threads ...``: a dense product and a parallel CSR product, alternating, as in a
@@ -142,3 +145,41 @@ def test_threads(measure, rng, threads_case, threads_contender):
     assert_close(out.T, X @ W + b, case.dtype)
     measure(fn, f"threads {case.id}", contender=threads_contender, dense_shape=[n_dense] * 2,
             **_info(case, W, layer))
+
+
+def _numpy_chain(weights, biases, X, sparse=False):
+    """The forward pass a person writes: X @ W + b, ReLU, softmax at the end."""
+    a = X
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        a = a @ W + b
+        if i < len(weights) - 1:
+            a = np.maximum(a, 0)
+    a = np.exp(a - a.max(axis=1, keepdims=True))
+    return a / a.sum(axis=1, keepdims=True)
+
+
+def test_model(measure, rng, model_case, model_contender):
+    """Whole-model inference (class probabilities) of a pruned MLP; the model's own
+    edges (transposes) are part of ``csr``."""
+    case, sparse_contender = model_case, model_contender
+    model = spp.MLP(case.sizes, dtype=case.dtype, seed=0)
+    spp.prune.magnitude(model, case.sparsity)
+    X = rng.standard_normal((case.batch, case.sizes[0])).astype(case.dtype)
+    weights = [np.array(layer.weight) for layer in model.layers]
+    biases = [layer.bias for layer in model.layers]
+    if sparse_contender == "dense":
+        fn = lambda: _numpy_chain(weights, biases, X)  # noqa: E731
+    elif sparse_contender == "dense-masked":
+        masks = [layer.mask for layer in model.layers]
+        fn = lambda: _numpy_chain([W * m for W, m in zip(weights, masks)], biases, X)  # noqa: E731
+    elif sparse_contender == "scipy":
+        sparse_weights = [sp.csr_array(W) for W in weights]
+        fn = lambda: _numpy_chain(sparse_weights, biases, X)  # noqa: E731
+    else:
+        smodel = model.to_sparse()  # engine="auto": the warm-up call settles each layer
+        fn = lambda: smodel.predict_proba(X)  # noqa: E731
+    assert_close(fn(), model.predict_proba(X), case.dtype)
+    total, active = model.count_parameters()
+    measure(fn, f"model {case.id}", contender=sparse_contender, sizes=list(case.sizes),
+            sparsity=case.sparsity, batch=case.batch, dtype=case.dtype, active=active,
+            total=total, flop=2 * (active - sum(case.sizes[1:])) * case.batch)

@@ -137,7 +137,7 @@ def profile(args):
     print(_table(["case"] + [f"batch {b}" for b in batches],
                  [[case] + ["never" if by_batch.get(str(b)) is None
                             else f"{round(100 * by_batch[str(b)], 2):g}%" for b in batches]
-                  for case, by_batch in result["crossover"].items()]))
+                  for case, by_batch in result["crossover_by_case"].items()]))
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "profile.json")

@@ -72,7 +72,7 @@ def profile_speedup(report, path):
             points = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == batch)
             xs, ys = zip(*points)
             (line,) = ax.plot(xs, ys, marker="o", markersize=4, label=f"batch {batch}")
-            cross = report["crossover"].get(case, {}).get(str(batch))
+            cross = report["crossover_by_case"].get(case, {}).get(str(batch))
             if cross is not None:
                 ax.axvline(cross, color=line.get_color(), linestyle=":", linewidth=1)
                 ax.plot([cross], [dict(points)[cross]], marker="*", markersize=13,

@@ -67,6 +67,20 @@ def byte_counts(shape, itemsize, indptr, indices, data):
 
 
 def crossover(rows):
+    """{batch (str): sparsity or None}: per batch size, the lowest measured sparsity at
+    which CSR beats dense (speedup > 1) in any case, None if it never does."""
+    result = {}
+    for by_batch in crossover_by_case(rows).values():
+        for batch, sparsity in by_batch.items():
+            best = result.get(batch)
+            if sparsity is not None and (best is None or sparsity < best):
+                result[batch] = sparsity
+            else:
+                result.setdefault(batch, None)
+    return result
+
+
+def crossover_by_case(rows):
     """{case: {batch (str): sparsity or None}}: per case and batch size, the lowest
     measured sparsity at which CSR beats dense (speedup > 1), None if it never does.
 
@@ -130,8 +144,10 @@ def machine_info():
 
 
 def report(rows, machine):
-    """The ``profile.json`` document: machine, rows, crossover."""
-    return {"machine": machine, "rows": list(rows), "crossover": crossover(rows)}
+    """The ``profile.json`` document: machine, rows, crossover (per batch size, over all
+    cases) and crossover_by_case."""
+    return {"machine": machine, "rows": list(rows), "crossover": crossover(rows),
+            "crossover_by_case": crossover_by_case(rows)}
 
 
 # -- measuring ---------------------------------------------------------------------------

@@ -59,11 +59,13 @@ def test_crossover_never_always_and_non_monotone():
         # another case is kept apart
         _row("b", 0.0, 1, 0.1), _row("b", 0.99, 1, 4.0),
     ]
-    assert prof.crossover(rows) == {
+    assert prof.crossover_by_case(rows) == {
         "a": {"1": None, "64": 0.0, "256": 0.5},
         "b": {"1": 0.99},
     }
-    assert prof.crossover([]) == {}
+    # Per batch over all cases: "a" never wins at batch 1, "b" does at 0.99.
+    assert prof.crossover(rows) == {"1": 0.99, "64": 0.0, "256": 0.5}
+    assert prof.crossover_by_case([]) == {} and prof.crossover([]) == {}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -142,7 +144,7 @@ def test_run_tiny_grid_schema(tmp_path):
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(result, allow_nan=False))
     doc = json.loads(path.read_text())
-    assert set(doc) == {"machine", "rows", "crossover"}
+    assert set(doc) == {"machine", "rows", "crossover", "crossover_by_case"}
     machine = doc["machine"]
     for key in ("cpu_count", "platform", "python", "numpy", "scipy", "numba", "blas"):
         assert key in machine
@@ -161,9 +163,10 @@ def test_run_tiny_grid_schema(tmp_path):
         assert row["gflops"] == pytest.approx(2 * row["nnz"] * row["batch"] / row["sparse_s"] / 1e9)
         assert row["dense_bytes"] == 32 * 24 * 4
         assert min(row["dense_s"], row["sparse_s"], row["scipy_s"]) > 0
-    assert set(doc["crossover"]) == {"32x24"}
-    assert set(doc["crossover"]["32x24"]) == {"1", "5"}
-    assert doc["crossover"] == prof.crossover(rows)
+    assert set(doc["crossover_by_case"]) == {"32x24"}
+    assert set(doc["crossover_by_case"]["32x24"]) == {"1", "5"}
+    assert doc["crossover_by_case"] == prof.crossover_by_case(rows)
+    assert doc["crossover"] == prof.crossover(rows) and set(doc["crossover"]) == {"1", "5"}
 
 
 def test_run_rejects_bad_grids():
@@ -230,7 +233,7 @@ def test_cli_profile_saved_model(tmp_path, capsys):
     rows = doc["rows"]
     cases = {r["case"] for r in rows}
     assert cases == {"layer0 20x16", "layer1 16x5", "model"}
-    assert set(doc["crossover"]) == cases
+    assert set(doc["crossover_by_case"]) == cases
     for i, case in enumerate(["layer0 20x16", "layer1 16x5"]):
         layer_rows = [r for r in rows if r["case"] == case]
         # Sparsity 0 and 0.5 collapse onto the layer's own 50%: two cases, two batches.
