@@ -32,9 +32,13 @@ QUICK = {"shapes": ((512, 512), (1024, 256)),
          "sparsities": (0.0, 0.5, 0.8, 0.9, 0.95, 0.99), "budget": 0.2}
 MIN_REPEATS = 3
 MAX_REPEATS = 200
-# A repetition runs a call this long at least (calls repeated), so a microsecond call
-# is not lost in the clock's own overhead.
-MIN_REP_SECONDS = 2e-4
+# A repetition repeats its call to last at least budget / ROUNDS seconds, so a
+# microsecond call is not lost in the clock's overhead and the pauses below stay few.
+ROUNDS = 5
+# Pause after each repetition of the BLAS contender. OpenBLAS's workers spin for about
+# 2**28 cycles after a call and took a core from the CSR kernel timed next (35 ms
+# instead of 18 ms at 4096^2, 90%, batch 256); a 0.1 s pause gave it its solo time back.
+SETTLE_SECONDS = 0.1
 CONTENDERS = ("dense", "sparse", "scipy")
 
 
@@ -152,24 +156,26 @@ def report(rows, machine):
 
 # -- measuring ---------------------------------------------------------------------------
 
-def _calibrate(call):
-    """Calls per repetition, so that one repetition lasts MIN_REP_SECONDS at least."""
+def _calibrate(call, seconds):
+    """Calls per repetition, so that one repetition lasts ``seconds`` at least."""
     start = time.perf_counter()
     call()
     elapsed = time.perf_counter() - start
-    return max(1, min(1000, math.ceil(MIN_REP_SECONDS / max(elapsed, 1e-9))))
+    return max(1, min(1000, math.ceil(seconds / max(elapsed, 1e-9))))
 
 
-def measure(calls, budget):
+def measure(calls, budget, settle_after=("dense",)):
     """{name: median seconds per call} of ``calls`` ({name: callable}).
 
     Each is warmed up first; then repetitions are interleaved, every contender timed once
-    per round, so drift in the machine hits all alike. Rounds continue until each
-    contender has spent ``budget`` seconds (at least MIN_REPEATS, at most MAX_REPEATS).
+    per round, so drift in the machine hits all alike, with a pause after the ones in
+    ``settle_after`` (BLAS) so that their idle threads do not slow the next. Rounds
+    continue until each contender has spent ``budget`` seconds (at least MIN_REPEATS,
+    at most MAX_REPEATS).
     """
     for call in calls.values():
         call()
-    numbers = {name: _calibrate(call) for name, call in calls.items()}
+    numbers = {name: _calibrate(call, budget / ROUNDS) for name, call in calls.items()}
     samples = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
     for rep in range(MAX_REPEATS):
@@ -183,6 +189,9 @@ def measure(calls, budget):
             elapsed = time.perf_counter() - start
             spent[name] += elapsed
             samples[name].append(elapsed / number)
+            if name in settle_after:
+                # Tiny budgets (tests) get tiny pauses.
+                time.sleep(min(SETTLE_SECONDS, budget))
     return {name: max(float(np.median(s)), 1e-12) for name, s in samples.items()}
 
 
