@@ -29,5 +29,5 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m pytest --benchmark-only
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks sparseprune-demo
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks sparseprune-demo sparseprune-profile
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
