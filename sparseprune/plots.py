@@ -52,6 +52,15 @@ def _speedup_axis(ax):
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, p: label(v, p, steps=(2, 5))))
 
 
+def _against_sparsity(ax, title, ylabel):
+    """Title, axis labels, grid and legend of a panel plotted against sparsity."""
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("sparsity (fraction of weights pruned)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=9)
+
+
 def _save(fig, FigureCanvasAgg, path):
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100)
@@ -79,11 +88,7 @@ def profile_speedup(report, path):
                         color=line.get_color(), linestyle="none")
         ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="1x (dense)")
         _speedup_axis(ax)
-        ax.set_title(f"{case}  (dotted/star: crossover)", fontsize=11)
-        ax.set_xlabel("sparsity (fraction of weights pruned)")
-        ax.set_ylabel("speedup over dense (x)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=9)
+        _against_sparsity(ax, f"{case}  (dotted/star: crossover)", "speedup over dense (x)")
     return _save(fig, FigureCanvasAgg, path)
 
 
@@ -104,11 +109,7 @@ def profile_bytes(report, path):
             ys = [by_sparsity[x][key] if by_sparsity[x][key] > 0 else math.nan for x in xs]
             ax.plot(xs, ys, linestyle=style, marker="o", markersize=4, label=label)
         ax.set_yscale("log")
-        ax.set_title(case, fontsize=11)
-        ax.set_xlabel("sparsity (fraction of weights pruned)")
-        ax.set_ylabel("bytes")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=9)
+        _against_sparsity(ax, case, "bytes")
     return _save(fig, FigureCanvasAgg, path)
 
 

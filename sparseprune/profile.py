@@ -232,13 +232,16 @@ def _chain(layers, X):
     outs = [np.empty((layer.shape[1], X.shape[0]), X.dtype) for layer in layers]
     last = len(layers) - 1
 
-    def dense():
-        a = X
-        for i, layer in enumerate(layers):
-            a = a @ layer.dense + layer.bias
-            if i < last:
-                np.maximum(a, 0, out=a)
-        return a
+    def sample_major(weights):
+        """The chain as NumPy code runs it, on X (batch, in), for dense or scipy W."""
+        def run():
+            a = X
+            for i, (W, layer) in enumerate(zip(weights, layers)):
+                a = a @ W + layer.bias
+                if i < last:
+                    np.maximum(a, 0, out=a)
+            return a
+        return run
 
     def sparse():
         a = xt
@@ -246,15 +249,8 @@ def _chain(layers, X):
             a = layer.sparse.forward_fm(a, outs[i], relu=i < last)
         return a
 
-    def scipy_():
-        a = X
-        for i, layer in enumerate(layers):
-            a = a @ layer.scipy + layer.bias
-            if i < last:
-                np.maximum(a, 0, out=a)
-        return a
-
-    return {"dense": dense, "sparse": sparse, "scipy": scipy_}
+    return {"dense": sample_major([layer.dense for layer in layers]), "sparse": sparse,
+            "scipy": sample_major([layer.scipy for layer in layers])}
 
 
 def _sum_bytes(layers):
