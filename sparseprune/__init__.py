@@ -1,7 +1,7 @@
 """sparseprune: pruned MLPs that are actually smaller and faster on a CPU.
 
 A masked MLP trained through Numba dense kernels, magnitude pruning (one-shot or along a
-schedule), and description length in bits.
+schedule), Numba CSR kernels for the pruned model, and description length in bits.
 """
 
 import os
@@ -11,7 +11,7 @@ import os
 # runtime starts, which loading the first parallel kernel does; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from . import data, prune  # noqa: E402
+from . import data, mdl, prune  # noqa: E402
 from ._threads import single_threaded_blas  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import MaskedLinear, SparseLinear  # noqa: E402
@@ -22,5 +22,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "History", "data",
-    "load", "prune", "single_threaded_blas", "__version__",
+    "load", "mdl", "prune", "single_threaded_blas", "__version__",
 ]

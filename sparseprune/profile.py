@@ -22,6 +22,7 @@ import numpy as np
 
 from ._validation import check_dtype
 from .layers import SparseLinear
+from .mdl import log2_binomial
 
 SHAPES = ((1024, 1024), (4096, 4096), (4096, 1024))
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -44,14 +45,6 @@ CONTENDERS = ("dense", "sparse", "scipy")
 
 # -- pure logic --------------------------------------------------------------------------
 
-def mask_entropy_bits(n, k):
-    """log2 C(n, k): the fewest bits any format can use to say which ``k`` of ``n``
-    weights survive (all masks with k survivors equally likely)."""
-    if not 0 <= k <= n:
-        raise ValueError(f"k must be in [0, n={n}], got {k}")
-    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
-
-
 def byte_counts(shape, itemsize, indptr, indices, data):
     """Bytes of one layer's weight (in, out) stored three ways, from its CSR arrays.
 
@@ -61,7 +54,7 @@ def byte_counts(shape, itemsize, indptr, indices, data):
     """
     n = int(shape[0]) * int(shape[1])
     k = int(data.size)
-    mask = mask_entropy_bits(n, k) / 8
+    mask = log2_binomial(n, k) / 8
     return {
         "dense_bytes": n * int(itemsize),
         "sparse_bytes": int(data.nbytes + indices.nbytes + indptr.nbytes),

@@ -26,23 +26,6 @@ ROW_TYPES = {
 
 # -- pure logic --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", [1, 2, 7, 30, 100])
-def test_mask_entropy_is_log2_of_the_binomial(n):
-    for k in range(n + 1):
-        expected = math.log2(math.comb(n, k))
-        assert prof.mask_entropy_bits(n, k) == pytest.approx(expected, abs=1e-9)
-
-
-def test_mask_entropy_large_n_and_bad_k():
-    # 2^20 weights, 1% kept: about n * H(0.01) bits, the binary entropy.
-    n, k = 1 << 20, 10486
-    p = k / n
-    h = -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
-    assert prof.mask_entropy_bits(n, k) == pytest.approx(n * h, rel=1e-3)
-    with pytest.raises(ValueError, match="k must be in"):
-        prof.mask_entropy_bits(10, 11)
-
-
 def _row(case, sparsity, batch, speedup):
     return {"case": case, "sparsity": sparsity, "batch": batch, "speedup": speedup}
 

@@ -1,11 +1,12 @@
 """The iterative driver: prune along a schedule, fine-tune after every step."""
 
 import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from tqdm.auto import tqdm
 
 from .._validation import check_int, check_labels, check_sparsity
+from ..mdl import DescriptionLength, _check_bits, _description_length_fm
 from ..train import _check_validation_data, _fit, check_fit_options, fit
 from .criteria import get_criterion
 from .schedules import get_schedule
@@ -31,14 +32,26 @@ class PruneStep:
     loss: float  # training loss of the last fine-tuning epoch (nan if none)
     train_accuracy: float
     val_accuracy: float | None = None
+    # Of the training labels, by sparseprune.mdl.description_length.
+    description_length: DescriptionLength | None = None
+
+    @property
+    def total_bits(self):
+        """The step's description length in bits (nan if not measured)."""
+        code = self.description_length
+        return code.total_bits if code is not None else float("nan")
 
     def as_dict(self):
-        return asdict(self)
+        """Every field, JSON-ready; the description length as its own dict."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.description_length is not None:
+            record["description_length"] = self.description_length.as_dict()
+        return record
 
 
 def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_epochs=10,
               lr=0.01, criterion="magnitude", scope="global", validation_data=None,
-              progress=True, **fit_kwargs):
+              progress=True, mdl_bits=32, **fit_kwargs):
     """Prune ``model`` to ``target_sparsity`` in ``steps`` steps, fine-tuning after each.
 
     At step t = 1..steps the weights are pruned (in place, by ``criterion``, over
@@ -51,6 +64,11 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     (one-shot, then fine-tuning), "geometric" (a constant fraction of what remains), or a
     callable ``f(step, steps, target, initial)``.
 
+    Every step also measures the description length of the training labels
+    (:func:`sparseprune.mdl.description_length` with ``bits=mdl_bits``; None chooses
+    the precision at each step); ``sparseprune.mdl.best(records)`` picks the step the
+    MDL principle prefers.
+
     Returns a list of :class:`PruneStep`, one per step.
     """
     _check_model(model)
@@ -58,6 +76,8 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     steps = check_int(steps, "steps", minimum=1)
     finetune_epochs = check_int(finetune_epochs, "finetune_epochs", minimum=0)
     schedule = get_schedule(schedule)
+    if mdl_bits is not None:
+        mdl_bits = _check_bits(mdl_bits)
     criterion = get_criterion(criterion)
     xt = model._feature_major(X)
     y = check_labels(y, xt.shape[1], model.n_classes)
@@ -95,6 +115,7 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
             step=step, target=goal, sparsity=model.sparsity, active=active, total=total,
             loss=history.loss[-1] if len(history) else float("nan"),
             train_accuracy=train_acc, val_accuracy=val_acc,
+            description_length=_description_length_fm(model, xt, y, mdl_bits),
         ))
         postfix = {"sparsity": f"{model.sparsity:.3f}", "acc": f"{train_acc:.3f}"}
         if val_acc is not None:
