@@ -7,6 +7,8 @@ canvas directly (no pyplot), so nothing here touches the user's backend or open 
 import math
 import os
 
+import numpy as np
+
 
 def _matplotlib():
     try:
@@ -117,3 +119,352 @@ def profile_figures(report, directory):
     """Write ``speedup.png`` and ``bytes.png`` into ``directory``; return their paths."""
     return [profile_speedup(report, os.path.join(directory, "speedup.png")),
             profile_bytes(report, os.path.join(directory, "bytes.png"))]
+
+
+# -- sparseprune demo's report -------------------------------------------------------------
+
+# Sharper than the profile figures' 100: the demo's panels carry more small text.
+DEMO_DPI = 120
+DEMO_FILES = ("accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
+              "masks.png", "description_length.png")
+
+
+def _save_demo(fig, FigureCanvasAgg, path):
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DEMO_DPI)
+    return path
+
+
+def _field(mapping, key, where):
+    """``mapping[key]``, or a ValueError that says which input lacks it."""
+    try:
+        return mapping[key]
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(f"{where} has no {key!r} entry") from None
+
+
+def _where(record):
+    """How an error names a record: "step 3", or "one_shot" for a record without a step."""
+    return f"step {record['step']}" if "step" in record else "one_shot"
+
+
+def _percent(fraction, digits=4):
+    """A fraction as a short percentage that still tells 99.85% from 99.9%."""
+    return f"{100 * fraction:.{digits}g}%"
+
+
+def _test_accuracy(step):
+    """A step's test accuracy: its ``test_accuracy``, else its ``val_accuracy`` (the
+    demo validates on the test set)."""
+    for key in ("test_accuracy", "val_accuracy"):
+        if step.get(key) is not None:
+            return step[key]
+    raise ValueError(f"step {step.get('step', '?')} has neither test_accuracy nor val_accuracy")
+
+
+def _preferred(steps, preferred_step):
+    """The step dict whose ``"step"`` is ``preferred_step``."""
+    for step in steps:
+        if step.get("step") == preferred_step:
+            return step
+    raise ValueError(f"preferred_step {preferred_step!r} is not among the steps "
+                     f"{[step.get('step') for step in steps]}")
+
+
+def _accuracy_series(ax, results, x_of, base_x):
+    """Baseline, iterative paths, MDL sweep and one-shot points of the demo's results,
+    each record at x = ``x_of(record)`` and test accuracy in % on y."""
+    base = _field(results, "baseline", "results")
+    base_acc = 100 * _field(base, "test_accuracy", 'results["baseline"]')
+    ax.axhline(base_acc, color="0.35", linestyle="--", linewidth=1.2, label="baseline (dense)")
+    ax.plot([base_x], [base_acc], marker="D", markersize=6, color="0.35", linestyle="none")
+    for name, steps in (results.get("paths") or {}).items():
+        ax.plot([x_of(s) for s in steps], [100 * _test_accuracy(s) for s in steps],
+                marker="o", markersize=5, label=f"{name} schedule")
+    mdl = results.get("mdl")
+    if mdl:
+        sweep = _field(mdl, "sweep", 'results["mdl"]')
+        best = _preferred(sweep, _field(mdl, "preferred_step", 'results["mdl"]'))
+        (line,) = ax.plot([x_of(s) for s in sweep], [100 * _test_accuracy(s) for s in sweep],
+                          marker=".", markersize=7, linewidth=1.2, label="MDL sweep")
+        ax.plot([x_of(best)], [100 * _test_accuracy(best)], marker="*", markersize=17,
+                color=line.get_color(), markeredgecolor="black", linestyle="none",
+                label=f"MDL-preferred (step {best['step']})", zorder=5)
+    shot = results.get("one_shot")
+    if shot:
+        x = x_of(shot)
+        label = f"one-shot {_percent(_field(shot, 'sparsity', 'one_shot'))}"
+        # The small X on top of the big + so both show when fine-tuning changed little.
+        ax.plot([x], [100 * _field(shot, "test_accuracy", "one_shot")], marker="X", markersize=8,
+                color="black", markeredgecolor="white", linestyle="none", label=label, zorder=6)
+        ax.plot([x], [100 * _field(shot, "finetuned_test_accuracy", "one_shot")], marker="P",
+                markersize=13, color="tab:red", markeredgecolor="black", linestyle="none",
+                label="one-shot + fine-tuning", zorder=4)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="major", alpha=0.35)
+    ax.legend(fontsize=9, loc="lower left", framealpha=0.9)
+
+
+def _density_axis(ax, densities):
+    """x = 1 - sparsity (the fraction kept) on a reversed log axis, ticks labelled as
+    sparsity: 50%, 90%, 99% and 99.9% get equal room, where a linear sparsity axis
+    would crush everything past 90% into its right edge."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    # 1-2-5 ticks per decade fit up to 99.99%; past that (a fully pruned step clipped to
+    # 1e-6) they would overlap, so keep the decades and 50%.
+    decades = -math.log10(min(densities))
+    steps = (1, 0.5, 0.2) if decades <= 4 else (1,)
+    ticks = sorted({0.5} | {m * 10.0 ** e for e in range(0, -7, -1) for m in steps})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: _percent(1 - v, digits=6)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(1.25, min(densities) / 1.6)  # reversed: more pruning to the right
+    ax.set_xlabel("sparsity (% of weights pruned; log scale of the fraction kept)")
+
+
+def demo_accuracy_vs_sparsity(results, path):
+    """Test accuracy against sparsity: the dense baseline (dashed), a line per iterative
+    schedule, the one-shot model before and after fine-tuning, and the MDL sweep with
+    its preferred step starred.
+
+    The x axis is the fraction of weights kept, 1 - sparsity, on a reversed log scale
+    with ticks labelled in sparsity (50%, 90%, 99%, 99.9%), so the sweep's steps past
+    99% stay apart; a linear axis would pile them up at the right edge.
+    """
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=(9.5, 5.6), layout="constrained")
+    ax = fig.subplots()
+
+    def density(record):
+        # A log axis cannot show 0: a fully pruned step sits at 1e-6 kept (99.9999%).
+        return max(1.0 - _field(record, "sparsity", _where(record)), 1e-6)
+
+    _accuracy_series(ax, results, density, base_x=1.0)
+    records = _demo_records(results)
+    _density_axis(ax, [density(r) for r in records] or [0.1])
+    ax.set_title("sparseprune demo: test accuracy against sparsity", fontsize=12)
+    return _save_demo(fig, FigureCanvasAgg, path)
+
+
+def _demo_records(results):
+    """Every step and one-shot record of the demo's results (to size the x axis)."""
+    records = [s for steps in (results.get("paths") or {}).values() for s in steps]
+    records += list((results.get("mdl") or {}).get("sweep", []))
+    return records + ([results["one_shot"]] if results.get("one_shot") else [])
+
+
+def _count_label(value, _pos=None):
+    """Parameter counts as 500, 2k, 50k: short enough for every 1-2-5 tick."""
+    if value <= 0:
+        return ""
+    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
+
+
+def demo_accuracy_vs_active(results, path):
+    """Test accuracy against active parameters (weights and biases kept), the same
+    series as :func:`demo_accuracy_vs_sparsity`, the baseline's diamond at its full count.
+
+    The x axis is logarithmic and reversed (fewer parameters to the right), so the curves
+    run the same way as in the sparsity figure. The one-shot record needs ``"active"``.
+    """
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=(9.5, 5.6), layout="constrained")
+    ax = fig.subplots()
+    base = _field(results, "baseline", "results")
+
+    def active(record):
+        return _field(record, "active", _where(record))
+
+    _accuracy_series(ax, results, active, base_x=_field(base, "active", 'results["baseline"]'))
+    _log_counts(ax, "x")
+    counts = [active(r) for r in _demo_records(results)] + [base["active"]]
+    ax.set_xlim(max(counts) * 1.3, min(counts) / 1.6)
+    ax.set_xlabel("active parameters (weights + biases kept; log scale, fewer to the right)")
+    ax.set_title("sparseprune demo: test accuracy against active parameters", fontsize=12)
+    return _save_demo(fig, FigureCanvasAgg, path)
+
+
+def _log_counts(ax, which):
+    """A log axis labelled 1, 2, 5, 10, ..., 2k, 5k (not 10^3) on ``which`` ("x" or "y")."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(_count_label))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _layer_names(n, names, shapes=None):
+    """``names`` checked against ``n`` layers, or "layer i: in x out" (or "layer i")."""
+    if names is None:
+        return [f"layer {i}: {s[0]} x {s[1]}" if shapes else f"layer {i}"
+                for i, s in enumerate(shapes or [None] * n, start=1)]
+    names = [str(name) for name in names]
+    if len(names) != n:
+        raise ValueError(f"names has {len(names)} entries for {n} layers")
+    return names
+
+
+def demo_weight_histograms(before, after, path, names=None):
+    """A panel per layer: the histogram of all the dense baseline's weights and, over
+    the same bins, of the pruned model's active weights (the gap at zero is what
+    magnitude pruning removed). Counts on a log y axis, so the few large weights that
+    survive are as visible as the many small ones that do not.
+
+    ``before`` and ``after`` are lists of 1-D arrays, one per layer; ``names`` titles
+    the panels (default "layer i").
+    """
+    Figure, FigureCanvasAgg = _matplotlib()
+    before = [np.ravel(np.asarray(w, dtype=np.float64)) for w in before]
+    after = [np.ravel(np.asarray(w, dtype=np.float64)) for w in after]
+    if not before or len(before) != len(after):
+        raise ValueError(f"before and after need one array per layer, at least one, got "
+                         f"{len(before)} and {len(after)}")
+    if not all(np.isfinite(w).all() for w in before + after):
+        raise ValueError("weights must be finite")
+    names = _layer_names(len(before), names)
+    fig, axes = _grid(Figure, len(before), "weights before and after pruning")
+    for ax, name, full, kept in zip(axes, names, before, after):
+        # Shared bins, over both: fine-tuning can move survivors past the dense range.
+        # About 2 sqrt(n) of them, so a 320-weight layer is not all single counts.
+        n_bins = int(np.clip(2 * math.sqrt(full.size), 15, 60))
+        bins = np.histogram_bin_edges(np.concatenate([full, kept]), bins=n_bins)
+        ax.hist(full, bins=bins, color="tab:blue", alpha=0.5,
+                label=f"before pruning (all {full.size:,})")
+        ax.hist(kept, bins=bins, color="tab:orange", alpha=0.75, histtype="stepfilled",
+                edgecolor="tab:red", linewidth=0.8, label=f"after pruning (active {kept.size:,})")
+        _log_counts(ax, "y")
+        # Down to 0.7 so a bin of one weight still shows; up a decade for the legend.
+        ax.set_ylim(0.7, 10 * np.histogram(full, bins=bins)[0].max())
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("weight value")
+        ax.set_ylabel("count (log scale)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=9, loc="upper right")
+    return _save_demo(fig, FigureCanvasAgg, path)
+
+
+def demo_masks(masks, path, names=None):
+    """Each layer's pruning mask as an image, a panel per layer: a row per input unit, a
+    column per output unit, kept weights dark and pruned ones white; the title gives the
+    shape and the fraction kept. Aspect 'auto' stretches thin layers (128 x 10) to the
+    panel so their columns stay visible.
+
+    ``masks`` are boolean arrays of shape (in, out); ``names`` titles the panels
+    (default "layer i: in x out").
+    """
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    Figure, FigureCanvasAgg = _matplotlib()
+    masks = [np.asarray(mask) != 0 for mask in masks]
+    if not masks:
+        raise ValueError("masks must not be empty: one (in, out) array per layer")
+    if any(mask.ndim != 2 or mask.size == 0 for mask in masks):
+        raise ValueError(f"every mask must be a non-empty 2-D (in, out) array, got shapes "
+                         f"{[mask.shape for mask in masks]}")
+    names = _layer_names(len(masks), names, [mask.shape for mask in masks])
+    fig, axes = _grid(Figure, len(masks),
+                      "pruning masks (rows: input units, columns: output units)")
+    for ax, name, mask in zip(axes, names, masks):
+        # Nearest keeps every kept weight a crisp dark cell while a panel has a pixel or
+        # more per unit; past that, nearest would drop whole rows, so average instead.
+        crisp = max(mask.shape) <= 400
+        ax.imshow(mask, cmap="Greys", vmin=0, vmax=1, aspect="auto",
+                  interpolation="nearest" if crisp else "antialiased")
+        # Units come in powers of two (64, 256): ticks at multiples of 8, 16, 32 read best.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 4, 8, 10]))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 4, 8, 10]))
+        ax.set_title(f"{name}\n{mask.sum():,} of {mask.size:,} kept ({_percent(mask.mean(), 3)})",
+                     fontsize=11)
+        ax.set_xlabel("output unit")
+        ax.set_ylabel("input unit")
+    fig.legend(handles=[Patch(facecolor="black", label="kept (active weight)"),
+                        Patch(facecolor="white", edgecolor="0.3", label="pruned")],
+               loc="outside lower center", ncols=2, fontsize=10)
+    return _save_demo(fig, FigureCanvasAgg, path)
+
+
+def demo_description_length(steps, path, uniform_bits, preferred_step, title=None):
+    """The two-part description length of each step as a stacked bar, model bits under
+    data bits, with the uniform code (``N log2 K``) dashed and the MDL-preferred step
+    (``preferred_step``, a step's ``"step"``) outlined and starred.
+
+    Totals span two orders of magnitude (a half-pruned net costs ~100k bits, the best a
+    few thousand), so y is logarithmic: the totals read exactly, though the upper
+    (data) segment looks thinner than its share. Tick labels give each step's sparsity
+    and value precision b.
+    """
+    Figure, FigureCanvasAgg = _matplotlib()
+    steps = list(steps)
+    if not steps:
+        raise ValueError("steps must not be empty")
+    try:
+        uniform_bits = float(uniform_bits)
+    except (TypeError, ValueError):
+        raise ValueError(f"uniform_bits must be a positive number, got {uniform_bits!r}") from None
+    if not (math.isfinite(uniform_bits) and uniform_bits > 0):
+        raise ValueError(f"uniform_bits must be a positive number, got {uniform_bits!r}")
+    best = steps.index(_preferred(steps, preferred_step))
+    codes = [_field(s, "description_length", _where(s)) for s in steps]
+    model = np.array([_field(c, "model_bits", "description_length") for c in codes], float)
+    data = np.array([_field(c, "data_bits", "description_length") for c in codes], float)
+    xs = np.arange(len(steps))
+    fig = Figure(figsize=(max(8.0, 2.5 + 0.6 * len(steps)), 5.8), layout="constrained")
+    ax = fig.subplots()
+    low = ax.bar(xs, model, color="tab:blue", label="model bits (mask, values, header)")
+    high = ax.bar(xs, data, bottom=model, color="tab:orange",
+                  label="data bits (training labels given the model)")
+    ax.axhline(uniform_bits, color="0.25", linestyle="--", linewidth=1.3,
+               label=f"uniform code (N log2 K = {uniform_bits:,.0f} bits)")
+    star = _mark_preferred(ax, low[best], high[best], model[best] + data[best],
+                           steps[best]["step"])
+    _log_counts(ax, "y")
+    ax.set_ylim(min(model.min(), uniform_bits) / 2, (model + data).max() * 3)
+    ax.set_xticks(xs, [_bar_label(s, c) for s, c in zip(steps, codes)], fontsize=9)
+    ax.set_xlabel("pruning step: sparsity, value precision b")
+    ax.set_ylabel("bits (log scale)")
+    ax.set_title(title or "description length of the training labels per step", fontsize=12)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    ax.legend(handles=[low, high, ax.get_lines()[0], star], fontsize=9, loc="upper right",
+              framealpha=0.9)
+    return _save_demo(fig, FigureCanvasAgg, path)
+
+
+def _bar_label(step, code):
+    """"99.85%" over "b=2" (the precision is omitted when the record lacks it)."""
+    sparsity = _percent(_field(step, "sparsity", _where(step)))
+    return sparsity if code.get("bits") is None else f"{sparsity}\nb={code['bits']}"
+
+
+def _mark_preferred(ax, low, high, total, step):
+    """Outline the preferred bar, star it and say why; return the star (for the legend)."""
+    for bar in (low, high):
+        bar.set_edgecolor("black")
+        bar.set_linewidth(2.2)
+    x = low.get_x() + low.get_width() / 2
+    (star,) = ax.plot([x], [total * 1.35], marker="*", markersize=17, color="gold",
+                      markeredgecolor="black", linestyle="none",
+                      label="MDL-preferred (shortest total)")
+    ax.annotate(f"MDL-preferred (step {step})\n{total:,.0f} bits", (x, total * 1.35),
+                xytext=(0, 14), textcoords="offset points", ha="center", fontsize=9)
+    return star
+
+
+def demo_figures(results, out_dir, before, after, masks, names):
+    """Draw the demo report's five figures into ``out_dir`` (created if missing) under
+    :data:`DEMO_FILES`; return their paths in that order."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, name) for name in DEMO_FILES]
+    mdl = _field(results, "mdl", "results")
+    uniform = _field(_field(results, "codes", "results"), "uniform_bits", 'results["codes"]')
+    demo_accuracy_vs_sparsity(results, paths[0])
+    demo_accuracy_vs_active(results, paths[1])
+    demo_weight_histograms(before, after, paths[2], names)
+    demo_masks(masks, paths[3], names)
+    demo_description_length(_field(mdl, "sweep", 'results["mdl"]'), paths[4], uniform,
+                            _field(mdl, "preferred_step", 'results["mdl"]'))
+    return paths

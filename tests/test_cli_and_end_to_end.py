@@ -1,22 +1,8 @@
-"""The command line, and the README's digits result end to end."""
+"""The README's digits result end to end."""
 
 import numpy as np
 
 import sparseprune as spp
-from sparseprune.cli import main
-
-
-def test_demo_quick(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # whatever the demo writes (a report, plots) lands here
-    assert main(["demo", "--quick", "--no-progress"]) == 0
-    out, err = capsys.readouterr()
-    assert err == ""  # --no-progress: no bars on stderr
-    for text in ["data: blobs, 1000 train and 500 test samples", "baseline", "magnitude 50%",
-                 "+ fine-tuned", "linear schedule to 90%", "cubic schedule to 90%",
-                 "active params", "test accuracy"]:
-        assert text in out
-    # Five rows per iterative table, ending at the target sparsity.
-    assert out.count("90.0%") >= 4
 
 
 def test_digits_baseline_and_iterative_pruning_to_90_percent(digits):

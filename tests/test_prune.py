@@ -380,3 +380,18 @@ def test_iterative_is_deterministic(blobs):
     assert ra == rb
     for a, b in zip(flat(pa[0]), flat(pb[0])):
         assert a == b
+
+
+def test_iterative_callback_sees_every_step(blobs):
+    X, y, _, _ = blobs
+    model = spp.MLP([6, 12, 4], seed=0)
+    seen = []
+    records = spp.prune.iterative(
+        model, X, y, 0.75, steps=3, finetune_epochs=1, progress=False,
+        callback=lambda record, m: seen.append((record, m.sparsity, m is model)))
+    assert [s[0] for s in seen] == records
+    assert [s[1] for s in seen] == [r.sparsity for r in records]
+    assert all(s[2] for s in seen)
+    with pytest.raises(TypeError, match="callback"):
+        spp.prune.iterative(model, X, y, 0.8, steps=1, progress=False, callback=3)
+    assert model.sparsity == records[-1].sparsity  # refused before pruning anything

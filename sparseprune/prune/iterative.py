@@ -12,7 +12,6 @@ from .criteria import get_criterion
 from .schedules import get_schedule
 from .unstructured import _check_model, unstructured
 
-
 # The fit() options iterative() passes on, with fit()'s own defaults.
 _FIT_DEFAULTS = {
     name: inspect.signature(fit).parameters[name].default
@@ -51,7 +50,7 @@ class PruneStep:
 
 def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_epochs=10,
               lr=0.01, criterion="magnitude", scope="global", validation_data=None,
-              progress=True, mdl_bits=32, **fit_kwargs):
+              progress=True, mdl_bits=32, callback=None, **fit_kwargs):
     """Prune ``model`` to ``target_sparsity`` in ``steps`` steps, fine-tuning after each.
 
     At step t = 1..steps the weights are pruned (in place, by ``criterion``, over
@@ -69,6 +68,9 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     the precision at each step); ``sparseprune.mdl.best(records)`` picks the step the
     MDL principle prefers.
 
+    ``callback(record, model)``, if given, is called after each step, e.g. to keep a
+    copy of the model of every step.
+
     Returns a list of :class:`PruneStep`, one per step.
     """
     _check_model(model)
@@ -78,6 +80,8 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     schedule = get_schedule(schedule)
     if mdl_bits is not None:
         mdl_bits = _check_bits(mdl_bits)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (record, model), got {callback!r}")
     criterion = get_criterion(criterion)
     xt = model._feature_major(X)
     y = check_labels(y, xt.shape[1], model.n_classes)
@@ -121,5 +125,7 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
         if val_acc is not None:
             postfix["val_acc"] = f"{val_acc:.3f}"
         bar.set_postfix(postfix, refresh=False)
+        if callback is not None:
+            callback(records[-1], model)
     bar.close()
     return records

@@ -1,0 +1,148 @@
+"""``sparseprune demo``: one quick run, its files, and whether its numbers hold up when
+recomputed from what it saved."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+import sparseprune as spp
+from sparseprune import demo, report
+from sparseprune.cli import main
+
+PLOTS = ["accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
+         "masks.png", "description_length.png"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``sparseprune demo --quick`` on blobs: (out dir, stdout, stderr, results)."""
+    out = tmp_path_factory.mktemp("demo")
+    capture = pytest.MonkeyPatch()
+    import io
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    capture.setattr(sys, "stdout", stdout)
+    capture.setattr(sys, "stderr", stderr)
+    try:
+        code = main(["demo", "--quick", "--no-progress", "--out", str(out)])
+    finally:
+        capture.undo()
+    assert code == 0
+    return out, stdout.getvalue(), stderr.getvalue(), json.loads((out / "results.json").read_text())
+
+
+def test_demo_prints_the_story(quick_run):
+    _, out, err, _ = quick_run
+    assert err == ""  # --no-progress: no bars on stderr
+    for text in ["data: blobs, 1000 train and 500 test samples", "baseline: test accuracy",
+                 "one-shot magnitude 50%", "+ fine-tuned", "linear schedule to 90%",
+                 "cubic schedule to 90%", "how far to prune", "MDL prefers step",
+                 "prequential", "uniform (no model)", "as a SparseMLP", "wrote"]:
+        assert text in out
+
+
+def test_demo_writes_every_file(quick_run):
+    out, _, _, _ = quick_run
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    for name in PLOTS:
+        assert f"]({name})" in text
+    for heading in ["## Reading", "## Pruning", "## How far to prune", "## Codes against",
+                    "## The pruned model, sparse", "## Plots"]:
+        assert heading in text
+    assert "| step | sparsity |" in text
+
+
+def test_demo_results_hold_together(quick_run):
+    out, _, _, results = quick_run
+    n, k = results["data"]["n_train"], results["data"]["n_classes"]
+    assert results["codes"]["uniform_bits"] == pytest.approx(n * math.log2(k))
+    for steps in results["paths"].values():
+        assert len(steps) == 5
+        assert steps[-1]["sparsity"] == pytest.approx(results["settings"]["target"], abs=1e-3)
+    sweep = results["mdl"]["sweep"]
+    assert len(sweep) == results["mdl"]["steps"]
+    totals = [s["description_length"]["total_bits"] for s in sweep]
+    preferred = results["mdl"]["preferred_step"]
+    assert sweep[int(np.argmin(totals))]["step"] == preferred
+    assert results["codes"]["two_part_preferred"]["total_bits"] == pytest.approx(min(totals))
+    accuracies = [s["val_accuracy"] for s in sweep]
+    assert sweep[results["mdl"]["most_accurate_step"] - 1]["val_accuracy"] == max(accuracies)
+    for s in sweep:
+        code = s["description_length"]
+        assert code["total_bits"] == pytest.approx(code["model_bits"] + code["data_bits"])
+        assert code["total_bits"] == min(code["candidates"].values())
+    bb = results["codes"]["bits_back"]
+    assert bb["total_bits"] == min(bb["by_sigma"].values())
+    preq = results["codes"]["prequential"]
+    assert preq["ends"][-1] == n and preq["block_bits"][0] == pytest.approx(
+        preq["ends"][0] * math.log2(k))
+
+
+def test_demo_saved_model_is_the_pruned_one(quick_run):
+    out, _, _, results = quick_run
+    sparse = results["sparse"]
+    model = spp.load(out / "model.npz")
+    assert model.sparsity == pytest.approx(sparse["sparsity"])
+    assert model.nbytes() == sparse["sparse_bytes"]
+    assert sparse["sparse_file_bytes"] == (out / "model.npz").stat().st_size
+    assert sparse["same_predictions"] == 1.0
+    # The file's model scores what the cubic path's last step reported.
+    X, y, Xt, yt = demo.load("blobs", results["network"]["seed"])
+    assert model.score(Xt, yt) == pytest.approx(results["paths"]["cubic"][-1]["val_accuracy"])
+    assert [t["batch"] for t in sparse["timing"]] == [1, 64, 500]
+    assert all(t["speedup"] > 0 for t in sparse["timing"])
+
+
+def test_demo_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    # A smaller story: the point is what gets written, not the numbers.
+    small = dict(demo.SETUPS["blobs"], sweep=dict(target=0.9, steps=3, epochs=5))
+    monkeypatch.setitem(demo.SETUPS, "blobs", small)
+    assert main(["demo", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
+    out, _ = capsys.readouterr()
+    assert "no plots" in out and "matplotlib" in out
+    assert (tmp_path / "results.json").exists() and (tmp_path / "model.npz").exists()
+    assert not any((tmp_path / name).exists() for name in PLOTS)
+    assert "No plots: matplotlib is not installed" in (tmp_path / "report.md").read_text()
+
+
+def test_demo_rejects_unknown_data(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--data", "mnist"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def _fake_results(best_total, uniform, preferred=2, most_accurate=1):
+    def step(i, total, acc):
+        return {"step": i, "sparsity": 0.5 * i, "active": 100 // i, "train_accuracy": acc,
+                "val_accuracy": acc, "description_length": {
+                    "bits": 4, "model_bits": total - 10, "data_bits": 10, "total_bits": total,
+                    "compression": uniform / total}}
+
+    sweep = [step(1, 2 * best_total, 0.99), step(2, best_total, 0.9 if most_accurate == 1
+                                                  else 0.995)]
+    code = {"model_bits": 1.0, "data_bits": 2.0, "total_bits": 3.0, "compression": 1.0}
+    return {
+        "data": {"n_train": 100}, "baseline": {"test_accuracy": 0.99, "active": 100,
+                                               "description_length": {"total_bits": 5e4}},
+        "one_shot": {"test_accuracy": 0.95, "finetuned_test_accuracy": 0.98},
+        "paths": {"cubic": sweep}, "codes": {
+            "uniform_bits": uniform, "prequential": code, "bits_back": dict(code, sigma=0.01)},
+        "mdl": {"sweep": sweep, "preferred_step": preferred, "most_accurate_step": most_accurate},
+        "sparse": {"sparsity": 0.9, "same_predictions": 1.0, "sparse_bytes": 10, "dense_bytes": 100,
+                   "timing": [{"batch": 1, "speedup": 2.0}]},
+    }
+
+
+def test_reading_says_what_the_numbers_mean():
+    shorter = report.reading(_fake_results(best_total=500.0, uniform=1000.0))
+    assert "2.00x shorter than the uniform code" in shorter
+    assert "does not pick the most accurate step" in shorter
+    longer = report.reading(_fake_results(best_total=2000.0, uniform=1000.0, most_accurate=2))
+    assert "2.00x the uniform code" in longer and "no network of this size" in longer
+    assert "also the most accurate" in longer

@@ -1,0 +1,199 @@
+"""The figures of ``sparseprune demo``'s report, drawn from hand-made results."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from matplotlib.image import imread
+
+from sparseprune import plots
+
+SIZES = [20, 64, 5]  # blobs-like
+SHAPES = list(itertools.pairwise(SIZES))
+N_WEIGHTS = sum(a * b for a, b in SHAPES)
+N_BIAS = sum(SIZES[1:])
+
+
+def _step(step, sparsity, accuracy, model_bits, data_bits, bits=2):
+    active = round(N_WEIGHTS * (1 - sparsity)) + N_BIAS
+    return {"step": step, "target": sparsity, "sparsity": sparsity, "active": active,
+            "total": N_WEIGHTS + N_BIAS, "loss": 0.05, "train_accuracy": accuracy,
+            "val_accuracy": accuracy,
+            "description_length": {"bits": bits, "model_bits": model_bits,
+                                   "data_bits": data_bits,
+                                   "total_bits": model_bits + data_bits, "uniform_bits": 464.4}}
+
+
+def _results():
+    densities = np.geomspace(0.5, 0.01, 8)
+    sweep = [_step(i, 1 - d, 0.99 - 0.5 * (1 - d / 0.5) ** 8, 3600 * d / 0.5 + 80,
+                   30 + 600 * (1 - d / 0.5) ** 8) for i, d in enumerate(densities, start=1)]
+    best = min(sweep, key=lambda s: s["description_length"]["total_bits"])["step"]
+    return {
+        "baseline": {"test_accuracy": 0.99, "active": N_WEIGHTS + N_BIAS, "sparsity": 0.0},
+        "one_shot": {"sparsity": 0.5, "active": N_WEIGHTS // 2 + N_BIAS, "test_accuracy": 0.93,
+                     "finetuned_test_accuracy": 0.985},
+        "paths": {name: [_step(i, f(i / 4), 0.99 - 0.01 * i, 1000, 50) for i in range(1, 5)]
+                  for name, f in (("linear", lambda t: 0.9 * t),
+                                  ("cubic", lambda t: 0.9 * (1 - (1 - t) ** 3)))},
+        "mdl": {"sweep": sweep, "preferred_step": best},
+        "codes": {"uniform_bits": 200 * math.log2(5)},
+    }
+
+
+@pytest.fixture
+def layers(rng):
+    """(before, after, masks, names) of a 20-64-5 net pruned to 90% by magnitude."""
+    before, after, masks = [], [], []
+    for a, b in SHAPES:
+        w = rng.normal(0, math.sqrt(2 / a), size=(a, b))
+        mask = np.abs(w) >= np.quantile(np.abs(w), 0.9)
+        before.append(w.ravel())
+        after.append(w[mask] * 1.1)
+        masks.append(mask)
+    return before, after, masks, [f"layer {i}: {a} x {b}" for i, (a, b) in enumerate(SHAPES, 1)]
+
+
+def _check_png(path, min_width=600, min_height=300):
+    image = imread(str(path))
+    height, width = image.shape[:2]
+    assert width >= min_width and height >= min_height, (width, height)
+    assert width <= 4000 and height <= 3000, (width, height)
+    assert image.std() > 0  # something was drawn
+
+
+# -- each figure ---------------------------------------------------------------------------
+
+def test_accuracy_vs_sparsity(tmp_path):
+    path = tmp_path / "a.png"
+    assert plots.demo_accuracy_vs_sparsity(_results(), str(path)) == str(path)
+    _check_png(path)
+
+
+def test_accuracy_vs_active(tmp_path):
+    path = tmp_path / "a.png"
+    assert plots.demo_accuracy_vs_active(_results(), str(path)) == str(path)
+    _check_png(path)
+
+
+def test_accuracy_figures_need_only_a_baseline(tmp_path):
+    results = {"baseline": {"test_accuracy": 0.9, "active": 100}}
+    _check_png(plots.demo_accuracy_vs_sparsity(results, str(tmp_path / "s.png")))
+    _check_png(plots.demo_accuracy_vs_active(results, str(tmp_path / "a.png")))
+
+
+def test_accuracy_prefers_test_accuracy_over_val_accuracy(tmp_path):
+    results = _results()
+    for step in results["paths"]["linear"]:
+        step["test_accuracy"], step["val_accuracy"] = step["val_accuracy"], None
+    _check_png(plots.demo_accuracy_vs_sparsity(results, str(tmp_path / "s.png")))
+
+
+def test_weight_histograms(tmp_path, layers):
+    before, after, _, names = layers
+    path = plots.demo_weight_histograms(before, after, str(tmp_path / "h.png"), names=names)
+    _check_png(path)
+    # an all-pruned layer and default names
+    _check_png(plots.demo_weight_histograms([before[0]], [np.array([])],
+                                            str(tmp_path / "h0.png")))
+
+
+def test_masks(tmp_path, layers):
+    masks, names = layers[2], layers[3]
+    _check_png(plots.demo_masks(masks, str(tmp_path / "m.png"), names=names))
+    # thin, empty and large masks, default names
+    big = np.random.default_rng(0).random((600, 700)) < 0.05
+    _check_png(plots.demo_masks([np.ones((128, 10), bool), np.zeros((3, 2), bool), big],
+                                str(tmp_path / "m2.png")))
+
+
+def test_description_length(tmp_path):
+    results = _results()
+    sweep = results["mdl"]["sweep"]
+    path = plots.demo_description_length(sweep, str(tmp_path / "d.png"),
+                                         np.float32(results["codes"]["uniform_bits"]),
+                                         results["mdl"]["preferred_step"], title="blobs")
+    _check_png(path)
+    del sweep[0]["description_length"]["bits"]  # the precision is optional
+    _check_png(plots.demo_description_length(sweep, str(tmp_path / "d2.png"), 500.0, 3))
+
+
+def test_demo_figures_writes_the_five_files(tmp_path, layers):
+    before, after, masks, names = layers
+    out = tmp_path / "report"  # created if missing
+    paths = plots.demo_figures(_results(), str(out), before, after, masks, names)
+    assert [p.rsplit("/", 1)[-1] for p in paths] == list(plots.DEMO_FILES) == [
+        "accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
+        "masks.png", "description_length.png"]
+    for path in paths:
+        assert (out / path.rsplit("/", 1)[-1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        _check_png(path)
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+def test_masks_rejects_bad_input(tmp_path):
+    path = str(tmp_path / "m.png")
+    with pytest.raises(ValueError, match="masks must not be empty"):
+        plots.demo_masks([], path)
+    with pytest.raises(ValueError, match="2-D"):
+        plots.demo_masks([np.ones(5, bool)], path)
+    with pytest.raises(ValueError, match="names has 2 entries for 1 layers"):
+        plots.demo_masks([np.ones((2, 2), bool)], path, names=["a", "b"])
+
+
+def test_weight_histograms_rejects_bad_input(tmp_path):
+    path = str(tmp_path / "h.png")
+    with pytest.raises(ValueError, match="one array per layer"):
+        plots.demo_weight_histograms([], [], path)
+    with pytest.raises(ValueError, match="one array per layer"):
+        plots.demo_weight_histograms([np.ones(3)], [np.ones(3), np.ones(2)], path)
+    with pytest.raises(ValueError, match="finite"):
+        plots.demo_weight_histograms([np.array([1.0, np.nan])], [np.ones(1)], path)
+
+
+def test_description_length_rejects_bad_input(tmp_path):
+    sweep = _results()["mdl"]["sweep"]
+    path = str(tmp_path / "d.png")
+    with pytest.raises(ValueError, match=r"preferred_step 99 is not among the steps \[1, 2,"):
+        plots.demo_description_length(sweep, path, 464.0, 99)
+    with pytest.raises(ValueError, match="steps must not be empty"):
+        plots.demo_description_length([], path, 464.0, 1)
+    with pytest.raises(ValueError, match="uniform_bits must be a positive number"):
+        plots.demo_description_length(sweep, path, 0, 1)
+    with pytest.raises(ValueError, match="uniform_bits must be a positive number"):
+        plots.demo_description_length(sweep, path, "many", 1)
+    del sweep[1]["description_length"]
+    with pytest.raises(ValueError, match="step 2 has no 'description_length' entry"):
+        plots.demo_description_length(sweep, path, 464.0, 1)
+
+
+def test_accuracy_figures_reject_bad_input(tmp_path):
+    path = str(tmp_path / "a.png")
+    results = _results()
+    results["mdl"]["preferred_step"] = 42
+    for draw in (plots.demo_accuracy_vs_sparsity, plots.demo_accuracy_vs_active):
+        with pytest.raises(ValueError, match="preferred_step 42 is not among the steps"):
+            draw(results, path)
+    with pytest.raises(ValueError, match="results has no 'baseline' entry"):
+        plots.demo_accuracy_vs_sparsity({}, path)
+    results = _results()
+    del results["one_shot"]["active"]
+    with pytest.raises(ValueError, match="one_shot has no 'active' entry"):
+        plots.demo_accuracy_vs_active(results, path)
+    results = _results()
+    results["paths"]["linear"][0]["val_accuracy"] = None
+    with pytest.raises(ValueError, match="step 1 has neither test_accuracy nor val_accuracy"):
+        plots.demo_accuracy_vs_sparsity(results, path)
+
+
+def test_demo_figures_rejects_missing_codes(tmp_path, layers):
+    results = _results()
+    del results["codes"]
+    with pytest.raises(ValueError, match="results has no 'codes' entry"):
+        plots.demo_figures(results, str(tmp_path), *layers)
+    assert not list(tmp_path.iterdir())  # checked before anything is drawn
