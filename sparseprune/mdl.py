@@ -17,7 +17,7 @@ confident wrong prediction costs many bits but never infinitely many.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -166,6 +166,43 @@ def _prepare(model, X, y):
     return xt, check_labels(y, xt.shape[1], model.n_classes)
 
 
+# -- what every code reports --------------------------------------------------------------
+
+class _Code:
+    """Totals shared by the codes: ``model_bits + data_bits = total_bits``, read against
+    the uniform code. Subclasses hold ``header_bits``, ``layers`` (each with a
+    ``total_bits``), ``data_bits``, ``n_samples`` and ``n_classes``."""
+
+    @property
+    def model_bits(self):
+        return self.header_bits + sum(layer.total_bits for layer in self.layers)
+
+    @property
+    def total_bits(self):
+        return self.model_bits + self.data_bits
+
+    @property
+    def uniform_bits(self):
+        """``N log2 K``: the labels sent with no model."""
+        return self.n_samples * math.log2(self.n_classes)
+
+    @property
+    def compression(self):
+        """``uniform_bits / total_bits``: above 1, the code beats sending no model."""
+        return self.uniform_bits / self.total_bits
+
+    def as_dict(self):
+        """Every field and derived total, JSON-ready."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record.update(model_bits=self.model_bits, data_bits=self.data_bits,
+                      total_bits=self.total_bits, uniform_bits=self.uniform_bits,
+                      compression=self.compression, n_samples=self.n_samples)
+        if "layers" in record:
+            record["layers"] = [{**asdict(c), "shape": list(c.shape), "total_bits": c.total_bits}
+                                for c in self.layers]
+        return record
+
+
 # -- the two-part code ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -188,7 +225,7 @@ class LayerCode:
 
 
 @dataclass(frozen=True)
-class DescriptionLength:
+class DescriptionLength(_Code):
     """A two-part code length: ``model_bits + data_bits = total_bits``.
 
     ``bits`` is the value precision b; ``candidates`` maps every b tried to its total
@@ -203,38 +240,10 @@ class DescriptionLength:
     n_classes: int
     candidates: dict = field(default_factory=dict)
 
-    @property
-    def model_bits(self):
-        return self.header_bits + sum(layer.total_bits for layer in self.layers)
-
-    @property
-    def total_bits(self):
-        return self.model_bits + self.data_bits
-
-    @property
-    def uniform_bits(self):
-        """``N log2 K``: the labels sent with no model."""
-        return self.n_samples * math.log2(self.n_classes)
-
-    @property
-    def compression(self):
-        """``uniform_bits / total_bits``: above 1, the model pays for itself."""
-        return self.uniform_bits / self.total_bits
-
     def as_dict(self):
-        """Every field and derived total, JSON-ready."""
-        return {
-            "bits": self.bits, "model_bits": self.model_bits, "data_bits": self.data_bits,
-            "total_bits": self.total_bits, "header_bits": self.header_bits,
-            "uniform_bits": self.uniform_bits, "compression": self.compression,
-            "n_samples": self.n_samples, "n_classes": self.n_classes,
-            "layers": [{"shape": list(c.shape), "n_weights": c.n_weights, "n_kept": c.n_kept,
-                        "n_bias": c.n_bias, "mask_bits": c.mask_bits,
-                        "value_bits": c.value_bits, "quantizer_bits": c.quantizer_bits,
-                        "total_bits": c.total_bits, "step": c.step, "offset": c.offset}
-                       for c in self.layers],
-            "candidates": {str(b): t for b, t in self.candidates.items()},
-        }
+        record = super().as_dict()
+        record["candidates"] = {str(b): t for b, t in self.candidates.items()}
+        return record
 
 
 def _check_bits(bits):
@@ -366,7 +375,7 @@ class LayerBitsBack:
 
 
 @dataclass(frozen=True)
-class BitsBack:
+class BitsBack(_Code):
     """The noisy-weights code: ``model_bits`` (header, masks, KL, priors) + expected
     ``data_bits`` under weights drawn from the posterior = ``total_bits``."""
 
@@ -384,36 +393,8 @@ class BitsBack:
     def kl_bits(self):
         return sum(layer.kl_bits for layer in self.layers)
 
-    @property
-    def model_bits(self):
-        return self.header_bits + sum(layer.total_bits for layer in self.layers)
-
-    @property
-    def total_bits(self):
-        return self.model_bits + self.data_bits
-
-    @property
-    def uniform_bits(self):
-        return self.n_samples * math.log2(self.n_classes)
-
-    @property
-    def compression(self):
-        return self.uniform_bits / self.total_bits
-
     def as_dict(self):
-        return {
-            "model_bits": self.model_bits, "data_bits": self.data_bits,
-            "total_bits": self.total_bits, "kl_bits": self.kl_bits,
-            "header_bits": self.header_bits, "data_bits_sem": self.data_bits_sem,
-            "data_bits_at_mean": self.data_bits_at_mean, "uniform_bits": self.uniform_bits,
-            "compression": self.compression, "n_samples": self.n_samples,
-            "n_classes": self.n_classes, "draws": self.draws, "seed": self.seed,
-            "layers": [{"shape": list(c.shape), "n_kept": c.n_kept, "n_bias": c.n_bias,
-                        "mask_bits": c.mask_bits, "kl_bits": c.kl_bits,
-                        "prior_bits": c.prior_bits, "prior_mean": c.prior_mean,
-                        "prior_std": c.prior_std, "total_bits": c.total_bits}
-                       for c in self.layers],
-        }
+        return {**super().as_dict(), "kl_bits": self.kl_bits}
 
 
 def _sigma_for(entry, layer, index):
@@ -535,9 +516,10 @@ def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):
 # -- the prequential code ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Prequential:
+class Prequential(_Code):
     """The online code: ``block_bits[i]`` codes labels ``ends[i-1]:ends[i]`` (the first
-    block at the uniform cost); ``total_bits`` is their sum. No model is sent."""
+    block at the uniform cost). No model is sent: ``model_bits`` is 0 and ``data_bits``
+    the sum of the blocks."""
 
     ends: tuple
     block_bits: tuple
@@ -548,22 +530,17 @@ class Prequential:
         return self.ends[-1]
 
     @property
-    def total_bits(self):
+    def model_bits(self):
+        return 0.0
+
+    @property
+    def data_bits(self):
         return float(sum(self.block_bits))
 
-    @property
-    def uniform_bits(self):
-        return self.n_samples * math.log2(self.n_classes)
-
-    @property
-    def compression(self):
-        return self.uniform_bits / self.total_bits
-
     def as_dict(self):
-        return {"ends": list(self.ends), "block_bits": list(self.block_bits),
-                "total_bits": self.total_bits, "uniform_bits": self.uniform_bits,
-                "compression": self.compression, "n_samples": self.n_samples,
-                "n_classes": self.n_classes}
+        record = super().as_dict()
+        record.update(ends=list(self.ends), block_bits=list(self.block_bits))
+        return record
 
 
 def block_ends(n_samples, blocks):
