@@ -14,6 +14,13 @@ from .kernels import csr
 CHUNKS_PER_THREAD = 4
 # Below this many nonzeros a batch-1 product is done before a thread pool wakes up.
 PARALLEL_MATVEC_NNZ = 1 << 16
+# Waking Numba's passively waiting OpenMP threads costs some 45 us a parallel region
+# here, so below about 90 us of work one thread finishes first. A batched kernel's serial
+# time is close to nnz * (24 + batch) units of ~0.05 ns: a fixed part per nonzero (its
+# index and value, the row bookkeeping) worth about 24 batch lanes, then one unit per
+# lane. Measured on 10x128 to 1024x1024 layers at batch 2-256; see _serial.
+PARALLEL_WORK = 1 << 21
+PER_NONZERO_WORK = 24
 
 
 def row_chunks(indptr):
@@ -36,12 +43,19 @@ def csr_transpose(n_cols, indptr, indices):
     return indptr_t, indices_t, perm
 
 
+def _serial(nnz, batch):
+    """Whether a batched kernel over ``nnz`` nonzeros and ``batch`` lanes is done on one
+    thread before a parallel region would have woken up (see PARALLEL_WORK)."""
+    return nnz * (PER_NONZERO_WORK + batch) < PARALLEL_WORK
+
+
 def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
     """out (rows, batch) = A @ x + bias (ReLU'd if ``relu``), x (cols, batch).
 
     Batch 1 runs the gather-dot kernel, on one thread unless the matrix is big enough
-    to pay for waking the pool (about 0.6 ns a nonzero serially, against some 20 us of
-    thread start-up: at 4096^2 and 90% sparsity, 0.95 ms serial, 0.58 ms parallel).
+    to pay for waking the pool (about 0.6 ns a nonzero serially: at 4096^2 and 90%
+    sparsity, 0.95 ms serial, 0.58 ms parallel). Larger batches run the batched kernel,
+    serially when the work is small (a 128x10 output layer, say).
     """
     if x.shape[1] == 1:
         xv, yv = x.reshape(-1), out.reshape(-1)
@@ -49,6 +63,8 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
             csr.csr_matvec_parallel(relu, indptr, indices, data, row_bounds, xv, bias, yv)
         else:
             csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
+    elif _serial(indices.size, x.shape[1]):
+        csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
     else:
         csr.csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out)
     return out
@@ -56,13 +72,20 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
 
 def csr_weight_grad(indptr, indices, row_bounds, dz, x, grad_data):
     """grad_data[p] = dz[j] . x[indices[p]] for every stored (j, indices[p])."""
-    csr.csr_sddmm_parallel(indptr, indices, row_bounds, dz, x, grad_data, EMPTY[dz.dtype])
+    if _serial(indices.size, x.shape[1]):
+        csr.csr_sddmm(indptr, indices, dz, x, grad_data, EMPTY[dz.dtype])
+    else:
+        csr.csr_sddmm_parallel(indptr, indices, row_bounds, dz, x, grad_data,
+                               EMPTY[dz.dtype])
     return grad_data
 
 
 def csr_gather(perm, data, out):
     """out[q] = data[perm[q]]."""
-    csr.csr_gather_parallel(perm, data, out)
+    if perm.size < PARALLEL_MATVEC_NNZ:
+        np.take(data, perm, out=out)
+    else:
+        csr.csr_gather_parallel(perm, data, out)
     return out
 
 

@@ -1,8 +1,26 @@
 """Small builders shared by the tests."""
 
+import contextlib
+
 import numpy as np
 
 import sparseprune as spp
+from sparseprune import ops
+
+KERNEL_PATHS = ("serial", "parallel")
+
+
+@contextlib.contextmanager
+def kernel_path(path):
+    """Run ``ops`` on its serial or its parallel kernels whatever the size, so that
+    small test cases check both (ops picks by the amount of work)."""
+    saved = ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ
+    limit = 1 << 62 if path == "serial" else 0
+    ops.PARALLEL_WORK = ops.PARALLEL_MATVEC_NNZ = limit
+    try:
+        yield
+    finally:
+        ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ = saved
 
 
 def random_model(sizes, dtype, seed):

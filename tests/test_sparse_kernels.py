@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from helpers import tol
+from helpers import KERNEL_PATHS, kernel_path, tol
 from sparseprune import SparseLinear, ops
 from strategies import batches, csr_arrays, csr_cases, seeds
 
@@ -31,8 +31,8 @@ def stored_rows(indptr):
     return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
 
-@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds)
-def test_csr_forward(case, batch, with_bias, relu, seed):
+@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds, st.sampled_from(KERNEL_PATHS))
+def test_csr_forward(case, batch, with_bias, relu, seed, path):
     A, dtype = case
     rng = np.random.default_rng(seed)
     n_rows, n_cols = A.shape
@@ -41,7 +41,9 @@ def test_csr_forward(case, batch, with_bias, relu, seed):
     bias = rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops.EMPTY[dtype]
     out = np.full((n_rows, batch), np.nan, dtype)
 
-    result = ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu, x, out)
+    with kernel_path(path):
+        result = ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu,
+                                 x, out)
 
     assert result is out
     b = bias.astype(np.float64) if with_bias else np.zeros(n_rows)
@@ -61,8 +63,8 @@ def test_csr_forward(case, batch, with_bias, relu, seed):
     assert_array_equal(indptr, A.indptr)
 
 
-@given(csr_cases(), batches, seeds)
-def test_csr_weight_grad_is_the_sampled_product(case, batch, seed):
+@given(csr_cases(), batches, seeds, st.sampled_from(KERNEL_PATHS))
+def test_csr_weight_grad_is_the_sampled_product(case, batch, seed, path):
     """grad_data[p] == (dz @ x.T)[j, indices[p]] for every stored (j, indices[p]): the
     user's (x @ dz.T) (in, out) sampled at the pattern."""
     A, dtype = case
@@ -73,7 +75,9 @@ def test_csr_weight_grad_is_the_sampled_product(case, batch, seed):
     dz = feature_major(rng, n_rows, batch, dtype)
     grad_data = np.full(indices.size, np.nan, dtype)
 
-    result = ops.csr_weight_grad(indptr, indices, ops.row_chunks(indptr), dz, x, grad_data)
+    with kernel_path(path):
+        result = ops.csr_weight_grad(indptr, indices, ops.row_chunks(indptr), dz, x,
+                                     grad_data)
 
     assert result is grad_data
     full = x.astype(np.float64) @ dz.astype(np.float64).T  # (in, out) = (n_cols, n_rows)
@@ -106,14 +110,15 @@ def test_csr_transpose_matches_scipy(case, distinct_values):
     assert_array_equal(indices, A.indices)
 
 
-@given(csr_cases(), seeds)
-def test_csr_gather(case, seed):
+@given(csr_cases(), seeds, st.sampled_from(KERNEL_PATHS))
+def test_csr_gather(case, seed, path):
     A, dtype = case
     rng = np.random.default_rng(seed)
     data = A.data.astype(dtype)
     perm = rng.permutation(data.size).astype(np.int32)
     out = np.full_like(data, np.nan)
-    assert ops.csr_gather(perm, data, out) is out
+    with kernel_path(path):
+        assert ops.csr_gather(perm, data, out) is out
     assert_array_equal(out, data[perm])
 
 
@@ -141,8 +146,8 @@ def test_row_chunks_of_a_skewed_pattern():
 # -- the layer's backward: weight gradient and the transposed product -------------------
 
 
-@given(csr_cases(), batches, seeds)
-def test_sparse_linear_backward(case, batch, seed):
+@given(csr_cases(), batches, seeds, st.sampled_from(KERNEL_PATHS))
+def test_sparse_linear_backward(case, batch, seed, path):
     """SparseLinear.backward_fm on W = A.T (in, out): grad_data is (x @ dz.T) at the
     stored positions, dx == W @ dz; after the values change (an optimizer step) dx uses
     the new values, not a stale copy of the transpose."""
@@ -159,7 +164,8 @@ def test_sparse_linear_backward(case, batch, seed):
     for _ in range(2):
         grad_data = np.full(layer.nnz, np.nan, dtype)
         dx = np.full((n_in, batch), np.nan, dtype)
-        assert layer.backward_fm(x, dz, grad_data, dx) is grad_data
+        with kernel_path(path):
+            assert layer.backward_fm(x, dz, grad_data, dx) is grad_data
 
         W = layer.weight.astype(np.float64)
         full = x.astype(np.float64) @ dz.astype(np.float64).T
