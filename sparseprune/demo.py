@@ -123,7 +123,7 @@ def _bits_back(model, X, y, draws, seed):
             "by_sigma": {str(s): c.total_bits for s, c in codes.items()}}
 
 
-def _codes(base, preferred, setup, fit, X, y, quick, seed, say):
+def _codes(base, preferred, setup, fit, X, y, quick, seed, progress, say):
     """Two-part, bits-back and prequential codes of the training labels."""
     draws = 4 if quick else mdl.BITS_BACK_SAMPLES
 
@@ -133,7 +133,7 @@ def _codes(base, preferred, setup, fit, X, y, quick, seed, say):
         return model
 
     started = time.perf_counter()
-    preq = mdl.prequential(make_model, X, y, blocks=6 if quick else 8)
+    preq = mdl.prequential(make_model, X, y, blocks=6 if quick else 8, progress=progress)
     codes = {
         "uniform_bits": preq.uniform_bits,
         "two_part": mdl.description_length(base, X, y).as_dict(),
@@ -258,7 +258,7 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
                   "sweep": [r.as_dict() for r in records], "preferred_step": best.step,
                   "most_accurate_step": accurate.step}
 
-    codes = _codes(base, preferred, setup, fit, X, y, quick, seed, say)
+    codes = _codes(base, preferred, setup, fit, X, y, quick, seed, progress, say)
     smodel, sparse = _sparse_payoff(pruned, Xt, 0.05 if quick else 0.3, say)
 
     elapsed = time.perf_counter() - started

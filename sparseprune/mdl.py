@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ._validation import check_int, check_labels, check_real
 from .layers import MaskedLinear, SparseLinear
@@ -561,7 +562,7 @@ def block_ends(n_samples, blocks):
     return tuple(ends)
 
 
-def prequential(make_model, X, y, blocks=8, n_classes=None):
+def prequential(make_model, X, y, blocks=8, n_classes=None, progress=False):
     """The prequential (online) code length of labels ``y`` given ``X``, in bits.
 
     Labels are sent in blocks, in the given order (shuffle first if the order means
@@ -579,6 +580,8 @@ def prequential(make_model, X, y, blocks=8, n_classes=None):
         See :func:`block_ends`; default 8 doubling blocks.
     n_classes : int, optional
         K; default ``max(y) + 1``.
+    progress : bool
+        A progress bar over the blocks.
 
     Returns
     -------
@@ -598,7 +601,8 @@ def prequential(make_model, X, y, blocks=8, n_classes=None):
     y = check_labels(y, X.shape[0], n_classes)
     ends = block_ends(X.shape[0], blocks)
     bits = [ends[0] * math.log2(n_classes)]
-    for start, end in zip(ends[:-1], ends[1:]):
+    pairs = list(zip(ends[:-1], ends[1:]))
+    for start, end in tqdm(pairs, desc="prequential", unit="block", disable=not progress):
         model = make_model(X[:start], y[:start])
         _check_model(model)
         if model.n_classes != n_classes:
