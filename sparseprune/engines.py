@@ -12,7 +12,7 @@ Both present the same interface to the training loop:
 
 import numpy as np
 
-from ._timing import best_time
+from ._timing import best_times
 from .layers import SparseLinear
 
 
@@ -72,21 +72,23 @@ class SparseEngine:
 ENGINES = {"dense": DenseEngine, "sparse": SparseEngine}
 
 
-def time_engine(engine, batch, relu=True, seed=0):
-    """Seconds for one forward and backward pass of ``engine`` at ``batch`` samples,
-    best of a few, on random data (the layer's weights are not changed)."""
-    layer = engine.layer
+def time_engines(engines, batch, relu=True, seed=0):
+    """Seconds for one forward and backward pass of each of ``engines`` (of one layer)
+    at ``batch`` samples, best of interleaved repetitions on random data (the layer's
+    weights are not changed)."""
+    layer = engines[0].layer
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((layer.in_features, batch)).astype(layer.dtype)
     out = np.empty((layer.out_features, batch), layer.dtype)
     dz = rng.standard_normal((layer.out_features, batch)).astype(layer.dtype)
     dx = np.empty((layer.in_features, batch), layer.dtype)
 
-    def step():
+    def step(engine):
         engine.forward_fm(x, out, relu)
         engine.backward_fm(x, dz, dx)
 
-    return best_time(step)
+    times = best_times({i: (lambda e=engine: step(e)) for i, engine in enumerate(engines)})
+    return [times[i] for i in range(len(engines))]
 
 
 def choose_engines(model, backend, batch):
@@ -97,6 +99,6 @@ def choose_engines(model, backend, batch):
     engines = []
     for layer in model.layers:
         candidates = [DenseEngine(layer), SparseEngine(layer)]
-        times = [time_engine(engine, batch) for engine in candidates]
+        times = time_engines(candidates, batch)
         engines.append(candidates[int(np.argmin(times))])
     return engines

@@ -6,7 +6,7 @@ the weight as ``(in, out)``, like ``X @ W`` on sample-major data.
 
 import numpy as np
 
-from ._timing import batch_bucket, best_time
+from ._timing import batch_bucket, best_times
 from ._validation import (
     INDEX_DTYPE, check_choice, check_dtype, check_features, check_matrix, check_sparse_weight,
 )
@@ -306,9 +306,9 @@ class SparseLinear(_Linear):
         bucket = batch_bucket(x.shape[1])
         choice = self._plan.get(bucket)
         if choice is None:
-            t_csr = best_time(lambda: self._csr_forward(x, out, relu))
-            t_dense = best_time(lambda: self._dense_forward(x, out, relu))
-            choice = self._plan[bucket] = "csr" if t_csr <= t_dense else "dense"
+            times = best_times({"csr": lambda: self._csr_forward(x, out, relu),
+                                "dense": lambda: self._dense_forward(x, out, relu)})
+            choice = self._plan[bucket] = min(times, key=times.get)
             if "dense" not in self._plan.values():
                 self._dense = None
         return choice

@@ -5,7 +5,7 @@ inference and small files."""
 import numpy as np
 
 from ._threads import single_threaded_blas
-from ._timing import batch_bucket, best_time
+from ._timing import batch_bucket, best_times
 from ._validation import check_dtype, check_features, check_int, check_labels
 from .kernels.dense import dense_softmax, dense_softmax_xent
 from .layers import MaskedLinear, SparseLinear
@@ -260,10 +260,13 @@ class SparseMLP(_Network):
             if engines != {"csr", "dense"}:
                 self._blas_plan[bucket] = False
                 return logits
-            free = best_time(lambda: _Network._logits_fm(self, xt))
-            with single_threaded_blas():
-                single_time = best_time(lambda: _Network._logits_fm(self, xt))
-            single = self._blas_plan[bucket] = single_time < free
+            def single_threaded():
+                with single_threaded_blas():
+                    _Network._logits_fm(self, xt)
+
+            times = best_times({"free": lambda: _Network._logits_fm(self, xt),
+                                "single": single_threaded})
+            single = self._blas_plan[bucket] = times["single"] < times["free"]
         if single:
             with single_threaded_blas():
                 return _Network._logits_fm(self, xt)
