@@ -62,7 +62,7 @@ def reading(results):
     ]
     if best_dl["total_bits"] < uniform:
         parts.append(f"That is {best_dl['compression']:.2f}x shorter than the uniform code: "
-                     f"there the network finally pays for itself.")
+                     f"the pruned network pays for itself.")
     else:
         parts.append(f"Even that is {1 / best_dl['compression']:.2f}x the uniform code: on "
                      f"this little data no network of this size pays for itself as a "
