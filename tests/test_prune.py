@@ -395,3 +395,22 @@ def test_iterative_callback_sees_every_step(blobs):
     with pytest.raises(TypeError, match="callback"):
         spp.prune.iterative(model, X, y, 0.8, steps=1, progress=False, callback=3)
     assert model.sparsity == records[-1].sparsity  # refused before pruning anything
+
+
+def test_random_criterion_by_name_is_seeded_like_the_model(blobs):
+    X, y, _, _ = blobs
+
+    def masks(model_seed, fit_seed=None, one_shot=False):
+        model = spp.MLP([6, 12, 4], seed=model_seed)
+        if one_shot:
+            spp.prune.unstructured(model, 0.5, criterion="random")
+        else:
+            spp.prune.iterative(model, X, y, 0.5, steps=2, criterion="random",
+                                finetune_epochs=0, progress=False, seed=fit_seed)
+        return np.concatenate([layer.mask.ravel() for layer in model.layers])
+
+    for one_shot in (False, True):
+        assert np.array_equal(masks(3, one_shot=one_shot), masks(3, one_shot=one_shot))
+        assert not np.array_equal(masks(3, one_shot=one_shot), masks(4, one_shot=one_shot))
+    # The fit seed, when given, is the one that counts.
+    assert np.array_equal(masks(3, fit_seed=9), masks(4, fit_seed=9))

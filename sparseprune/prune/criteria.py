@@ -48,10 +48,13 @@ class Random(Criterion):
 CRITERIA = {"magnitude": Magnitude, "random": Random}
 
 
-def get_criterion(criterion):
-    """A criterion by name, or ``criterion`` itself if it already is one."""
+def get_criterion(criterion, seed=None):
+    """A criterion by name, or ``criterion`` itself if it already is one. ``seed``
+    seeds a criterion made by name that draws random numbers ("random")."""
     if isinstance(criterion, Criterion):
         return criterion
+    if criterion == "random":
+        return Random(seed)
     if isinstance(criterion, str) and criterion in CRITERIA:
         return CRITERIA[criterion]()
     expected = ", ".join(repr(c) for c in CRITERIA)

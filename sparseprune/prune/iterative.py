@@ -82,7 +82,6 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
         mdl_bits = _check_bits(mdl_bits)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (record, model), got {callback!r}")
-    criterion = get_criterion(criterion)
     xt = model._feature_major(X)
     y = check_labels(y, xt.shape[1], model.n_classes)
     validation = _check_validation_data(model, validation_data)
@@ -90,6 +89,9 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     unknown = set(fit_options) - set(_FIT_DEFAULTS)
     if unknown:
         raise TypeError(f"iterative() got unexpected keyword arguments {sorted(unknown)}")
+    # "random" draws from the fit seed if given, else the model's, as shuffling does.
+    seed = fit_options["seed"] if fit_options["seed"] is not None else model.seed
+    criterion = get_criterion(criterion, seed=seed)
     # Every option is checked before the first weight is pruned.
     check_fit_options(finetune_epochs, lr, fit_options["batch_size"], fit_options["optimizer"],
                       fit_options["momentum"], fit_options["weight_decay"],

@@ -62,6 +62,8 @@ def unstructured(model, sparsity, criterion="magnitude", scope="global"):
         pruned, and none is ever restored: asking for less than the current sparsity
         changes nothing. Biases are never pruned.
     criterion : "magnitude", "random" or a :class:`~sparseprune.prune.criteria.Criterion`
+        "random" draws from the model's seed, so a seeded model prunes reproducibly;
+        ``Random(seed)`` chooses another.
     scope : "global" or "layer"
 
     Returns
@@ -71,7 +73,7 @@ def unstructured(model, sparsity, criterion="magnitude", scope="global"):
     _check_model(model)
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", SCOPES)
-    criterion = get_criterion(criterion)
+    criterion = get_criterion(criterion, seed=model.seed)
     layers = model.layers
     scores = _check_scores(criterion, criterion.scores(model), layers)
     if scope == "layer":
