@@ -196,8 +196,8 @@ class MLP(_Network):
             layer.engine = engine
         return SparseMLP(layers)
 
-    def fit(self, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=0.9,
-            weight_decay=0.0, validation_data=None, progress=True, seed=None, backend="dense"):
+    def fit(self, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=None,
+            weight_decay=None, validation_data=None, progress=True, seed=None, backend="dense"):
         """Train on X (n_samples, n_features), y (n_samples,) int labels.
 
         Minimizes the mean softmax cross-entropy over each mini-batch. Pruned weights

@@ -153,15 +153,30 @@ def _check_validation_data(model, validation_data):
     return xv, yv
 
 
-def make_optimizer(optimizer, lr=None, momentum=0.9, weight_decay=0.0):
+def make_optimizer(optimizer, lr=None, momentum=None, weight_decay=None):
     """An optimizer by name ("sgd" or "adam"), or ``optimizer`` itself if it already is
-    one (anything with ``bind`` and ``step``)."""
+    one (anything with ``bind`` and ``step``).
+
+    Options left None take the defaults: lr 0.01 (SGD) or 0.001 (Adam), momentum 0.9,
+    weight_decay 0. An option that would be ignored is an error rather than a surprise:
+    any of them with an optimizer object (it carries its own), momentum with Adam.
+    """
+    options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
     if hasattr(optimizer, "bind") and hasattr(optimizer, "step"):
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be given with an optimizer object "
+                             f"({type(optimizer).__name__}): set them on the object")
         return optimizer
     check_choice(optimizer, "optimizer", OPTIMIZERS)
     lr = DEFAULT_LR[optimizer] if lr is None else lr
+    weight_decay = 0.0 if weight_decay is None else weight_decay
     if optimizer == "sgd":
-        return SGD(lr, momentum=momentum, weight_decay=weight_decay)
+        return SGD(lr, momentum=0.9 if momentum is None else momentum,
+                   weight_decay=weight_decay)
+    if momentum is not None:
+        raise ValueError("momentum is an SGD option; for Adam's betas pass "
+                         "optimizer=spp.Adam(lr, betas=...)")
     return Adam(lr, weight_decay=weight_decay)
 
 
@@ -176,8 +191,8 @@ def check_fit_options(epochs, lr, batch_size, optimizer, momentum, weight_decay,
     return epochs, batch_size, optimizer
 
 
-def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=0.9,
-        weight_decay=0.0, validation_data=None, progress=True, seed=None, backend="dense"):
+def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=None,
+        weight_decay=None, validation_data=None, progress=True, seed=None, backend="dense"):
     """Train ``model`` on X (n_samples, n_features), y (n_samples,) integer labels.
 
     Parameters
@@ -189,9 +204,12 @@ def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momen
         Mini-batch size; the whole set (full-batch gradient descent) if None. The last
         batch of an epoch may be smaller.
     optimizer : "sgd", "adam", or an optimizer object
-        With ``"sgd"`` and ``momentum=0`` a step is exactly ``w -= lr * grad``.
-    momentum, weight_decay : float
-        SGD momentum in [0, 1); coupled L2 weight decay >= 0 (both optimizers).
+        With ``"sgd"`` and ``momentum=0`` a step is exactly ``w -= lr * grad``. An
+        object (``spp.SGD(...)``, ``spp.Adam(...)``) carries its own lr, momentum and
+        weight decay; giving them here too is an error.
+    momentum, weight_decay : float, optional
+        SGD momentum in [0, 1), default 0.9 (SGD only); coupled L2 weight decay >= 0,
+        default 0 (both optimizers).
     validation_data : (X_val, y_val), optional
         Measured after every epoch.
     progress : bool

@@ -217,3 +217,33 @@ def test_zero_epochs_changes_nothing(blobs):
     history = model.fit(X, y, epochs=0, progress=False)
     assert len(history) == 0
     assert_array_equal(model.layers[0].weight, weights[0])
+
+
+def test_an_optimizer_object_trains_like_its_name(blobs):
+    X, y, _, _ = blobs
+    by_name, by_object = spp.MLP([6, 8, 4], seed=0), spp.MLP([6, 8, 4], seed=0)
+    by_name.fit(X, y, epochs=3, lr=0.05, momentum=0.5, weight_decay=1e-3, seed=1,
+                progress=False)
+    by_object.fit(X, y, epochs=3, optimizer=spp.SGD(0.05, momentum=0.5, weight_decay=1e-3),
+                  seed=1, progress=False)
+    for a, b in zip(by_name.layers, by_object.layers):
+        assert_array_equal(a.weight, b.weight)
+    # iterative() leaves lr to the object too.
+    spp.prune.iterative(by_object, X, y, 0.5, steps=1, finetune_epochs=1, progress=False,
+                        optimizer=spp.Adam(1e-3))
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(optimizer=spp.SGD(0.1), lr=0.1), "lr cannot be given with an optimizer object"),
+    (dict(optimizer=spp.Adam(0.1), momentum=0.5, weight_decay=0.1),
+     "momentum, weight_decay cannot be given"),
+    (dict(optimizer="adam", momentum=0.9), "momentum is an SGD option"),
+])
+def test_options_that_would_be_ignored_are_refused(options, match, blobs):
+    X, y, _, _ = blobs
+    model = spp.MLP([6, 8, 4], seed=0)
+    before = [layer.weight.copy() for layer in model.layers]
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, y, epochs=1, progress=False, **options)
+    for layer, weight in zip(model.layers, before):
+        assert_array_equal(layer.weight, weight)

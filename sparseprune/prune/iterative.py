@@ -49,15 +49,15 @@ class PruneStep:
 
 
 def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_epochs=10,
-              lr=0.01, criterion="magnitude", scope="global", validation_data=None,
+              lr=None, criterion="magnitude", scope="global", validation_data=None,
               progress=True, mdl_bits=32, callback=None, **fit_kwargs):
     """Prune ``model`` to ``target_sparsity`` in ``steps`` steps, fine-tuning after each.
 
     At step t = 1..steps the weights are pruned (in place, by ``criterion``, over
     ``scope``) to ``schedule(t, steps, target_sparsity, initial)`` with ``initial`` the
     model's sparsity at the start, then trained for ``finetune_epochs`` epochs on (X, y)
-    with learning rate ``lr``; further keyword arguments go to ``fit`` (``batch_size``,
-    ``optimizer``, ``seed``, ...).
+    with learning rate ``lr`` (default: the optimizer's, 0.01 for SGD); further keyword
+    arguments go to ``fit`` (``batch_size``, ``optimizer``, ``seed``, ...).
 
     Schedules: "linear" (the notebook's), "cubic" (Zhu & Gupta 2017), "constant"
     (one-shot, then fine-tuning), "geometric" (a constant fraction of what remains), or a
