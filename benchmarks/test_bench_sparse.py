@@ -38,6 +38,7 @@ from bench_utils import assert_close
 
 import sparseprune as spp
 from sparseprune.engines import DenseEngine, SparseEngine
+from sparseprune.ops import aligned_empty
 
 
 def _layer(case, rng):
@@ -50,6 +51,14 @@ def _layer(case, rng):
     layer = spp.SparseLinear(sp.csc_array(W), b)
     layer.engine = "csr"
     return W, b, X, layer
+
+
+def _feature_major(X):
+    """X.T laid out as a model lays out its activations: C-contiguous, cache-line
+    aligned (see ops.aligned_empty)."""
+    xt = aligned_empty(X.T.shape, X.dtype)
+    xt[...] = X.T
+    return xt
 
 
 def _info(case, W, layer):
@@ -73,8 +82,8 @@ def test_forward(measure, rng, sparse_case, sparse_contender):
         Ws = sp.csr_array(W)
         fn = lambda: X @ Ws + b  # noqa: E731
     elif sparse_contender == "csr":
-        xt = np.ascontiguousarray(X.T)
-        out = np.empty((case.shape[1], case.batch), case.dtype)
+        xt = _feature_major(X)
+        out = aligned_empty((case.shape[1], case.batch), case.dtype)
         fn = lambda: layer.forward_fm(xt, out, False)  # noqa: E731
     else:
         fn = lambda: layer.forward(X)  # noqa: E731
@@ -88,9 +97,9 @@ def test_backward(measure, rng, backward_case, backward_contender):
     W, b, X, _ = _layer(case, rng)
     masked = spp.MaskedLinear(W, b, mask=W != 0)
     engine = (DenseEngine if backward_contender == "dense" else SparseEngine)(masked)
-    x = np.ascontiguousarray(X.T)
-    dz = rng.standard_normal((case.shape[1], case.batch)).astype(case.dtype)
-    dx = np.empty_like(x)
+    x = _feature_major(X)
+    dz = _feature_major(rng.standard_normal((case.batch, case.shape[1])).astype(case.dtype))
+    dx = aligned_empty(x.shape, x.dtype)
     fn = lambda: engine.backward_fm(x, dz, dx)  # noqa: E731
     fn()
     assert_close(dx, W @ dz, case.dtype)
@@ -122,8 +131,8 @@ def test_threads(measure, rng, threads_case, threads_contender):
     Wd = rng.standard_normal((n_dense, n_dense)).astype(case.dtype)
     xd = rng.standard_normal((n_dense, case.batch)).astype(case.dtype)
     dense_out = np.empty_like(xd)
-    xt = np.ascontiguousarray(X.T)
-    out = np.empty((case.shape[1], case.batch), case.dtype)
+    xt = _feature_major(X)
+    out = aligned_empty((case.shape[1], case.batch), case.dtype)
 
     def pair():
         np.matmul(Wd, xd, out=dense_out)

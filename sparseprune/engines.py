@@ -14,6 +14,7 @@ import numpy as np
 
 from ._timing import best_times
 from .layers import SparseLinear
+from .ops import aligned_empty
 
 
 class DenseEngine:
@@ -78,10 +79,12 @@ def time_engines(engines, batch, relu=True, seed=0):
     weights are not changed)."""
     layer = engines[0].layer
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((layer.in_features, batch)).astype(layer.dtype)
-    out = np.empty((layer.out_features, batch), layer.dtype)
-    dz = rng.standard_normal((layer.out_features, batch)).astype(layer.dtype)
-    dx = np.empty((layer.in_features, batch), layer.dtype)
+    # Laid out as training lays out its buffers (aligned, see Workspace).
+    x, out, dz, dx = (aligned_empty(shape, layer.dtype) for shape in (
+        (layer.in_features, batch), (layer.out_features, batch),
+        (layer.out_features, batch), (layer.in_features, batch)))
+    x[...] = rng.standard_normal(x.shape)
+    dz[...] = rng.standard_normal(dz.shape)
 
     def step(engine):
         engine.forward_fm(x, out, relu)

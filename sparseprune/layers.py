@@ -11,7 +11,9 @@ from ._validation import (
     INDEX_DTYPE, check_choice, check_dtype, check_features, check_matrix, check_sparse_weight,
 )
 from .kernels.dense import dense_bias_act, dense_mask_grad, dense_relu_backward
-from .ops import EMPTY, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks
+from .ops import (
+    EMPTY, aligned_empty, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks,
+)
 
 
 def _read_only(a):
@@ -248,8 +250,9 @@ class SparseLinear(_Linear):
     def forward(self, X):
         """``X @ W + bias`` for X (batch, in); returns (batch, out) of the layer's dtype."""
         X = check_features(X, self.in_features, self.dtype)
-        xt = np.ascontiguousarray(X.T)
-        out = np.empty((self.out_features, xt.shape[1]), self.dtype)
+        xt = aligned_empty((X.shape[1], X.shape[0]), self.dtype)
+        xt[...] = X.T
+        out = aligned_empty((self.out_features, xt.shape[1]), self.dtype)
         return self.forward_fm(xt, out, relu=False).T
 
     __call__ = forward

@@ -9,6 +9,7 @@ from ._timing import batch_bucket, best_times
 from ._validation import check_dtype, check_features, check_int, check_labels
 from .kernels.dense import dense_softmax, dense_softmax_xent
 from .layers import MaskedLinear, SparseLinear
+from .ops import aligned_empty
 
 # Inference runs in chunks of this many samples, bounding the activations' memory.
 PREDICT_CHUNK = 4096
@@ -61,20 +62,26 @@ class _Network:
     def _feature_major(self, X, name="X"):
         """Validate X (n_samples, n_features) and return it as (n_features, n_samples)."""
         X = check_features(X, self.n_features, self.dtype, name=name)
-        return np.ascontiguousarray(X.T)
+        xt = aligned_empty((X.shape[1], X.shape[0]), self.dtype)
+        xt[...] = X.T
+        return xt
 
     def _logits_fm(self, xt):
         """Logits (n_classes, batch) of feature-major input ``xt`` (n_features, batch)."""
         a = xt
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            out = np.empty((layer.out_features, a.shape[1]), self.dtype)
+            out = aligned_empty((layer.out_features, a.shape[1]), self.dtype)
             a = layer.forward_fm(a, out, relu=i < last)
         return a
 
     def _chunks(self, xt):
         for start in range(0, xt.shape[1], PREDICT_CHUNK):
-            yield start, np.ascontiguousarray(xt[:, start : start + PREDICT_CHUNK])
+            chunk = xt[:, start : start + PREDICT_CHUNK]
+            if chunk.shape[1] != xt.shape[1]:
+                chunk = aligned_empty(chunk.shape, chunk.dtype)
+                chunk[...] = xt[:, start : start + PREDICT_CHUNK]
+            yield start, chunk
 
     def _proba_fm(self, xt):
         """Class probabilities (batch, n_classes) of feature-major input."""

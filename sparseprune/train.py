@@ -10,6 +10,7 @@ from ._validation import check_choice, check_int, check_labels, check_real
 from .engines import choose_engines
 from .kernels.dense import dense_relu_backward, dense_softmax_xent
 from .kernels.optim import adam_step, sgd_step
+from .ops import aligned_empty
 
 OPTIMIZERS = ("sgd", "adam")
 BACKENDS = ("dense", "sparse", "auto")
@@ -25,9 +26,11 @@ class Workspace:
         self.capacity = capacity
         self.sizes = sizes
         # _acts[0] is the input batch, _acts[-1] the logits, overwritten by their gradient.
-        self._acts = [np.empty(s * capacity, dtype) for s in sizes]
+        # Cache-line aligned, so a batch of one register tile feeds the CSR kernels in
+        # place (see ops.aligned_empty); a view of the leading elements stays aligned.
+        self._acts = [aligned_empty(s * capacity, dtype) for s in sizes]
         # Gradients at the hidden layers' outputs; the input gets none.
-        self._grads = [np.empty(s * capacity, dtype) for s in sizes[1:-1]]
+        self._grads = [aligned_empty(s * capacity, dtype) for s in sizes[1:-1]]
         self.y = np.empty(capacity, np.int64)
         self.grad_bias = [np.empty(o, dtype) for o in sizes[1:]]
 

@@ -66,9 +66,11 @@ sparsities = st.one_of(
 # take the pattern and values from a drawn seed: a 40 x 40 pattern and a 300-sample
 # batch drawn entry by entry would make every example slow and shrink badly.
 
-# Batch 1 runs the serial batch-1 kernel; the batched kernels work in tiles of 64
-# samples, so the tile edges and a multi-tile batch (~300) are drawn on purpose.
-batches = st.one_of(st.sampled_from([1, 2, 3, 7, 63, 64, 65, 300]), st.integers(1, 300))
+# Batch 1 runs the batch-1 kernels; from one register tile of lanes on (64 float32,
+# 32 float64 on AVX-512; half that without) the tiled kernel runs, so the tile edges of
+# both dtypes and multi-tile batches with a partial last tile are drawn on purpose.
+batches = st.one_of(st.sampled_from([1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129,
+                                     300]), st.integers(1, 300))
 # The ends (no stored value at all, every entry stored) and anything in between.
 densities = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0), st.floats(0.1, 0.9))
 # Mostly small, sometimes more rows than the kernels make chunks (4 per thread). Zero

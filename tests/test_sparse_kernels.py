@@ -6,6 +6,7 @@ as NaN, so an entry a kernel forgets to write shows up.
 """
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
@@ -182,3 +183,74 @@ def test_sparse_linear_backward(case, batch, seed, path):
     grad_data = np.full(layer.nnz, np.nan, dtype)
     layer.backward_fm(x, dz, grad_data)
     assert np.isfinite(grad_data).all()
+
+
+def _reference_forward(A, x, bias, relu):
+    expected = A.astype(np.float64) @ x.astype(np.float64) + bias.astype(np.float64)[:, None]
+    return np.maximum(expected, 0.0) if relu else expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiled_forward_at_tile_edges_with_a_reused_scratch(dtype):
+    """The register-tile kernel: exactly one tile (aligned x, used in place, and
+    misaligned x, packed), partial last tiles, and a scratch buffer that held a larger
+    batch before (its stale lanes must never reach the output)."""
+    from sparseprune.kernels._vec import tile_lanes
+
+    rng = np.random.default_rng(0)
+    lanes = tile_lanes(dtype)
+    A = sp.random(70, 50, density=0.3, format="csr", random_state=1, dtype=np.float64)
+    A = A.astype(dtype)
+    indptr, indices, data = csr_arrays(A)
+    bias = rng.uniform(-1, 1, 70).astype(dtype)
+    bounds = ops.row_chunks(indptr)
+    for batch in (5 * lanes + 3, lanes, lanes + 1, 2 * lanes - 1, lanes):
+        for aligned in (True, False):
+            buf = ops._aligned_bytes((50 * batch + 1) * np.dtype(dtype).itemsize)
+            start = 0 if aligned else np.dtype(dtype).itemsize
+            x = buf[start : start + 50 * batch * np.dtype(dtype).itemsize].view(dtype)
+            x = x.reshape(50, batch)
+            x[...] = rng.uniform(-2, 2, (50, batch))
+            # Packing on one thread (small x) and on the pool (large x).
+            for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
+                out = np.full((70, batch), np.nan, dtype)
+                with kernel_path("parallel"), pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
+                    ops.csr_forward(indptr, indices, data, bounds, bias, relu, x, out)
+                assert_allclose(out, _reference_forward(A, x, bias, relu),
+                                **tol(dtype, scale=60.0))
+
+
+def test_tiled_forward_beyond_the_scratch_limit(monkeypatch):
+    """Tiles larger than SCRATCH_BYTES are packed into a buffer of their own, which is
+    not kept."""
+    monkeypatch.setattr(ops, "SCRATCH_BYTES", 1024)
+    monkeypatch.setattr(ops, "_SCRATCH", __import__("threading").local())
+    rng = np.random.default_rng(2)
+    A = sp.random(40, 30, density=0.5, format="csr", random_state=3, dtype=np.float32)
+    indptr, indices, data = csr_arrays(A)
+    x = rng.uniform(-2, 2, (30, 200)).astype(np.float32)
+    out = np.empty((40, 200), np.float32)
+    with kernel_path("parallel"):
+        ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), ops.EMPTY[np.dtype(np.float32)],
+                        False, x, out)
+    assert_allclose(out, _reference_forward(A, x, np.zeros(40), False), **tol(np.float32, 60.0))
+    assert getattr(ops._SCRATCH, "buf", None) is None
+
+
+def test_tiled_relu_lets_nan_through():
+    """ReLU in every kernel is max(z, 0) with NaN kept, so a NaN input shows up."""
+    A = sp.csr_array(np.ones((3, 2), np.float32))
+    indptr, indices, data = csr_arrays(A)
+    for batch in (1, 2, 64, 130):
+        x = np.zeros((2, batch), np.float32)
+        x[0, -1] = np.nan
+        x[1, 0] = -1.0
+        for path in KERNEL_PATHS:
+            out = np.empty((3, batch), np.float32)
+            with kernel_path(path):
+                ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr),
+                                ops.EMPTY[np.dtype(np.float32)], True, x, out)
+            assert np.isnan(out[:, -1]).all()
+            if batch > 1:
+                assert (out[:, 0] == 0).all() and (out[:, 1:-1] == 0).all()

@@ -1,0 +1,191 @@
+"""Register tiles for Numba kernels: explicit LLVM vector values.
+
+A ``Tile`` is an LLVM ``<lanes x float>`` (or ``double``) value. Numba keeps it in an
+SSA register like any scalar, and LLVM splits it into the target's native vectors
+(four zmm registers for 64 float32 on AVX-512, eight ymm on AVX2), so a tile of
+output lanes stays in registers across a whole CSR row, which Numba cannot be made
+to do with a scratch array (it cannot prove the scratch does not alias the inputs).
+
+Everything is generic LLVM IR: no target intrinsics, so it lowers on any CPU.
+The tile width is fixed per dtype at import: ``TILE_BYTES`` bytes, i.e.
+``tile_lanes(dtype)`` lanes. Callers that lay data out in tiles must use the same.
+
+The intrinsics take an array and a *flat element offset* into its buffer, and do no
+bounds checks: kernels trust their inputs.
+
+Numba's on-disk cache keys a kernel on its own module's source, not on this one: after
+editing this file, delete the ``__pycache__`` of ``kernels/`` (as for ``_jit.py``).
+"""
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, models, register_model
+
+
+def _tile_bytes():
+    # 256 B is four zmm registers: two such accumulators (eight zmm) keep two FMA
+    # chains in flight. With 16 vector registers (AVX2 and older) 128 B avoids spills.
+    try:
+        feats = llvm.get_host_cpu_features()
+        return 256 if feats.get("avx512f", False) else 128
+    except Exception:  # pragma: no cover - exotic hosts
+        return 128
+
+
+TILE_BYTES = _tile_bytes()
+
+
+def tile_lanes(dtype):
+    """Lanes of a tile for a NumPy dtype (64 float32 / 32 float64 on AVX-512)."""
+    return TILE_BYTES // np.dtype(dtype).itemsize
+
+
+class TileType(types.Type):
+    """A register tile of ``lanes`` values of ``dtype``."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype = dtype
+        self.lanes = lanes
+        super().__init__(name=f"Tile({dtype} x {lanes})")
+
+
+@register_model(TileType)
+class _TileModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elt = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elt, fe_type.lanes))
+
+
+def _tile_type(dtype):
+    return TileType(dtype, TILE_BYTES // (dtype.bitwidth // 8))
+
+
+_I32 = ir.IntType(32)
+# Lets LLVM fuse a multiply and an add into an FMA (as fastmath "contract" does).
+_CONTRACT = ("contract",)
+
+
+def _elem_ptr(context, builder, arrty, arr, offty, off):
+    data = cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+    return builder.gep(data, [context.cast(builder, off, offty, types.intp)])
+
+
+def _splat(builder, vty, scalar):
+    undef = ir.Constant(vty, ir.Undefined)
+    v = builder.insert_element(undef, scalar, _I32(0))
+    return builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, vty.count),
+                                                        [0] * vty.count))
+
+
+@intrinsic
+def tile_load(typingctx, arr, off):
+    """The tile at arr's flat element offset ``off`` (unaligned load)."""
+    if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        vty = context.get_value_type(sig.return_type)
+        return builder.load(builder.bitcast(p, vty.as_pointer()),
+                            align=arr.dtype.bitwidth // 8)
+
+    return _tile_type(arr.dtype)(arr, off), codegen
+
+
+@intrinsic
+def tile_store(typingctx, arr, off, tile):
+    """Store ``tile`` at arr's flat element offset ``off`` (unaligned store)."""
+    if not isinstance(tile, TileType) or tile.dtype != arr.dtype:
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        vty = context.get_value_type(sig.args[2])
+        builder.store(args[2], builder.bitcast(p, vty.as_pointer()),
+                      align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, off, tile), codegen
+
+
+@intrinsic
+def tile_splat(typingctx, s):
+    """A tile with every lane equal to the float ``s``."""
+    if not isinstance(s, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, context.get_value_type(sig.return_type), args[0])
+
+    return _tile_type(s)(s), codegen
+
+
+@intrinsic
+def tile_fma(typingctx, acc, s, tile):
+    """acc + s * tile, with the scalar ``s`` broadcast (an FMA where the target has one)."""
+    if not isinstance(acc, TileType) or acc != tile or s != acc.dtype:
+        return None
+
+    def codegen(context, builder, sig, args):
+        b = _splat(builder, context.get_value_type(sig.args[0]), args[1])
+        return builder.fadd(args[0], builder.fmul(b, args[2], flags=_CONTRACT),
+                            flags=_CONTRACT)
+
+    return acc(acc, s, tile), codegen
+
+
+@intrinsic
+def tile_add(typingctx, a, b):
+    """Lane-wise a + b."""
+    if not isinstance(a, TileType) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def tile_relu(typingctx, a):
+    """Lane-wise max(a, 0) as Python's max(a, 0) does it: NaN stays NaN."""
+    if not isinstance(a, TileType):
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(context.get_value_type(sig.args[0]), None)
+        return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
+
+    return a(a), codegen
+
+
+@intrinsic
+def tile_lane(typingctx, a, i):
+    """Lane ``i`` of the tile, as a scalar (for partial stores)."""
+    if not isinstance(a, TileType) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0],
+                                       context.cast(builder, args[1], sig.args[1], types.int32))
+
+    return a.dtype(a, i), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, off):
+    """Hint a read of arr's element at flat offset ``off`` into all cache levels."""
+    if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # (address, rw=read, locality=3 (keep in all levels), cache type=data)
+        builder.call(fn, [builder.bitcast(p, i8p), _I32(0), _I32(3), _I32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, off), codegen
