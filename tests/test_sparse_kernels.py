@@ -232,8 +232,8 @@ def test_tiled_forward_beyond_the_scratch_limit(monkeypatch):
     x = rng.uniform(-2, 2, (30, 200)).astype(np.float32)
     out = np.empty((40, 200), np.float32)
     with kernel_path("parallel"):
-        ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), ops.EMPTY[np.dtype(np.float32)],
-                        False, x, out)
+        ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr),
+                        ops.EMPTY[np.dtype(np.float32)], False, x, out)
     assert_allclose(out, _reference_forward(A, x, np.zeros(40), False), **tol(np.float32, 60.0))
     assert getattr(ops._SCRATCH, "buf", None) is None
 

@@ -21,8 +21,10 @@ Conventions
 from numba import boolean, float32, float64, int32, int64, njit, prange, uint32, void
 
 from ._jit import CONTRACT_ONLY, OPTIONS
-from ._vec import (TILE_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load,
-                   tile_relu, tile_splat, tile_store)
+from ._vec import (
+    TILE_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat,
+    tile_store,
+)
 
 # JIT options come from _jit. Here fastmath is "contract" only (FMAs), except where a
 # dot product must vectorise over the batch (SDDMM), which also gets "reassoc". It is
