@@ -4,6 +4,7 @@ The kernels in ``kernels/csr.py`` trust their inputs and allocate nothing; these
 wrappers own every buffer they hand over. Inputs here have been validated already.
 """
 
+import math
 import threading
 
 import numba
@@ -91,6 +92,7 @@ SCRATCH_BYTES = 1 << 26
 # Packing is a copy: on one thread below 1 MiB of x, where waking the pool costs more
 # than it saves (256 KiB: 33 us serial, 64 parallel; 4 MiB: 511 serial, 305 parallel).
 PACK_PARALLEL_BYTES = 1 << 20
+ALIGN_BYTES = 1 << 14
 _SCRATCH = threading.local()
 
 
@@ -98,10 +100,14 @@ def aligned_empty(shape, dtype, align=64):
     """np.empty whose data starts on a cache line. Activations are allocated so: an x of
     exactly one tile of lanes is then used in place, with no tile load straddling two
     lines (numpy itself aligns to 16 bytes, and packing such an x costs 30-40% at
-    1024^2, batch 64)."""
+    1024^2, batch 64). Below ALIGN_BYTES it is plain np.empty: aligning costs a few
+    microseconds, and arrays that small are cheaper packed than aligned."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
-    return _aligned_bytes(n * dtype.itemsize, align).view(dtype).reshape(shape)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < ALIGN_BYTES:
+        return np.empty(shape, dtype)
+    return _aligned_bytes(nbytes, align).view(dtype).reshape(shape)
 
 
 def _tiles(x):
@@ -123,7 +129,7 @@ def _scratch(shape, dtype):
     """A 64-byte aligned empty array of ``shape``: this thread's reusable buffer when it
     fits in SCRATCH_BYTES, else a new one. Its contents are stale."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     buf = getattr(_SCRATCH, "buf", None)
     if buf is None or buf.nbytes < nbytes:
         buf = _aligned_bytes(nbytes)

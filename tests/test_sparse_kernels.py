@@ -254,3 +254,15 @@ def test_tiled_relu_lets_nan_through():
             assert np.isnan(out[:, -1]).all()
             if batch > 1:
                 assert (out[:, 0] == 0).all() and (out[:, 1:-1] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [7, (3, 5), (1024, 64), (64, 300), 1 << 15])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_empty(shape, dtype):
+    a = ops.aligned_empty(shape, dtype)
+    assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+    assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    if a.nbytes >= ops.ALIGN_BYTES:
+        assert a.ctypes.data % 64 == 0
+    a[...] = 1.0  # the whole extent is writable memory of its own
+    assert a.sum() == a.size
