@@ -230,15 +230,15 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
     base, baseline = _baseline(setup, fit, X, y, Xt, yt, seed, progress, say)
     one_shot = _one_shot(base, tune, X, y, Xt, yt, say)
 
-    paths, pruned = {}, None
+    paths, models = {}, {}
     for schedule in ("linear", "cubic"):
-        model, records = _path(base, X, y, Xt, yt, setup["target"], 5, schedule, tune,
-                               progress)
+        models[schedule], records = _path(base, X, y, Xt, yt, setup["target"], 5, schedule,
+                                          tune, progress)
         paths[schedule] = [r.as_dict() for r in records]
         say(f"\niterative magnitude pruning, {schedule} schedule to {setup['target']:.0%} "
             f"(baseline {baseline['test_accuracy']:.2%}):")
         say(text_table(STEP_HEADERS, _step_rows(records)))
-        pruned = model  # the cubic path's model is the one made sparse below
+    pruned = models["cubic"]  # the model made sparse below
 
     sweep = setup["sweep"]
     say(f"\nhow far to prune: geometric schedule to {sweep['target']:.1%} in "
