@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ._validation import check_int, check_labels, check_real
 from .layers import MaskedLinear, SparseLinear
+from .ops import aligned_empty
 
 #: Every header field (a layer width, a count of kept weights, ``b``) is a 32-bit integer.
 FIELD_BITS = 32
@@ -149,9 +150,12 @@ def _nll_bits(layers, dtype, xt, y):
     total = 0.0
     last = len(layers) - 1
     for start in range(0, xt.shape[1], PREDICT_CHUNK):
-        a = np.ascontiguousarray(xt[:, start : start + PREDICT_CHUNK])
+        a = xt[:, start : start + PREDICT_CHUNK]
+        if a.shape[1] != xt.shape[1]:
+            a = np.ascontiguousarray(a)
         for i, layer in enumerate(layers):
-            out = np.empty((layer.out_features, a.shape[1]), dtype)
+            # Laid out as the models lay out activations (see ops.aligned_empty).
+            out = aligned_empty((layer.out_features, a.shape[1]), dtype)
             a = layer.forward_fm(a, out, relu=i < last)
         z = a.astype(np.float64)
         top = z.max(axis=0)
