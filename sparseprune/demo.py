@@ -295,6 +295,8 @@ def write(results, artifacts, out, say=print):
     artifacts["smodel"].save(model_path)
     results["sparse"]["sparse_file_bytes"] = os.path.getsize(model_path)
     written.append(model_path)
+    # Serialized before anything else is written, so a value JSON cannot hold fails here.
+    document = json.dumps(results, indent=1, allow_nan=False)
     figures = []
     try:
         from .plots import demo_figures
@@ -306,7 +308,7 @@ def write(results, artifacts, out, say=print):
     written += figures
     path = os.path.join(out, "results.json")
     with open(path, "w") as f:
-        json.dump(results, f, indent=1, allow_nan=False)
+        f.write(document)
     written.append(path)
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:

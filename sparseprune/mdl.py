@@ -83,6 +83,9 @@ def quantize(values, bits):
     if not np.all(np.isfinite(v)):
         raise ValueError("values must be finite")
     lo, hi = float(v.min()), float(v.max())
+    if max(-lo, hi) > float(np.finfo(np.float32).max):
+        raise ValueError("values must lie within float32's range: the step and offset "
+                         "are sent as float32")
     offset = np.float32(lo)
     if float(offset) > lo:
         offset = np.nextafter(offset, np.float32(-np.inf))
@@ -152,7 +155,8 @@ def _nll_bits(layers, dtype, xt, y):
     for start in range(0, xt.shape[1], PREDICT_CHUNK):
         a = xt[:, start : start + PREDICT_CHUNK]
         if a.shape[1] != xt.shape[1]:
-            a = np.ascontiguousarray(a)
+            a = aligned_empty(a.shape, dtype)
+            a[...] = xt[:, start : start + PREDICT_CHUNK]
         for i, layer in enumerate(layers):
             # Laid out as the models lay out activations (see ops.aligned_empty).
             out = aligned_empty((layer.out_features, a.shape[1]), dtype)
@@ -251,10 +255,10 @@ class DescriptionLength(_Code):
         return record
 
 
-def _check_bits(bits):
-    bits = check_int(bits, "bits", minimum=1)
+def _check_bits(bits, name="bits"):
+    bits = check_int(bits, name, minimum=1)
     if bits > 32:
-        raise ValueError(f"bits must be in 1..32 (or None to choose), got {bits}")
+        raise ValueError(f"{name} must be in 1..32 (or None to choose), got {bits}")
     return bits
 
 
@@ -387,7 +391,7 @@ class BitsBack(_Code):
     header_bits: float
     layers: tuple
     data_bits: float  # mean over the draws
-    data_bits_sem: float  # its standard error
+    data_bits_sem: float | None  # its standard error (None for a single draw)
     data_bits_at_mean: float  # the misfit of the posterior means, for reference
     n_samples: int
     n_classes: int
@@ -475,6 +479,8 @@ def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):
     """
     xt, y = _prepare(model, X, y)
     draws = check_int(draws, "draws", minimum=1)
+    if seed is not None:
+        seed = check_int(seed, "seed", minimum=0)
     n_layers = len(model.layers)
     if isinstance(sigma, (list, tuple)):
         if len(sigma) != n_layers:
@@ -509,7 +515,7 @@ def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):
                  for layer, (kept, bias), (w_std, b_std) in zip(model.layers, params, stds)]
         samples.append(_nll_bits(noisy, model.dtype, xt, y))
     samples = np.asarray(samples)
-    sem = float(samples.std(ddof=1) / math.sqrt(draws)) if draws > 1 else float("nan")
+    sem = float(samples.std(ddof=1) / math.sqrt(draws)) if draws > 1 else None
     return BitsBack(
         header_bits=float(header_bits(n_layers, bits=False)), layers=tuple(codes),
         data_bits=float(samples.mean()), data_bits_sem=sem,
@@ -561,8 +567,9 @@ def block_ends(n_samples, blocks):
         return tuple(ends)
     m = check_int(blocks, "blocks", minimum=2)
     ends = sorted({max(1, round(n_samples / 2 ** (m - 1 - i))) for i in range(m)})
-    if len(ends) < 2:
-        raise ValueError(f"{n_samples} samples cannot make {m} blocks")
+    if len(ends) < m:
+        raise ValueError(f"{n_samples} samples cannot make {m} doubling blocks (the first "
+                         f"would be empty); ask for fewer or pass the block ends")
     return tuple(ends)
 
 
@@ -571,8 +578,8 @@ def prequential(make_model, X, y, blocks=8, n_classes=None, progress=False):
 
     Labels are sent in blocks, in the given order (shuffle first if the order means
     something): the first block at the uniform cost ``log2 K`` per label, then each
-    next block coded by ``make_model(X[:end], y[:end])``, a model trained on every label
-    sent before it. No parameters are sent: the receiver trains the same model.
+    next block ``X[start:end]`` coded by ``make_model(X[:start], y[:start])``, a model
+    trained on every label sent before it. No parameters are sent: the receiver trains the same model.
 
     Parameters
     ----------

@@ -5,6 +5,7 @@ wrappers own every buffer they hand over. Inputs here have been validated alread
 """
 
 import math
+import operator
 import threading
 
 import numba
@@ -12,8 +13,11 @@ import numpy as np
 
 from ._validation import INDEX_DTYPE
 from .kernels import csr
-from .kernels._vec import tile_lanes
 
+# Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
+# csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
+TILE_LANES = {np.dtype(t): csr.csr_tile_bytes() // np.dtype(t).itemsize
+              for t in (np.float32, np.float64)}
 # Several chunks per thread: prange splits statically, and equal-nnz chunks that are
 # smaller than a thread's share let a skewed pattern still balance.
 CHUNKS_PER_THREAD = 4
@@ -70,7 +74,7 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
             csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
     elif _serial(indices.size, x.shape[1]):
         csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
-    elif x.shape[1] >= tile_lanes(x.dtype):
+    elif x.shape[1] >= TILE_LANES[x.dtype]:
         csr.csr_matmul_tiles_parallel(relu, indptr, indices, data, row_bounds, _tiles(x),
                                       bias, out)
     else:
@@ -103,7 +107,9 @@ def aligned_empty(shape, dtype, align=64):
     1024^2, batch 64). Below ALIGN_BYTES it is plain np.empty: aligning costs a few
     microseconds, and arrays that small are cheaper packed than aligned."""
     dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if np.ndim(shape) == 0:
+        shape = (operator.index(shape),)
+    shape = tuple(map(operator.index, shape))
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < ALIGN_BYTES:
         return np.empty(shape, dtype)
@@ -113,7 +119,7 @@ def aligned_empty(shape, dtype, align=64):
 def _tiles(x):
     """x (n_in, batch) packed as (n_tiles, n_in, lanes) tiles, zero-padded past the
     batch: a view of x itself when it is exactly one aligned tile."""
-    lanes = tile_lanes(x.dtype)
+    lanes = TILE_LANES[x.dtype]
     n_in, batch = x.shape
     if batch == lanes and x.ctypes.data % 64 == 0:
         return x.reshape(1, n_in, lanes)

@@ -55,10 +55,9 @@ def reading(results):
         f"As a two-part code the dense network costs {_bits(base_dl)} bits for {n:,} labels "
         f"that take {_bits(uniform)} bits with no model at all"
         + (": its weights cost more than they save. " if base_dl > uniform else ". ")
-        + f"Pruning removes model bits faster than it adds misfit until step {best['step']} "
-        f"({_pct(best['sparsity'])} sparse, {best['active']:,} parameters, values at "
-        f"{best_dl['bits']} bits), where the description length is shortest: "
-        f"{_bits(best_dl['total_bits'])} bits.",
+        + f"Along the pruning sweep the description length is shortest at step "
+        f"{best['step']} ({_pct(best['sparsity'])} sparse, {best['active']:,} parameters, "
+        f"values at {best_dl['bits']} bits): {_bits(best_dl['total_bits'])} bits.",
     ]
     if best_dl["total_bits"] < uniform:
         parts.append(f"That is {best_dl['compression']:.2f}x shorter than the uniform code: "
@@ -169,13 +168,13 @@ def markdown(results, figures):
             ["weights + biases in memory (KiB)", f"{sparse['dense_bytes'] / 1024:.1f}",
              f"{sparse['sparse_bytes'] / 1024:.1f}",
              f"{sparse['sparse_bytes'] / sparse['dense_bytes']:.3f}"],
-            ["file: dense .npz, sparse model.npz (KiB)", f"{sparse['dense_file_bytes'] / 1024:.1f}",
-             f"{sparse['sparse_file_bytes'] / 1024:.1f}",
-             f"{sparse['sparse_file_bytes'] / sparse['dense_file_bytes']:.3f}"],
-            ["file: dense compressed .npz (KiB)",
-             f"{sparse['dense_compressed_file_bytes'] / 1024:.1f}",
-             f"{sparse['sparse_file_bytes'] / 1024:.1f}",
-             f"{sparse['sparse_file_bytes'] / sparse['dense_compressed_file_bytes']:.3f}"],
+        ] + [
+            [label, f"{sparse[key] / 1024:.1f}", f"{sparse['sparse_file_bytes'] / 1024:.1f}",
+             f"{sparse['sparse_file_bytes'] / sparse[key]:.3f}"]
+            for label, key in (("file: dense .npz, sparse model.npz (KiB)", "dense_file_bytes"),
+                               ("file: dense compressed .npz (KiB)",
+                                "dense_compressed_file_bytes"))
+            if "sparse_file_bytes" in sparse  # known once demo.write saved the model
         ]),
         "",
         markdown_table(["batch", "dense ms", "sparse ms", "speedup", "layer engines"], [

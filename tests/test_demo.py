@@ -146,3 +146,13 @@ def test_reading_says_what_the_numbers_mean():
     longer = report.reading(_fake_results(best_total=2000.0, uniform=1000.0, most_accurate=2))
     assert "2.00x the uniform code" in longer and "no network of this size" in longer
     assert "also the most accurate" in longer
+
+
+def test_report_of_results_not_yet_written(quick_run):
+    """markdown() works on run()'s results before write() has saved the model (the file
+    sizes are then left out)."""
+    _, _, _, results = quick_run
+    results = json.loads(json.dumps(results))
+    del results["sparse"]["sparse_file_bytes"]
+    text = report.markdown(results, [])
+    assert "weights + biases in memory" in text and "file: dense" not in text

@@ -59,10 +59,13 @@ def test_log2_binomial_large_n():
                                   rel=1e-3)
 
 
-@pytest.mark.parametrize("n, k, error", [(10, 11, ValueError), (-1, 0, ValueError),
-                                         (5, -1, ValueError), (5.0, 2, TypeError)])
-def test_log2_binomial_bad_input(n, k, error):
-    with pytest.raises(error, match="n|k"):
+@pytest.mark.parametrize("n, k, error, match", [
+    (10, 11, ValueError, r"k must be in \[0, n=10\], got 11"),
+    (-1, 0, ValueError, "n must be >= 0, got -1"), (5, -1, ValueError, "k must be >= 0, got -1"),
+    (5.0, 2, TypeError, "n must be an integer"),
+])
+def test_log2_binomial_bad_input(n, k, error, match):
+    with pytest.raises(error, match=match):
         mdl.log2_binomial(n, k)
 
 
@@ -432,3 +435,26 @@ def test_prequential_bad_input():
         spp.mdl.prequential(lambda X, y: spp.MLP([3, 5]), X, y, blocks=2)
     with pytest.raises(ValueError, match="y"):
         spp.mdl.prequential(lambda X, y: spp.MLP([3, 3]), X, y[:-1], blocks=2)
+
+
+def test_edge_cases_found_in_review():
+    model = pruned_model([4, 6, 3], 0.5, seed=11)
+    X, y = random_problem(20, 4, 3, seed=11)
+    # One draw has no standard error, and the record stays JSON-ready.
+    import json
+
+    one = spp.mdl.bits_back(model, X, y, sigma=0.1, draws=1)
+    assert one.data_bits_sem is None
+    json.dumps(one.as_dict(), allow_nan=False)
+    with pytest.raises(TypeError, match="seed"):
+        spp.mdl.bits_back(model, X, y, sigma=0.1, seed="0")
+    # Asking for more doubling blocks than the samples allow is an error, not fewer blocks.
+    with pytest.raises(ValueError, match="cannot make 8 doubling blocks"):
+        mdl.block_ends(10, 8)
+    with pytest.raises(ValueError, match="float32's range"):
+        mdl.quantize([0.0, 1e300], 8)
+    # iterative() names its own argument.
+    with pytest.raises(ValueError, match="mdl_bits must be in 1..32"):
+        spp.prune.iterative(model, X, y, 0.6, steps=1, progress=False, mdl_bits=40)
+    with pytest.raises(ValueError, match="mdl_bits must be >= 1"):
+        spp.prune.iterative(model, X, y, 0.6, steps=1, progress=False, mdl_bits=0)

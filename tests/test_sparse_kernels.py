@@ -193,12 +193,10 @@ def _reference_forward(A, x, bias, relu):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tiled_forward_at_tile_edges_with_a_reused_scratch(dtype):
     """The register-tile kernel: exactly one tile (aligned x, used in place, and
-    misaligned x, packed), partial last tiles, and a scratch buffer that held a larger
-    batch before (its stale lanes must never reach the output)."""
-    from sparseprune.kernels._vec import tile_lanes
-
+    misaligned x, packed), partial last tiles, and a scratch buffer full of NaN from
+    before (none of it may reach the output)."""
     rng = np.random.default_rng(0)
-    lanes = tile_lanes(dtype)
+    lanes = ops.TILE_LANES[np.dtype(dtype)]
     A = sp.random(70, 50, density=0.3, format="csr", random_state=1, dtype=np.float64)
     A = A.astype(dtype)
     indptr, indices, data = csr_arrays(A)
@@ -211,8 +209,11 @@ def test_tiled_forward_at_tile_edges_with_a_reused_scratch(dtype):
             x = buf[start : start + 50 * batch * np.dtype(dtype).itemsize].view(dtype)
             x = x.reshape(50, batch)
             x[...] = rng.uniform(-2, 2, (50, batch))
+            # One tile of aligned x is used in place; anything else is packed.
+            assert np.shares_memory(ops._tiles(x), x) == (aligned and batch == lanes)
             # Packing on one thread (small x) and on the pool (large x).
             for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
+                ops._SCRATCH.buf[...] = 255  # stale bytes: NaN in either dtype
                 out = np.full((70, batch), np.nan, dtype)
                 with kernel_path("parallel"), pytest.MonkeyPatch.context() as patch:
                     patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
@@ -266,3 +267,19 @@ def test_aligned_empty(shape, dtype):
         assert a.ctypes.data % 64 == 0
     a[...] = 1.0  # the whole extent is writable memory of its own
     assert a.sum() == a.size
+
+
+def test_tiled_kernel_refuses_tiles_of_another_width():
+    """A kernel cached on another CPU keeps its compiled tile width; tiles packed for
+    another width must be refused, not read past their rows."""
+    from sparseprune.kernels import csr
+
+    lanes = ops.TILE_LANES[np.dtype(np.float32)]
+    A = sp.random(8, 6, density=0.5, format="csr", random_state=0, dtype=np.float32)
+    indptr, indices, data = csr_arrays(A)
+    xp = np.zeros((1, 6, lanes // 2), np.float32)
+    out = np.empty((8, lanes // 2), np.float32)
+    with pytest.raises(ValueError, match="tile width"):
+        csr.csr_matmul_tiles_parallel(False, indptr, indices, data, ops.row_chunks(indptr),
+                                      xp, ops.EMPTY[np.dtype(np.float32)], out)
+    assert csr.csr_tile_bytes() == lanes * 4

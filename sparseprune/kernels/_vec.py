@@ -2,13 +2,15 @@
 
 A ``Tile`` is an LLVM ``<lanes x float>`` (or ``double``) value. Numba keeps it in an
 SSA register like any scalar, and LLVM splits it into the target's native vectors
-(four zmm registers for 64 float32 on AVX-512, eight ymm on AVX2), so a tile of
-output lanes stays in registers across a whole CSR row, which Numba cannot be made
-to do with a scratch array (it cannot prove the scratch does not alias the inputs).
+(four zmm registers on AVX-512; four ymm on AVX2, where tiles are 128 bytes), so a
+tile of output lanes stays in registers across a whole CSR row, which Numba cannot be
+made to do with a scratch array (it cannot prove the scratch does not alias the inputs).
 
 Everything is generic LLVM IR: no target intrinsics, so it lowers on any CPU.
-The tile width is fixed per dtype at import: ``TILE_BYTES`` bytes, i.e.
-``tile_lanes(dtype)`` lanes. Callers that lay data out in tiles must use the same.
+The tile width is chosen at import from the host CPU, ``TILE_BYTES`` bytes, and
+compiled into the kernels as a constant. A kernel loaded from a cache filled on
+another CPU keeps the width it was compiled with, so callers pack for the width the
+compiled code reports (``csr.csr_tile_bytes``), never for this module's.
 
 The intrinsics take an array and a *flat element offset* into its buffer, and do no
 bounds checks: kernels trust their inputs.
@@ -34,11 +36,6 @@ def _tile_bytes():
 
 
 TILE_BYTES = _tile_bytes()
-
-
-def tile_lanes(dtype):
-    """Lanes of a tile for a NumPy dtype (64 float32 / 32 float64 on AVX-512)."""
-    return TILE_BYTES // np.dtype(dtype).itemsize
 
 
 class TileType(types.Type):

@@ -199,8 +199,8 @@ def csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
 # Forward at larger batches: register tiles over a packed, batch-tiled X^T.
 # --------------------------------------------------------------------------- #
 # X^T is repacked as xp (n_tiles, n_in, L): tile t holds batch lanes t*L..t*L+L-1 of
-# every input row, contiguous, zero-padded past the batch. L = tile_lanes(dtype)
-# (TILE_BYTES per input row: 64 float32 / 32 float64 on AVX-512).
+# every input row, contiguous, zero-padded past the batch. L = csr_tile_bytes() /
+# itemsize (TILE_BYTES per input row: 64 float32 / 32 float64 on AVX-512).
 _TILE_LINES = max(1, TILE_BYTES // 64)  # cache lines per tile row
 # Prefetch distance in nonzeros: far enough ahead to hide an L2/L3 hit, near enough
 # to stay in L1. 8 and 12 measured alike (4096^2, 90%, batch 256); 0 was ~20% slower.
@@ -225,6 +225,14 @@ def _pack_rows(i0, i1, x, xp):
                 dst[k] = xi[b0 + k]
             for k in range(n, lanes):
                 dst[k] = zero
+
+
+@njit(int64(), **_JIT)
+def csr_tile_bytes():
+    """The register tile's width in bytes as this module was compiled: the width to pack
+    for. Taken from the compiled (possibly cached) code rather than from _vec at import,
+    so that a cache filled on another CPU is still packed for correctly."""
+    return TILE_BYTES
 
 
 @_kernel(lambda T: void(T[:, ::1], T[:, :, ::1]))
@@ -306,8 +314,12 @@ def csr_matmul_tiles_parallel(relu, indptr, indices, data, row_bounds, xp, bias,
     """out = A @ x (+ bias)(ReLU) from the packed tiles xp of x (see csr_pack_tiles).
 
     Parallel over nnz-balanced row chunks; each thread owns whole output rows.
-    xp.shape[2] must be tile_lanes(dtype): the register tile is that wide.
+    xp.shape[2] * itemsize must be csr_tile_bytes(): the register tile is that wide.
     """
+    # The one check in this module: a kernel cached on another machine may carry another
+    # tile width than the caller packed for, and would then read and write past rows.
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
     for c in prange(row_bounds.shape[0] - 1):
         _matmul_tile_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data,
                           xp, bias, out)

@@ -79,7 +79,7 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     finetune_epochs = check_int(finetune_epochs, "finetune_epochs", minimum=0)
     schedule = get_schedule(schedule)
     if mdl_bits is not None:
-        mdl_bits = _check_bits(mdl_bits)
+        mdl_bits = _check_bits(mdl_bits, "mdl_bits")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (record, model), got {callback!r}")
     xt = model._feature_major(X)
