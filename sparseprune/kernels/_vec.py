@@ -18,7 +18,6 @@ bounds checks: kernels trust their inputs.
 Numba's on-disk cache keys a kernel on its own module's source, not on this one: after
 editing this file, delete the ``__pycache__`` of ``kernels/`` (as for ``_jit.py``).
 """
-import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, types
