@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from ._validation import check_int, check_labels, check_real
 from .layers import MaskedLinear, SparseLinear
-from .ops import aligned_empty
 
 #: Every header field (a layer width, a count of kept weights, ``b``) is a 32-bit integer.
 FIELD_BITS = 32
@@ -148,20 +147,11 @@ def _with_parameters(layer, kept, bias):
 def _nll_bits(layers, dtype, xt, y):
     """sum_i -log2 p(y_i | x_i) of feature-major ``xt`` (in, n) under ``layers``
     (ReLU between them, softmax at the end): log-sum-exp of the logits in float64."""
-    from .model import PREDICT_CHUNK
+    from .model import chunks, logits_fm
 
     total = 0.0
-    last = len(layers) - 1
-    for start in range(0, xt.shape[1], PREDICT_CHUNK):
-        a = xt[:, start : start + PREDICT_CHUNK]
-        if a.shape[1] != xt.shape[1]:
-            a = aligned_empty(a.shape, dtype)
-            a[...] = xt[:, start : start + PREDICT_CHUNK]
-        for i, layer in enumerate(layers):
-            # Laid out as the models lay out activations (see ops.aligned_empty).
-            out = aligned_empty((layer.out_features, a.shape[1]), dtype)
-            a = layer.forward_fm(a, out, relu=i < last)
-        z = a.astype(np.float64)
+    for start, chunk in chunks(xt):
+        z = logits_fm(layers, dtype, chunk).astype(np.float64)
         top = z.max(axis=0)
         lse = top + np.log(np.exp(z - top).sum(axis=0))
         labels = y[start : start + z.shape[1]]
@@ -265,6 +255,8 @@ def _check_bits(bits, name="bits"):
 def _two_part(model, xt, y, bits):
     """The code with values at ``bits`` bits; ``xt``, ``y`` already validated."""
     layers, codes = [], []
+    # A float32 model sent at 32 bits is the model itself: no copy to make.
+    unchanged = model.dtype == np.float32 and bits == 32
     for layer in model.layers:
         kept, bias = _parameters(layer)
         step = offset = None
@@ -278,7 +270,6 @@ def _two_part(model, xt, y, bits):
             new_kept, new_bias = values[: kept.size], values[kept.size :]
             quantizer_bits = 2.0 * FLOAT_BITS
             step, offset = float(step), float(offset)
-        unchanged = (model.dtype == np.float32 and bits == 32)
         layers.append(layer if unchanged else _with_parameters(layer, new_kept, new_bias))
         codes.append(LayerCode(
             shape=layer.shape, n_weights=layer.n_weights, n_kept=kept.size, n_bias=bias.size,
@@ -579,7 +570,8 @@ def prequential(make_model, X, y, blocks=8, n_classes=None, progress=False):
     Labels are sent in blocks, in the given order (shuffle first if the order means
     something): the first block at the uniform cost ``log2 K`` per label, then each
     next block ``X[start:end]`` coded by ``make_model(X[:start], y[:start])``, a model
-    trained on every label sent before it. No parameters are sent: the receiver trains the same model.
+    trained on every label sent before it. No parameters are sent: the receiver trains
+    the same model.
 
     Parameters
     ----------

@@ -28,6 +28,28 @@ def _check_sizes(sizes):
     return sizes
 
 
+def logits_fm(layers, dtype, xt):
+    """Logits (n_classes, batch) of ``layers`` (ReLU between them) on feature-major
+    ``xt`` (n_features, batch); activations laid out as ops.aligned_empty lays them."""
+    a = xt
+    last = len(layers) - 1
+    for i, layer in enumerate(layers):
+        out = aligned_empty((layer.out_features, a.shape[1]), dtype)
+        a = layer.forward_fm(a, out, relu=i < last)
+    return a
+
+
+def chunks(xt):
+    """(start, chunk) over feature-major ``xt`` in PREDICT_CHUNK samples, each chunk
+    C-contiguous (a copy unless it is the whole of ``xt``)."""
+    for start in range(0, xt.shape[1], PREDICT_CHUNK):
+        chunk = xt[:, start : start + PREDICT_CHUNK]
+        if chunk.shape[1] != xt.shape[1]:
+            chunk = aligned_empty(chunk.shape, chunk.dtype)
+            chunk[...] = xt[:, start : start + PREDICT_CHUNK]
+        yield start, chunk
+
+
 class _Network:
     """Inference shared by the dense and the sparse model: a stack of layers with
     ``forward_fm(x, out, relu)``, ReLU between them, softmax at the end."""
@@ -68,20 +90,9 @@ class _Network:
 
     def _logits_fm(self, xt):
         """Logits (n_classes, batch) of feature-major input ``xt`` (n_features, batch)."""
-        a = xt
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            out = aligned_empty((layer.out_features, a.shape[1]), self.dtype)
-            a = layer.forward_fm(a, out, relu=i < last)
-        return a
+        return logits_fm(self.layers, self.dtype, xt)
 
-    def _chunks(self, xt):
-        for start in range(0, xt.shape[1], PREDICT_CHUNK):
-            chunk = xt[:, start : start + PREDICT_CHUNK]
-            if chunk.shape[1] != xt.shape[1]:
-                chunk = aligned_empty(chunk.shape, chunk.dtype)
-                chunk[...] = xt[:, start : start + PREDICT_CHUNK]
-            yield start, chunk
+    _chunks = staticmethod(chunks)
 
     def _proba_fm(self, xt):
         """Class probabilities (batch, n_classes) of feature-major input."""
