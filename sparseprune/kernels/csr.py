@@ -18,48 +18,27 @@ Conventions
   equal nnz. Numba's prange splits its range statically, so equal-nnz chunks are
   what balances the threads; rows alone would not for skewed patterns.
 """
-from numba import boolean, float32, float64, int32, int64, njit, prange, uint32, void
+from numba import int64, prange, uint32
 
-from ._jit import CONTRACT_ONLY, OPTIONS
+from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
     TILE_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat,
     tile_store,
 )
 
-# JIT options come from _jit. Here fastmath is "contract" only (FMAs), except where a
-# dot product must vectorise over the batch (SDDMM), which also gets "reassoc". It is
-# deliberately off for the batch-1 gather loop: with it LLVM emits AVX-512 gathers,
-# which are slower than scalar loads there (0.84 vs 0.61 ms at 4096^2, 90%).
-_JIT = CONTRACT_ONLY
-_JIT_REDUCE = OPTIONS
+# fastmath is CONTRACT (FMAs only) here, except where a dot product must vectorise over
+# the batch (SDDMM), which is REDUCE. Reassociation is deliberately off for the batch-1
+# gather loop: with it LLVM emits AVX-512 gathers, which are slower than scalar loads
+# there (0.84 vs 0.61 ms at 4096^2, 90%).
 
 # Indexing note: Numba wraps negative signed indices (x[-1]), which costs ~15
 # instructions per access on a value loaded from `indices`. Casting the loaded
 # index to uint32 drops that check; it made the batch-1 kernel 2.5x faster.
 
-_FLOATS = (float32, float64)
-_IDX = int32[::1]
-
-
-def _kernel(make_sig, parallel=False, opts=_JIT):
-    """njit with one explicit signature per float dtype, built by make_sig(dtype)."""
-    return njit([make_sig(t) for t in _FLOATS], parallel=parallel, **opts)
-
-
-def _helper(fn):
-    """Internal helper: compiled into (and cached with) the kernels that call it."""
-    return njit(**_JIT)(fn)
-
-
-def _helper_reduce(fn):
-    """Internal helper whose reductions may be reassociated (vectorised dots)."""
-    return njit(**_JIT_REDUCE)(fn)
-
-
 # --------------------------------------------------------------------------- #
 # Structure helpers
 # --------------------------------------------------------------------------- #
-@njit(void(_IDX, _IDX), **_JIT)
+@jit("void(int32[::1], int32[::1])", fastmath=CONTRACT)
 def csr_row_chunks(indptr, row_bounds):
     """Split rows into len(row_bounds)-1 contiguous chunks of ~equal nnz.
 
@@ -80,7 +59,7 @@ def csr_row_chunks(indptr, row_bounds):
     row_bounds[n_chunks] = n_rows
 
 
-@njit(void(int64, _IDX, _IDX, _IDX), **_JIT)
+@jit("void(int64, int32[::1], int32[::1], int32[::1])", fastmath=CONTRACT)
 def csr_transpose_count(n_cols, indptr, indices, indptr_t):
     """First pass of the transpose: indptr_t (n_cols + 1, caller-zeroed not needed)."""
     for i in range(n_cols + 1):
@@ -92,7 +71,8 @@ def csr_transpose_count(n_cols, indptr, indices, indptr_t):
         indptr_t[i + 1] += indptr_t[i]
 
 
-@njit(void(_IDX, _IDX, _IDX, _IDX, _IDX), **_JIT)
+@jit("void(int32[::1], int32[::1], int32[::1], int32[::1], int32[::1])",
+     fastmath=CONTRACT)
 def csr_transpose_fill(indptr, indices, indptr_t, indices_t, perm):
     """Second pass: column indices of the transpose and the value permutation.
 
@@ -119,7 +99,7 @@ def csr_transpose_fill(indptr, indices, indptr_t, indices_t, perm):
     indptr_t[0] = 0
 
 
-@_kernel(lambda T: void(_IDX, T[::1], T[::1]), parallel=True)
+@jit("void(int32[::1], {T}[::1], {T}[::1])", fastmath=CONTRACT, parallel=True)
 def csr_gather_parallel(perm, data, data_t):
     """data_t[q] = data[perm[q]]: refresh transposed values after a weight update."""
     for q in prange(perm.shape[0]):
@@ -130,7 +110,7 @@ def csr_gather_parallel(perm, data, data_t):
 # Forward: Y^T (n_rows, batch) = A X^T + bias[:, None], optional ReLU
 # (A = W^T for the forward pass, A = W, i.e. the transpose, for the input grad).
 # --------------------------------------------------------------------------- #
-@_helper
+@inline()
 def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
     """Rows r0..r1 of out. Loop order: row -> nonzero -> batch lane.
 
@@ -180,14 +160,15 @@ def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
                 y[b] = max(y[b], zero)
 
 
-@_kernel(lambda T: void(boolean, _IDX, _IDX, T[::1], T[:, ::1], T[::1], T[:, ::1]))
+@jit("void(boolean, int32[::1], int32[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
+     fastmath=CONTRACT)
 def csr_matmul(relu, indptr, indices, data, x, bias, out):
     """Serial out = A @ x (+ bias)(ReLU). For small batches / when threads are busy."""
     _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
 
 
-@_kernel(lambda T: void(boolean, _IDX, _IDX, T[::1], _IDX, T[:, ::1], T[::1], T[:, ::1]),
-         parallel=True)
+@jit("void(boolean, int32[::1], int32[::1], {T}[::1], int32[::1], {T}[:, ::1], {T}[::1], "
+     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True)
 def csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     """Parallel over nnz-balanced row chunks; each thread owns whole output rows."""
     for c in prange(row_bounds.shape[0] - 1):
@@ -207,7 +188,7 @@ _TILE_LINES = max(1, TILE_BYTES // 64)  # cache lines per tile row
 _PF = 8
 
 
-@_helper
+@inline()
 def _pack_rows(i0, i1, x, xp):
     """Input rows i0..i1 of xp[t, i, l] = x[i, t * L + l] (L = xp.shape[2]), zero past
     the batch."""
@@ -227,7 +208,7 @@ def _pack_rows(i0, i1, x, xp):
                 dst[k] = zero
 
 
-@njit(int64(), **_JIT)
+@jit("int64()", fastmath=CONTRACT)
 def csr_tile_bytes():
     """The register tile's width in bytes as this module was compiled: the width to pack
     for. Taken from the compiled (possibly cached) code rather than from _vec at import,
@@ -235,13 +216,13 @@ def csr_tile_bytes():
     return TILE_BYTES
 
 
-@_kernel(lambda T: void(T[:, ::1], T[:, :, ::1]))
+@jit("void({T}[:, ::1], {T}[:, :, ::1])", fastmath=CONTRACT)
 def csr_pack_tiles(x, xp):
     """Serial packing of x (n_in, batch) into tiles xp (n_tiles, n_in, L)."""
     _pack_rows(0, x.shape[0], x, xp)
 
 
-@_kernel(lambda T: void(T[:, ::1], T[:, :, ::1]), parallel=True)
+@jit("void({T}[:, ::1], {T}[:, :, ::1])", fastmath=CONTRACT, parallel=True)
 def csr_pack_tiles_parallel(x, xp):
     """Parallel packing, over blocks of input rows."""
     n_in = x.shape[0]
@@ -250,7 +231,7 @@ def csr_pack_tiles_parallel(x, xp):
         _pack_rows(c * n_in // n_blocks, (c + 1) * n_in // n_blocks, x, xp)
 
 
-@_helper
+@inline()
 def _matmul_tile_rows(r0, r1, relu, indptr, indices, data, xp, bias, out):
     """Rows r0..r1 of out, one batch tile at a time. Loop order: tile -> row -> nonzero.
 
@@ -308,8 +289,8 @@ def _matmul_tile_rows(r0, r1, relu, indptr, indices, data, xp, bias, out):
                     out[j, b0 + k] = tile_lane(a0, k)
 
 
-@_kernel(lambda T: void(boolean, _IDX, _IDX, T[::1], _IDX, T[:, :, ::1], T[::1], T[:, ::1]),
-         parallel=True)
+@jit("void(boolean, int32[::1], int32[::1], {T}[::1], int32[::1], {T}[:, :, ::1], {T}[::1], "
+     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True)
 def csr_matmul_tiles_parallel(relu, indptr, indices, data, row_bounds, xp, bias, out):
     """out = A @ x (+ bias)(ReLU) from the packed tiles xp of x (see csr_pack_tiles).
 
@@ -325,7 +306,7 @@ def csr_matmul_tiles_parallel(relu, indptr, indices, data, row_bounds, xp, bias,
                           xp, bias, out)
 
 
-@_helper
+@inline()
 def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
     """Batch-1 rows: a gather-dot per row, ~1 cycle per nonzero (3 loads + FMA).
 
@@ -360,14 +341,15 @@ def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
         out[j] = s
 
 
-@_kernel(lambda T: void(boolean, _IDX, _IDX, T[::1], T[::1], T[::1], T[::1]))
+@jit("void(boolean, int32[::1], int32[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
+     fastmath=CONTRACT)
 def csr_matvec(relu, indptr, indices, data, x, bias, out):
     """Serial batch-1 forward: x is X^T[:, 0] (n_cols,), out is (n_rows,)."""
     _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
 
 
-@_kernel(lambda T: void(boolean, _IDX, _IDX, T[::1], _IDX, T[::1], T[::1], T[::1]),
-         parallel=True)
+@jit("void(boolean, int32[::1], int32[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
+     "{T}[::1])", fastmath=CONTRACT, parallel=True)
 def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     """Parallel batch-1 forward (only wins when both cores are really free)."""
     for c in prange(row_bounds.shape[0] - 1):
@@ -379,7 +361,7 @@ def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
 # Weight gradient on the pattern (SDDMM) + bias gradient
 # grad_data[p] = dY^T[j, :] . X^T[indices[p], :],  grad_bias[j] = sum(dY^T[j, :])
 # --------------------------------------------------------------------------- #
-@_helper_reduce
+@inline(REDUCE)
 def _sddmm_rows(r0, r1, indptr, indices, dy, x, grad_data, grad_bias):
     """Rows r0..r1. Four nonzeros at a time share each dY lane load; the dot
     products vectorise over the batch thanks to fastmath reassoc. The bias
@@ -425,14 +407,15 @@ def _sddmm_rows(r0, r1, indptr, indices, dy, x, grad_data, grad_bias):
             p += 1
 
 
-@_kernel(lambda T: void(_IDX, _IDX, T[:, ::1], T[:, ::1], T[::1], T[::1]), opts=_JIT_REDUCE)
+@jit("void(int32[::1], int32[::1], {T}[:, ::1], {T}[:, ::1], {T}[::1], {T}[::1])",
+     fastmath=REDUCE)
 def csr_sddmm(indptr, indices, dy, x, grad_data, grad_bias):
     """Serial SDDMM (+ bias grad); dy is dY^T (n_rows, batch), x is X^T (n_cols, batch)."""
     _sddmm_rows(0, indptr.shape[0] - 1, indptr, indices, dy, x, grad_data, grad_bias)
 
 
-@_kernel(lambda T: void(_IDX, _IDX, _IDX, T[:, ::1], T[:, ::1], T[::1], T[::1]),
-         parallel=True, opts=_JIT_REDUCE)
+@jit("void(int32[::1], int32[::1], int32[::1], {T}[:, ::1], {T}[:, ::1], {T}[::1], "
+     "{T}[::1])", fastmath=REDUCE, parallel=True)
 def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias):
     """Parallel over nnz-balanced row chunks; each nonzero is written by one thread."""
     for c in prange(row_bounds.shape[0] - 1):

@@ -15,10 +15,10 @@ All activations are feature-major, ``(features, batch)``, C-contiguous.
 
 import math
 
-from ._jit import jit
+from ._jit import REDUCE, jit
 
 
-@jit("void({T}[:, ::1], {T}[::1], boolean)")
+@jit("void({T}[:, ::1], {T}[::1], boolean)", fastmath=REDUCE)
 def dense_bias_act(z, bias, relu):
     """In place: ``z[j, :] += bias[j]``, then ``max(z, 0)`` if ``relu``.
 
@@ -37,7 +37,7 @@ def dense_bias_act(z, bias, relu):
                 row[k] += b
 
 
-@jit("void({T}[:, ::1])")
+@jit("void({T}[:, ::1])", fastmath=REDUCE)
 def dense_softmax(z):
     """In place: each column of the logits ``z`` (classes, batch) becomes its softmax."""
     n_classes, batch = z.shape
@@ -55,7 +55,8 @@ def dense_softmax(z):
             z[c, k] *= inv
 
 
-@jit("UniTuple(float64, 2)({T}[:, ::1], int64[::1], {T}, {T}[:, ::1], {T}[::1])")
+@jit("UniTuple(float64, 2)({T}[:, ::1], int64[::1], {T}, {T}[:, ::1], {T}[::1])",
+     fastmath=REDUCE)
 def dense_softmax_xent(z, y, scale, grad, grad_bias):
     """Softmax cross-entropy of logits and its gradient, in one pass.
 
@@ -98,7 +99,7 @@ def dense_softmax_xent(z, y, scale, grad, grad_bias):
     return loss, correct
 
 
-@jit("void({T}[:, ::1], {T}[:, ::1], {T}[::1])")
+@jit("void({T}[:, ::1], {T}[:, ::1], {T}[::1])", fastmath=REDUCE)
 def dense_relu_backward(a, da, grad_bias):
     """In place: ``da`` becomes ``dZ = dA * (a > 0)``; ``grad_bias[j] = sum(dZ[j, :])``.
 
@@ -117,7 +118,7 @@ def dense_relu_backward(a, da, grad_bias):
         grad_bias[j] = s
 
 
-@jit("void({T}[:, ::1], boolean[:, ::1])")
+@jit("void({T}[:, ::1], boolean[:, ::1])", fastmath=REDUCE)
 def dense_mask_grad(grad, mask):
     """In place: zero the weight gradient (in, out) wherever ``mask`` (in, out) is False."""
     g = grad.ravel()

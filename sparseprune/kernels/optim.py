@@ -7,14 +7,13 @@ a weight that was pruned between or during fits.
 
 import math
 
-from ._jit import jit
+from ._jit import EXACT, jit
 
 # Elementwise updates vectorize without reassociation, and reassociating them lets LLVM
 # regroup the moment updates in ways that cancel: these kernels stay IEEE-exact.
-EXACT = dict(fastmath=False)
 
 
-@jit("void({T}[::1], {T}[::1], {T}[::1], boolean[::1], {T}, {T}, {T})", **EXACT)
+@jit("void({T}[::1], {T}[::1], {T}[::1], boolean[::1], {T}, {T}, {T})", fastmath=EXACT)
 def sgd_step(param, grad, velocity, mask, lr, momentum, weight_decay):
     """SGD with (heavy-ball) momentum and coupled L2, as ``torch.optim.SGD``.
 
@@ -35,7 +34,7 @@ def sgd_step(param, grad, velocity, mask, lr, momentum, weight_decay):
 @jit(
     "void({T}[::1], {T}[::1], {T}[::1], {T}[::1], boolean[::1], "
     "{T}, {T}, {T}, {T}, {T}, {T}, {T})",
-    **EXACT,
+    fastmath=EXACT,
 )
 def adam_step(param, grad, m1, m2, mask, step_size, beta1_c, beta2, beta2_c, root_bc2, eps,
               weight_decay):
