@@ -24,10 +24,10 @@ import numpy as np
 from bench_utils import assert_close
 
 import sparseprune as spp
-from sparseprune.kernels.dense import dense_softmax_xent
+from sparseprune.kernels.dense import dense_relu_backward, dense_softmax_xent
 from sparseprune.kernels.optim import sgd_step
 from sparseprune.layers import MaskedLinear
-from sparseprune.engines import DenseEngine
+from sparseprune.engines import DenseBackend
 from sparseprune.train import SGD, Workspace, bind, forward_backward
 
 # The timed step runs thousands of times on one batch; a small learning rate keeps the
@@ -123,22 +123,22 @@ def make_batch(case, rng):
 
 def sparseprune_step(model, X, y, lr):
     """The package's step on batch X (B, in), y, as ``train._fit`` runs it: a workspace,
-    dense engines and an SGD optimizer bound once, then ``forward_backward`` and ``step``
-    per batch. Returns (step, workspace, engines)."""
+    dense backends and an SGD optimizer bound once, then ``forward_backward`` and ``step``
+    per batch. Returns (step, workspace, backends)."""
     batch = X.shape[0]
     ws = Workspace(model.sizes, batch, model.dtype)
     ws.acts(batch)[0][...] = X.T
     ws.y[:batch] = y
-    engines = [DenseEngine(layer) for layer in model.layers]
+    backends = [DenseBackend(layer) for layer in model.layers]
     optimizer = SGD(lr, momentum=0.0)
-    grads = bind(optimizer, model, engines, ws)
+    grads = bind(optimizer, model, backends, ws)
 
     def step():
-        loss, _ = forward_backward(engines, ws, batch)
+        loss, _ = forward_backward(backends, ws, batch)
         optimizer.step(grads)
         return loss
 
-    return step, ws, engines
+    return step, ws, backends
 
 
 def numpy_params(model):
@@ -162,11 +162,11 @@ def test_mlp_step(measure, rng, sparsity, mlp_case, contender):
     np_after, np_grads = copy.deepcopy([weights, biases]), {}
     np_loss = numpy_mlp_step(*np_after, masks, X, y, LR_CHECK, record=np_grads)
     twin = copy.deepcopy(model)
-    twin_step, ws, engines = sparseprune_step(twin, X, y, LR_CHECK)
+    twin_step, ws, backends = sparseprune_step(twin, X, y, LR_CHECK)
     sp_loss = twin_step()
     assert_close(sp_loss, np_loss, case.dtype)
     for i, (dw, db) in np_grads.items():
-        assert_close(engines[i].grad_weight, dw, case.dtype)
+        assert_close(backends[i].grad_weight, dw, case.dtype)
         assert_close(ws.grad_bias[i], db, case.dtype)
     sp_after = [layer.weight for layer in twin.layers] + [layer.bias for layer in twin.layers]
     for p0, p_np, p_sp in zip(weights + biases, np_after[0] + np_after[1], sp_after):
@@ -249,7 +249,8 @@ def test_backward(measure, rng, sparsity, layer_case, contender):
 
     def fused():
         layer.backward_fm(a, dz, grad_weight, dx)
-        return MaskedLinear.relu_backward(a, dx, grad_bias)
+        dense_relu_backward(a, dx, grad_bias)
+        return dx
 
     fused()
     np_dw, np_dz_in, np_db = numpy_backward(A, dZ, W, mask)

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from bench_utils import assert_close
 
 import sparseprune as spp
-from sparseprune.engines import DenseEngine, SparseEngine
+from sparseprune.engines import DenseBackend, SparseBackend
 from sparseprune.ops import aligned_empty
 
 
@@ -48,8 +48,7 @@ def _layer(case, rng):
     W = (rng.standard_normal((n_in, n_out)) * mask).astype(case.dtype)
     b = rng.standard_normal(n_out).astype(case.dtype)
     X = rng.standard_normal((case.batch, n_in)).astype(case.dtype)
-    layer = spp.SparseLinear(sp.csc_array(W), b)
-    layer.engine = "csr"
+    layer = spp.SparseLinear(sp.csc_array(W), b, backend="sparse")
     return W, b, X, layer
 
 
@@ -96,11 +95,11 @@ def test_backward(measure, rng, backward_case, backward_contender):
     case = backward_case
     W, b, X, _ = _layer(case, rng)
     masked = spp.MaskedLinear(W, b, mask=W != 0)
-    engine = (DenseEngine if backward_contender == "dense" else SparseEngine)(masked)
+    backend = (DenseBackend if backward_contender == "dense" else SparseBackend)(masked)
     x = _feature_major(X)
     dz = _feature_major(rng.standard_normal((case.batch, case.shape[1])).astype(case.dtype))
     dx = aligned_empty(x.shape, x.dtype)
-    fn = lambda: engine.backward_fm(x, dz, dx)  # noqa: E731
+    fn = lambda: backend.backward_fm(x, dz, dx)  # noqa: E731
     fn()
     assert_close(dx, W @ dz, case.dtype)
     measure(fn, f"backward {case.id}", contender=backward_contender,
@@ -185,7 +184,7 @@ def test_model(measure, rng, model_case, model_contender):
         sparse_weights = [sp.csr_array(W) for W in weights]
         fn = lambda: _numpy_chain(sparse_weights, biases, X)  # noqa: E731
     else:
-        smodel = model.to_sparse()  # engine="auto": the warm-up call settles each layer
+        smodel = model.to_sparse()  # backend="auto": the warm-up call settles each layer
         fn = lambda: smodel.predict_proba(X)  # noqa: E731
     assert_close(fn(), model.predict_proba(X), case.dtype)
     total, active = model.count_parameters()

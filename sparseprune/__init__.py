@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from . import data, mdl, prune  # noqa: E402
-from ._threads import single_threaded_blas  # noqa: E402
+from ._tuning import single_threaded_blas  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import MaskedLinear, SparseLinear  # noqa: E402
 from .model import MLP, SparseMLP  # noqa: E402

@@ -198,16 +198,16 @@ def _sparse_payoff(model, Xt, budget, say):
         "same_predictions": float(np.mean(model.predict(Xt) == smodel.predict(Xt))),
         "dense_bytes": int(dense_bytes), "sparse_bytes": int(smodel.nbytes()),
         "dense_file_bytes": dense_file, "dense_compressed_file_bytes": dense_compressed,
-        "engines": {str(t["batch"]): [layer.engine_for(t["batch"]) for layer in smodel.layers]
+        "backends": {str(t["batch"]): [layer.backend_for(t["batch"]) for layer in smodel.layers]
                     for t in timing},
         "timing": timing,
     }
     say(f"\nthe {model.sparsity:.0%} model as a SparseMLP: weights and biases take "
         f"{result['sparse_bytes'] / 1024:.1f} KiB against {dense_bytes / 1024:.1f} KiB dense; "
         f"predictions agree on {result['same_predictions']:.2%} of the test set")
-    say(text_table(["batch", "dense ms", "sparse ms", "speedup", "engines"],
+    say(text_table(["batch", "dense ms", "sparse ms", "speedup", "backends"],
                    [[t["batch"], f"{t['dense_ms']:.3f}", f"{t['sparse_ms']:.3f}",
-                     f"{t['speedup']:.2f}x", "/".join(result["engines"][str(t["batch"])])]
+                     f"{t['speedup']:.2f}x", "/".join(result["backends"][str(t["batch"])])]
                     for t in timing]))
     return smodel, result
 

@@ -199,7 +199,7 @@ def load(path):
 
     _, sizes, arrays = read_arrays(path)
     layers = [
-        SparseLinear._from_arrays((n_in, n_out), indptr, indices, data, bias)
+        SparseLinear.from_csr((n_in, n_out), indptr, indices, data, bias)
         for (n_in, n_out), (indptr, indices, data, bias)
         in zip(zip(sizes[:-1], sizes[1:]), arrays)
     ]

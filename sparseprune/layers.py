@@ -1,19 +1,35 @@
-"""Layers: a dense weight matrix with a pruning mask.
+"""Layers: a dense weight with a pruning mask, or only the surviving weights as CSR.
 
-A layer maps feature-major activations ``(in, batch)`` to ``(out, batch)``. Users see
-the weight as ``(in, out)``, like ``X @ W`` on sample-major data.
+Both kinds present one face. Users see the weight as ``(in, out)``, like ``X @ W`` on
+sample-major data:
+
+- ``forward(X)``: ``X @ W + bias`` on sample-major X (batch, in), validated;
+- ``forward_fm(x, out, relu)`` and ``backward_fm(x, dz, grad, dx)``: the passes on
+  feature-major activations ``(features, batch)``, already validated (the ``_fm``
+  contract: C-contiguous, of the layer's dtype);
+- the surviving ("kept") weights in one order, CSR of ``W.T`` (by output, then input),
+  whatever the kind: ``kept_values()``, ``kept_positions()``, ``csr_arrays()``, and
+  ``with_values(kept, bias)``, a copy with new values on the same pattern;
+- ``parameters()``: the flat arrays an optimizer updates in place, with their masks.
+
+Callers never need to know which kind they hold, nor touch its private state.
 """
 
-import numpy as np
+import warnings
 
-from ._timing import batch_bucket, best_times
+import numpy as np
+import scipy.sparse as sp
+
+from ._tuning import Plan, check_backend
 from ._validation import (
-    INDEX_DTYPE, check_choice, check_dtype, check_features, check_matrix, check_sparse_weight,
+    INDEX_DTYPE, check_dtype, check_features, check_matrix, check_sparse_weight,
 )
-from .kernels.dense import dense_bias_act, dense_mask_grad, dense_relu_backward
+from .kernels.dense import dense_bias_act, dense_mask_grad
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks,
 )
+
+__all__ = ["MaskedLinear", "SparseLinear"]
 
 
 def _read_only(a):
@@ -23,8 +39,9 @@ def _read_only(a):
 
 
 class _Linear:
-    """What both layer kinds share: shape, bias, counts. Subclasses set
-    ``in_features``, ``out_features``, ``dtype``, ``_bias`` and ``n_active``."""
+    """What both layer kinds share. Subclasses set ``in_features``, ``out_features``,
+    ``dtype`` and ``_bias``, and implement ``n_active``, ``csr_arrays``, ``forward_fm``
+    and ``with_values``."""
 
     @property
     def shape(self):
@@ -42,12 +59,40 @@ class _Linear:
 
     @property
     def n_weights(self):
+        """in * out: every weight, pruned or not."""
         return self.in_features * self.out_features
 
     @property
     def density(self):
         """Fraction of the weights that are live."""
         return self.n_active / self.n_weights if self.n_weights else 0.0
+
+    def forward(self, X):
+        """``X @ W + bias`` for X (batch, in); returns (batch, out) of the layer's dtype."""
+        X = check_features(X, self.in_features, self.dtype)
+        xt = aligned_empty((X.shape[1], X.shape[0]), self.dtype)
+        xt[...] = X.T
+        out = aligned_empty((self.out_features, xt.shape[1]), self.dtype)
+        return self.forward_fm(xt, out, relu=False).T
+
+    def __call__(self, X):
+        return self.forward(X)
+
+    def kept_values(self):
+        """The surviving weights (nnz,) of the layer's dtype, in CSR-of-``W.T`` order
+        (by output, then input): the order of ``csr_arrays()`` and ``kept_positions()``."""
+        return self.csr_arrays()[2].copy()
+
+    def kept_positions(self):
+        """(inputs, outputs), int64 (nnz,) each: where the kept weights sit in W (in, out),
+        in CSR-of-``W.T`` order; ``W[kept_positions()] == kept_values()``."""
+        indptr, indices, _ = self.csr_arrays()
+        outputs = np.repeat(np.arange(self.out_features, dtype=np.int64), np.diff(indptr))
+        return indices.astype(np.int64), outputs
+
+    def nbytes(self):
+        """Bytes of the weight as this layer stores it."""
+        raise NotImplementedError
 
 
 class MaskedLinear(_Linear):
@@ -77,6 +122,8 @@ class MaskedLinear(_Linear):
         self.bias = bias
         if mask is not None:
             self.mask = mask
+
+    # -- parameters ------------------------------------------------------------------
 
     @property
     def weight(self):
@@ -114,16 +161,53 @@ class MaskedLinear(_Linear):
         """Live weights (biases not included)."""
         return int(np.count_nonzero(self._mask))
 
-    # -- kernels ---------------------------------------------------------------------
+    nnz = n_active
+
+    def nbytes(self):
+        """Bytes of the dense weight (the mask not counted)."""
+        return self._weight.nbytes
 
     def csr_arrays(self):
         """The live weights as CSR of ``W.T`` (out, in): (indptr int32 (out + 1,),
-        indices int32 (nnz,), data (nnz,)), row ``j`` holding output ``j``'s inputs."""
-        rows, cols = np.nonzero(self._mask.T)
+        indices int32 (nnz,), data (nnz,)), row ``j`` holding output ``j``'s inputs.
+        New arrays: the layer's own are dense."""
+        outputs, inputs = np.nonzero(self._mask.T)
         indptr = np.zeros(self.out_features + 1, INDEX_DTYPE)
-        np.cumsum(np.bincount(rows, minlength=self.out_features), out=indptr[1:])
-        data = np.ascontiguousarray(self._weight.T[rows, cols])
-        return indptr, cols.astype(INDEX_DTYPE), data
+        np.cumsum(np.bincount(outputs, minlength=self.out_features), out=indptr[1:])
+        data = np.ascontiguousarray(self._weight.T[outputs, inputs])
+        return indptr, inputs.astype(INDEX_DTYPE), data
+
+    def kept_values(self):
+        return self._weight.T[self._mask.T]
+
+    def kept_positions(self):
+        outputs, inputs = np.nonzero(self._mask.T)
+        return inputs.astype(np.int64), outputs.astype(np.int64)
+
+    def assign_kept(self, values):
+        """Set the kept weights, in place, to ``values`` (nnz,) in CSR-of-``W.T`` order
+        (the order of :meth:`kept_values`)."""
+        self._weight.T[self._mask.T] = values
+
+    def with_values(self, kept, bias):
+        """A new MaskedLinear with this mask, the kept weights ``kept`` (nnz,) in
+        CSR-of-``W.T`` order and ``bias`` (out,), cast to the layer's dtype."""
+        weight_t = np.zeros((self.out_features, self.in_features), self.dtype)
+        weight_t[self._mask.T] = kept
+        return MaskedLinear(weight_t.T, bias, mask=self._mask, dtype=self.dtype)
+
+    def to_dense(self):
+        """The weight as a new dense array (in, out)."""
+        return self._weight.copy()
+
+    def parameters(self):
+        """[(values, live)] for the optimizer: the weight and the bias as flat writable
+        views of the layer's own arrays, each with a flat bool array of its live entries.
+        An optimizer that honours ``live`` keeps pruned weights at zero."""
+        return [(self._weight.ravel(), self._mask.ravel()),
+                (self._bias, np.ones(self.out_features, bool))]
+
+    # -- passes ----------------------------------------------------------------------
 
     def forward_fm(self, x, out, relu):
         """Fill ``out`` (out, batch) with ``W.T @ x + b``, ReLU'd if ``relu``.
@@ -148,21 +232,11 @@ class MaskedLinear(_Linear):
             np.matmul(self._weight, dz, out=dx)
         return grad_weight
 
-    @staticmethod
-    def relu_backward(a, da, grad_bias):
-        """Turn ``da`` (out, batch), the gradient at a ReLU output ``a``, into the
-        gradient at the pre-activation, in place, and fill ``grad_bias`` (out,)."""
-        dense_relu_backward(a, da, grad_bias)
-        return da
-
     def __repr__(self):
         return (
             f"MaskedLinear(in={self.in_features}, out={self.out_features}, "
             f"density={self.density:.3f}, dtype={self.dtype})"
         )
-
-
-ENGINES = ("auto", "csr", "dense")
 
 
 class SparseLinear(_Linear):
@@ -177,38 +251,46 @@ class SparseLinear(_Linear):
         Zeros by default.
     dtype : float32 or float64, optional
         W's dtype if it is one of these, else float32.
+    backend : "auto", "sparse" or "dense"
+        How the forward pass computes: the CSR kernels, a BLAS product on a dense copy
+        of the weight, or (``"auto"``) whichever measures faster at each batch-size
+        bucket (see :attr:`plan`).
 
     The weight is held as CSR of ``W.T`` (out, in), int32 indices: row ``j`` lists the
     inputs of output ``j``, the same arrays as scipy's CSC of W. ``weight`` gives it
     back as a ``scipy.sparse.csc_array`` (in, out) that shares the layer's values.
     """
 
-    def __init__(self, W, bias=None, dtype=None):
+    def __init__(self, W, bias=None, dtype=None, backend="auto"):
         shape, indptr, indices, data = check_sparse_weight(W, dtype=dtype, name="W")
         n_out = shape[1]
         bias = np.zeros(n_out) if bias is None else bias
         bias = check_matrix(bias, (n_out,), data.dtype, "bias").copy()
-        self._setup(shape, indptr, indices, data, bias)
+        self._setup(shape, indptr, indices, data, bias, check_backend(backend))
 
     @classmethod
-    def _from_arrays(cls, shape, indptr, indices, data, bias):
-        """A layer on arrays that have passed ``check_csr``; they are not copied."""
+    def from_csr(cls, shape, indptr, indices, data, bias, backend="auto"):
+        """A layer on CSR arrays of ``W.T`` that are already validated (``check_csr``:
+        int32 indices in range, canonical, finite values; ``bias`` (out,) of the data's
+        dtype). The arrays are used as they are, not copied: the package's own path
+        from files and masked layers."""
         layer = cls.__new__(cls)
-        layer._setup(shape, indptr, indices, data, bias)
+        layer._setup(tuple(shape), indptr, indices, data, bias, check_backend(backend))
         return layer
 
     @classmethod
-    def from_masked(cls, layer):
+    def from_masked(cls, layer, backend="auto"):
         """The surviving weights of a :class:`MaskedLinear`, as a new SparseLinear."""
-        return cls._from_arrays(layer.shape, *layer.csr_arrays(), layer.bias.copy())
+        return cls.from_csr(layer.shape, *layer.csr_arrays(), layer.bias.copy(), backend)
 
-    def _setup(self, shape, indptr, indices, data, bias):
+    def _setup(self, shape, indptr, indices, data, bias, backend):
         self.in_features, self.out_features = shape
         self.dtype = data.dtype
         self._indptr, self._indices, self._data, self._bias = indptr, indices, data, bias
         self._row_bounds = row_chunks(indptr)
         self._transpose = None
-        self.engine = "auto"
+        self.plan = Plan()
+        self.backend = backend
 
     # -- parameters ------------------------------------------------------------------
 
@@ -219,8 +301,6 @@ class SparseLinear(_Linear):
         Its index arrays are read-only views: the pattern is fixed, and an index written
         out of range would send a kernel outside its arrays.
         """
-        import scipy.sparse as sp
-
         return sp.csc_array(
             (self._data, _read_only(self._indices), _read_only(self._indptr)),
             shape=self.shape, copy=False,
@@ -228,7 +308,7 @@ class SparseLinear(_Linear):
 
     @property
     def data(self):
-        """The stored weights (nnz,), in CSR-of-``W.T`` order."""
+        """The stored weights (nnz,), in CSR-of-``W.T`` order: the layer's own array."""
         return self._data
 
     @property
@@ -238,83 +318,118 @@ class SparseLinear(_Linear):
     n_active = nnz
 
     def csr_arrays(self):
-        """(indptr (out + 1,), indices (nnz,), data (nnz,)): CSR of ``W.T``."""
+        """(indptr (out + 1,), indices (nnz,), data (nnz,)): CSR of ``W.T``, the layer's
+        own arrays."""
         return self._indptr, self._indices, self._data
 
     def nbytes(self):
         """Bytes of the stored weight: data + indices + indptr."""
         return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
 
-    # -- kernels ---------------------------------------------------------------------
+    def with_values(self, kept, bias):
+        """A new SparseLinear on this pattern (shared, never changed) with the values
+        ``kept`` (nnz,) and ``bias`` (out,), cast to the layer's dtype.
 
-    def forward(self, X):
-        """``X @ W + bias`` for X (batch, in); returns (batch, out) of the layer's dtype."""
-        X = check_features(X, self.in_features, self.dtype)
-        xt = aligned_empty((X.shape[1], X.shape[0]), self.dtype)
-        xt[...] = X.T
-        out = aligned_empty((self.out_features, xt.shape[1]), self.dtype)
-        return self.forward_fm(xt, out, relu=False).T
+        The copy keeps a fixed backend; an ``"auto"`` layer's copy runs the CSR kernels,
+        as copies are made to be evaluated a few times (noisy weights, quantized ones),
+        too few to pay for measuring, and a fixed backend keeps their results
+        reproducible."""
+        kept = np.ascontiguousarray(kept, dtype=self.dtype)
+        bias = np.ascontiguousarray(bias, dtype=self.dtype)
+        backend = "sparse" if self._backend == "auto" else self._backend
+        return SparseLinear.from_csr(self.shape, self._indptr, self._indices, kept, bias,
+                                     backend)
 
-    __call__ = forward
+    def to_dense(self):
+        """The weight as a new dense array (in, out)."""
+        return self.weight.toarray()
+
+    def parameters(self):
+        """[(values, live)] for the optimizer: the stored weights and the bias, the
+        layer's own arrays, each with a flat bool array of its live entries (all)."""
+        return [(self._data, np.ones(self._data.size, bool)),
+                (self._bias, np.ones(self.out_features, bool))]
+
+    # -- the backend -------------------------------------------------------------------
+
+    @property
+    def backend(self):
+        """"auto" (measured per batch-size bucket), "sparse" (CSR kernels) or "dense"."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        self._backend = check_backend(value)
+        self.plan.reset()
+        self._dense = None
+
+    def backend_for(self, batch):
+        """The backend ("sparse" or "dense") this layer runs at ``batch`` samples, or None
+        if ``backend="auto"`` has not measured that batch size's bucket yet."""
+        if self._backend != "auto":
+            return self._backend
+        return self.plan.get("backend", batch)
+
+    # The names of sparseprune 0.1, kept working: "engine" with "csr" for "sparse".
+    _OLD_NAMES = {"csr": "sparse", "dense": "dense", "auto": "auto"}
+
+    @property
+    def engine(self):
+        """Deprecated: :attr:`backend`, with "csr" for "sparse"."""
+        warnings.warn("SparseLinear.engine is deprecated; use .backend ('sparse' for 'csr')",
+                      DeprecationWarning, stacklevel=2)
+        return "csr" if self._backend == "sparse" else self._backend
+
+    @engine.setter
+    def engine(self, value):
+        warnings.warn("SparseLinear.engine is deprecated; use .backend ('sparse' for 'csr')",
+                      DeprecationWarning, stacklevel=2)
+        self.backend = self._OLD_NAMES.get(value, value)
+
+    def engine_for(self, batch):
+        """Deprecated: :meth:`backend_for`, with "csr" for "sparse"."""
+        warnings.warn("SparseLinear.engine_for is deprecated; use .backend_for",
+                      DeprecationWarning, stacklevel=2)
+        chosen = self.backend_for(batch)
+        return "csr" if chosen == "sparse" else chosen
+
+    def _choose(self, x, out, relu):
+        if self._backend != "auto":
+            return self._backend
+        choice = self.plan.choose("backend", x.shape[1], {
+            "sparse": lambda: self._sparse_forward(x, out, relu),
+            "dense": lambda: self._dense_forward(x, out, relu)})
+        if "dense" not in self.plan.winners("backend"):
+            self._dense = None
+        return choice
+
+    # -- passes ----------------------------------------------------------------------
 
     def forward_fm(self, x, out, relu):
         """Fill ``out`` (out, batch) with ``W.T @ x + b`` (ReLU'd if ``relu``) for
         feature-major ``x`` (in, batch); both C-contiguous, of the layer's dtype.
 
-        With ``engine="auto"`` the first call at each batch-size bucket (powers of two)
+        With ``backend="auto"`` the first call at each batch-size bucket (powers of two)
         times the CSR kernel against a dense BLAS product on the real input and keeps
         the faster one for that bucket; a dense copy of the weight exists only while a
-        bucket runs dense. ``engine="csr"`` or ``"dense"`` fixes the choice.
+        bucket runs dense.
         """
-        if self._choose_engine(x, out, relu) == "csr":
-            self._csr_forward(x, out, relu)
+        if self._choose(x, out, relu) == "sparse":
+            self._sparse_forward(x, out, relu)
         else:
             self._dense_forward(x, out, relu)
         return out
 
-    def _csr_forward(self, x, out, relu):
+    def _sparse_forward(self, x, out, relu):
         csr_forward(self._indptr, self._indices, self._data, self._row_bounds, self._bias,
                     relu, x, out)
 
     def _dense_forward(self, x, out, relu):
-        if self._dense is None:
-            self._dense = self.weight.toarray()
-        np.matmul(self._dense.T, x, out=out)
+        dense = self._dense
+        if dense is None:
+            dense = self._dense = self.weight.toarray()
+        np.matmul(dense.T, x, out=out)
         dense_bias_act(out, self._bias, relu)
-
-    @property
-    def engine(self):
-        """"auto" (measure per batch-size bucket), "csr" or "dense"."""
-        return self._engine
-
-    @engine.setter
-    def engine(self, value):
-        self._engine = check_choice(value, "engine", ENGINES)
-        self._plan = {}
-        self._dense = None
-
-    @property
-    def plan(self):
-        """What ``engine="auto"`` chose so far: {batch bucket: "csr" or "dense"}."""
-        return dict(self._plan)
-
-    def engine_for(self, batch):
-        """The kernel ("csr" or "dense") this layer runs at ``batch`` samples, or None if
-        ``engine="auto"`` has not measured that batch size's bucket yet."""
-        return self._engine if self._engine != "auto" else self._plan.get(batch_bucket(batch))
-
-    def _choose_engine(self, x, out, relu):
-        if self._engine != "auto":
-            return self._engine
-        bucket = batch_bucket(x.shape[1])
-        choice = self._plan.get(bucket)
-        if choice is None:
-            times = best_times({"csr": lambda: self._csr_forward(x, out, relu),
-                                "dense": lambda: self._dense_forward(x, out, relu)})
-            choice = self._plan[bucket] = min(times, key=times.get)
-            if "dense" not in self._plan.values():
-                self._dense = None
-        return choice
 
     def _transposed(self):
         """The pattern of W (in, out) as CSR, for the input gradient, built once."""
@@ -342,12 +457,8 @@ class SparseLinear(_Linear):
                         dz, dx)
         return grad_data
 
-    def to_dense(self):
-        """The weight as a dense array (in, out)."""
-        return self.weight.toarray()
-
     def __repr__(self):
         return (
             f"SparseLinear(in={self.in_features}, out={self.out_features}, nnz={self.nnz}, "
-            f"density={self.density:.3f}, dtype={self.dtype})"
+            f"density={self.density:.3f}, dtype={self.dtype}, backend={self.backend!r})"
         )

@@ -23,7 +23,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._validation import check_int, check_labels, check_real
-from .layers import MaskedLinear, SparseLinear
 
 #: Every header field (a layer width, a count of kept weights, ``b``) is a 32-bit integer.
 FIELD_BITS = 32
@@ -122,26 +121,13 @@ def _parameters(layer):
     """(kept weights, bias) of a layer as float64 vectors. Kept weights are in CSR-of-
     ``W.T`` order (by output, then input), whatever the layer kind, so that a model and
     its ``to_sparse()`` draw the same noise for the same weight."""
-    if isinstance(layer, MaskedLinear):
-        kept = layer.weight.T[layer.mask.T]
-    else:
-        kept = layer.data
-    return kept.astype(np.float64), layer.bias.astype(np.float64)
+    return layer.kept_values().astype(np.float64), layer.bias.astype(np.float64)
 
 
 def _with_parameters(layer, kept, bias):
     """A copy of ``layer`` with new kept weights and bias (float64, cast to its dtype);
     the pattern is shared or copied, never changed."""
-    if isinstance(layer, MaskedLinear):
-        weight_t = np.zeros((layer.out_features, layer.in_features), layer.dtype)
-        weight_t[layer.mask.T] = kept
-        return MaskedLinear(weight_t.T, bias, mask=layer.mask, dtype=layer.dtype)
-    indptr, indices, _ = layer.csr_arrays()
-    coded = SparseLinear._from_arrays(layer.shape, indptr, indices,
-                                      kept.astype(layer.dtype), bias.astype(layer.dtype))
-    # The copy lives for one pass over the data: no point timing engines for it.
-    coded.engine = "csr"
-    return coded
+    return layer.with_values(kept, bias)
 
 
 def _nll_bits(layers, dtype, xt, y):
@@ -419,14 +405,7 @@ def _sigma_for(entry, layer, index):
             raise ValueError(f"{name} ({part} std) must be finite and > 0")
         out.append(a)
     w_std, b_std = out
-    if isinstance(layer, MaskedLinear):
-        w_std = w_std.T[layer.mask.T]
-    else:
-        # CSR of W.T: row j holds output j's inputs, in ``indices``.
-        indptr, indices, _ = layer.csr_arrays()
-        rows = np.repeat(np.arange(layer.out_features), np.diff(indptr))
-        w_std = w_std[indices, rows]
-    return w_std, b_std
+    return w_std[layer.kept_positions()], b_std
 
 
 def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):

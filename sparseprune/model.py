@@ -2,10 +2,11 @@
 pruning masks and trains; ``SparseMLP`` holds only the surviving weights, for fast
 inference and small files."""
 
+import warnings
+
 import numpy as np
 
-from ._threads import single_threaded_blas
-from ._timing import batch_bucket, best_times
+from ._tuning import Plan, check_backend, single_threaded_blas
 from ._validation import check_dtype, check_features, check_int, check_labels
 from .kernels.dense import dense_softmax, dense_softmax_xent
 from .layers import MaskedLinear, SparseLinear
@@ -188,7 +189,7 @@ class MLP(_Network):
         Returns (loss, grads) with grads a list of (grad_weight (in, out),
         grad_bias (out,)) per layer; weight gradients are zero outside the mask.
         """
-        from .engines import DenseEngine
+        from .engines import DenseBackend
         from .train import Workspace, forward_backward
 
         xt = self._feature_major(X)
@@ -197,22 +198,25 @@ class MLP(_Network):
         ws = Workspace(self.sizes, n, self.dtype)
         ws.acts(n)[0][...] = xt
         ws.y[:] = y
-        engines = [DenseEngine(layer) for layer in self.layers]
-        loss, _ = forward_backward(engines, ws, n)
-        return loss / n, [(e.grad_weight, gb.copy()) for e, gb in zip(engines, ws.grad_bias)]
+        backends = [DenseBackend(layer) for layer in self.layers]
+        loss, _ = forward_backward(backends, ws, n)
+        return loss / n, [(b.grad_weight, gb.copy()) for b, gb in zip(backends, ws.grad_bias)]
 
-    def to_sparse(self, engine="auto"):
+    def to_sparse(self, backend="auto", *, engine=None):
         """The model with every weight matrix stored sparse: a :class:`SparseMLP`.
 
         Each layer keeps only its surviving weights, as a ``scipy.sparse`` (in, out)
-        weight; predictions equal this model's (to rounding). ``engine`` is each
-        layer's kernel choice: "auto" (measured per batch size, see
-        :meth:`SparseLinear.forward_fm`), "csr" or "dense".
+        weight; predictions equal this model's (to rounding). ``backend`` is each
+        layer's: "auto" (measured per batch size, see :meth:`SparseLinear.forward_fm`),
+        "sparse" (the CSR kernels) or "dense". (``engine=``, with "csr" for "sparse", is
+        the deprecated name of ``backend``.)
         """
-        layers = [SparseLinear.from_masked(layer) for layer in self.layers]
-        for layer in layers:
-            layer.engine = engine
-        return SparseMLP(layers)
+        if engine is not None:
+            warnings.warn("to_sparse(engine=...) is deprecated; use backend= ('sparse' for "
+                          "'csr')", DeprecationWarning, stacklevel=2)
+            backend = "sparse" if engine == "csr" else engine
+        check_backend(backend)
+        return SparseMLP([SparseLinear.from_masked(layer, backend) for layer in self.layers])
 
     def fit(self, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=None,
             weight_decay=None, validation_data=None, progress=True, seed=None, backend="dense"):
@@ -262,33 +266,46 @@ class SparseMLP(_Network):
         self.layers = layers
         self.dtype = layers[0].dtype
         self.sizes = _check_sizes([layers[0].in_features] + [l.out_features for l in layers])
-        # {batch bucket: whether to hold BLAS to one thread}, measured: see _logits_fm.
-        self._blas_plan = {}
+        #: Measured: whether to hold BLAS to one thread, per batch bucket (see
+        #: :meth:`_logits_fm`); each layer keeps its own backend choices in ``layer.plan``.
+        self.plan = Plan()
 
     def _logits_fm(self, xt):
         """Logits of feature-major input. Where dense and CSR layers mix, BLAS's and
-        Numba's thread pools compete (see ``_threads``); the first call at each batch
-        bucket times the forward pass both with and without BLAS held to one thread,
-        on the real input, and keeps the faster way for that bucket."""
-        bucket = batch_bucket(xt.shape[1])
-        single = self._blas_plan.get(bucket)
-        if single is None:
-            logits = _Network._logits_fm(self, xt)  # settles every layer's engine
-            engines = {layer.engine_for(xt.shape[1]) for layer in self.layers}
-            if engines != {"csr", "dense"}:
-                self._blas_plan[bucket] = False
+        Numba's thread pools compete (see ``_tuning``); the first call at each batch
+        bucket times the forward pass with BLAS free and held to one thread, on the
+        real input, and keeps the faster way for that bucket."""
+        batch = xt.shape[1]
+        threads = self.plan.get("blas", batch)
+        if threads is None:
+            logits = _Network._logits_fm(self, xt)  # settles every layer's backend
+            if {layer.backend_for(batch) for layer in self.layers} != {"sparse", "dense"}:
+                self.plan.record("blas", batch, "free")
                 return logits
-            def single_threaded():
+
+            def single():
                 with single_threaded_blas():
                     _Network._logits_fm(self, xt)
 
-            times = best_times({"free": lambda: _Network._logits_fm(self, xt),
-                                "single": single_threaded})
-            single = self._blas_plan[bucket] = times["single"] < times["free"]
-        if single:
+            threads = self.plan.choose("blas", batch, {
+                "free": lambda: _Network._logits_fm(self, xt), "single": single})
+        if threads == "single":
             with single_threaded_blas():
                 return _Network._logits_fm(self, xt)
         return _Network._logits_fm(self, xt)
+
+    def reset_plan(self):
+        """Forget every measured choice, the model's and its layers': the next calls
+        measure again."""
+        self.plan.reset()
+        for layer in self.layers:
+            layer.plan.reset()
+
+    def plans(self):
+        """Every measured choice so far: ``{"model": ..., "layer 0": ..., ...}``, each
+        ``{decision: {batch bucket: winner}}``."""
+        return {"model": self.plan.as_dict(),
+                **{f"layer {i}": layer.plan.as_dict() for i, layer in enumerate(self.layers)}}
 
     def nbytes(self):
         """Bytes of the stored weights and biases (CSR data + indices + indptr)."""

@@ -4,7 +4,7 @@ Three contenders on each case (a layer shape, a sparsity, a batch size):
 
 - ``dense``: NumPy, ``X @ W + b`` with W dense C-contiguous and X (batch, in) sample-major,
   the baseline;
-- ``sparse``: sparseprune's CSR kernel, ``SparseLinear(engine="csr").forward_fm`` on
+- ``sparse``: sparseprune's CSR kernel, ``SparseLinear(backend="sparse").forward_fm`` on
   feature-major input (in, batch);
 - ``scipy``: ``X @ W_csr + b`` with W a ``scipy.sparse.csr_array``.
 
@@ -12,14 +12,13 @@ The pure pieces (entropy bound, byte counts, crossover, the report) are apart fr
 measuring, so they can be tested without a clock.
 """
 
-import math
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 
+from ._tuning import measure as tuning_measure
 from ._validation import check_dtype
 from .layers import SparseLinear
 from .mdl import log2_binomial
@@ -27,15 +26,10 @@ from .mdl import log2_binomial
 SHAPES = ((1024, 1024), (4096, 4096), (4096, 1024))
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 BATCHES = (1, 64, 256)
-# Seconds of repetitions per contender and case; at least MIN_REPEATS in any case.
+# Seconds of repetitions per contender and case (at least three rounds in any case).
 BUDGET = 1.0
 QUICK = {"shapes": ((512, 512), (1024, 256)),
          "sparsities": (0.0, 0.5, 0.8, 0.9, 0.95, 0.99), "budget": 0.2}
-MIN_REPEATS = 3
-MAX_REPEATS = 200
-# A repetition repeats its call to last at least budget / ROUNDS seconds, so a
-# microsecond call is not lost in the clock's overhead and the pauses below stay few.
-ROUNDS = 5
 # Pause after each repetition of the BLAS contender. OpenBLAS's workers spin for about
 # 2**28 cycles after a call and took a core from the CSR kernel timed next (35 ms
 # instead of 18 ms at 4096^2, 90%, batch 256); a 0.1 s pause gave it its solo time back.
@@ -149,43 +143,13 @@ def report(rows, machine):
 
 # -- measuring ---------------------------------------------------------------------------
 
-def _calibrate(call, seconds):
-    """Calls per repetition, so that one repetition lasts ``seconds`` at least."""
-    start = time.perf_counter()
-    call()
-    elapsed = time.perf_counter() - start
-    return max(1, min(1000, math.ceil(seconds / max(elapsed, 1e-9))))
-
-
-def measure(calls, budget, settle_after=("dense",)):
-    """{name: median seconds per call} of ``calls`` ({name: callable}).
-
-    Each is warmed up first; then repetitions are interleaved, every contender timed once
-    per round, so drift in the machine hits all alike, with a pause after the ones in
-    ``settle_after`` (BLAS) so that their idle threads do not slow the next. Rounds
-    continue until each contender has spent ``budget`` seconds (at least MIN_REPEATS,
-    at most MAX_REPEATS).
-    """
-    for call in calls.values():
-        call()
-    numbers = {name: _calibrate(call, budget / ROUNDS) for name, call in calls.items()}
-    samples = {name: [] for name in calls}
-    spent = dict.fromkeys(calls, 0.0)
-    for rep in range(MAX_REPEATS):
-        if rep >= MIN_REPEATS and min(spent.values()) >= budget:
-            break
-        for name, call in calls.items():
-            number = numbers[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                call()
-            elapsed = time.perf_counter() - start
-            spent[name] += elapsed
-            samples[name].append(elapsed / number)
-            if name in settle_after:
-                # Tiny budgets (tests) get tiny pauses.
-                time.sleep(min(SETTLE_SECONDS, budget))
-    return {name: max(float(np.median(s)), 1e-12) for name, s in samples.items()}
+def measure(calls, budget):
+    """{name: median seconds per call} of ``calls`` ({name: callable}), interleaved
+    (:func:`sparseprune._tuning.measure`), with a pause after each BLAS repetition so
+    that its idle threads do not slow the contender timed next (tiny budgets, in tests,
+    get tiny pauses)."""
+    return tuning_measure(calls, budget, statistic="median", pause_after=("dense",),
+                          pause=min(SETTLE_SECONDS, budget))
 
 
 def _largest(values, k):
@@ -210,8 +174,7 @@ class _Layer:
         coo = sp.coo_array((values.astype(dtype), (rows, cols)), shape=shape)
         self.shape = tuple(shape)
         self.bias = bias.astype(dtype)
-        self.sparse = SparseLinear(coo, self.bias, dtype=dtype)
-        self.sparse.engine = "csr"
+        self.sparse = SparseLinear(coo, self.bias, dtype=dtype, backend="sparse")
         self.scipy = sp.csr_array(coo)
         self.dense = np.ascontiguousarray(self.sparse.to_dense())
         self.nnz = self.sparse.nnz

@@ -177,13 +177,13 @@ def markdown(results, figures):
             if "sparse_file_bytes" in sparse  # known once demo.write saved the model
         ]),
         "",
-        markdown_table(["batch", "dense ms", "sparse ms", "speedup", "layer engines"], [
+        markdown_table(["batch", "dense ms", "sparse ms", "speedup", "layer backends"], [
             [t["batch"], f"{t['dense_ms']:.3f}", f"{t['sparse_ms']:.3f}",
-             f"{t['speedup']:.2f}x", " / ".join(sparse["engines"][str(t["batch"])])]
+             f"{t['speedup']:.2f}x", " / ".join(sparse["backends"][str(t["batch"])])]
             for t in sparse["timing"]]),
         "",
-        "Median times of `predict_proba`; each layer's engine (CSR or dense) is chosen by "
-        "measurement at each batch size.",
+        "Median times of `predict_proba`; each layer's backend (sparse or dense) is chosen "
+        "by measurement at each batch size.",
         "",
     ]
     if figures:

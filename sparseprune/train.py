@@ -7,7 +7,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._validation import check_choice, check_int, check_labels, check_real
-from .engines import choose_engines
+from .engines import choose_backends
 from .kernels.dense import dense_relu_backward, dense_softmax_xent
 from .kernels.optim import adam_step, sgd_step
 from .ops import aligned_empty
@@ -45,23 +45,23 @@ class Workspace:
         return [self._view(g, s, batch) for g, s in zip(self._grads, self.sizes[1:-1])]
 
 
-def forward_backward(engines, ws, batch):
+def forward_backward(backends, ws, batch):
     """One forward and backward pass over the batch held in ``ws``.
 
     ``ws.acts(batch)[0]`` and ``ws.y[:batch]`` hold the input. The gradients of the mean
-    cross-entropy land in each engine's ``grads`` and in ``ws.grad_bias``.
+    cross-entropy land in each backend's ``grads`` and in ``ws.grad_bias``.
     Returns (summed loss, number correct) of the batch, before any update.
     """
     acts = ws.acts(batch)
     grads = ws.grads(batch)
-    last = len(engines) - 1
-    for i, engine in enumerate(engines):
-        engine.forward_fm(acts[i], acts[i + 1], i < last)
+    last = len(backends) - 1
+    for i, layer_backend in enumerate(backends):
+        layer_backend.forward_fm(acts[i], acts[i + 1], i < last)
     dz = acts[-1]
     loss, correct = dense_softmax_xent(dz, ws.y[:batch], 1.0 / batch, dz, ws.grad_bias[-1])
     for i in range(last, -1, -1):
         dx = grads[i - 1] if i > 0 else None
-        engines[i].backward_fm(acts[i], dz, dx)
+        backends[i].backward_fm(acts[i], dz, dx)
         if dx is not None:
             # dA becomes dZ in place; the bias gradient rides along.
             dense_relu_backward(acts[i], dx, ws.grad_bias[i - 1])
@@ -237,15 +237,16 @@ def fit(model, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momen
                 progress=progress, seed=seed, backend=backend)
 
 
-def bind(optimizer, model, engines, ws):
-    """Point ``optimizer`` at every trainable array of the model (the engines' weights,
+def bind(optimizer, model, backends, ws):
+    """Point ``optimizer`` at every trainable array of the model (the backends' weights,
     the layers' biases, updated in place); returns the matching gradient buffers, in
     the order ``optimizer.step`` takes them."""
     params, masks, grads = [], [], []
-    for layer, engine, grad_bias in zip(model.layers, engines, ws.grad_bias):
-        params += engine.params + [layer.bias]
-        masks += engine.masks + [np.ones(layer.out_features, bool)]
-        grads += engine.grads + [grad_bias]
+    for backend, grad_bias in zip(backends, ws.grad_bias):
+        for values, live in backend.parameters:
+            params.append(values)
+            masks.append(live)
+        grads += backend.grads + [grad_bias]
     optimizer.bind(params, masks)
     return grads
 
@@ -261,17 +262,17 @@ def _fit(model, xt, y, validation, epochs, lr, batch_size, optimizer, momentum, 
     rng = np.random.default_rng(model._rng.integers(2**63) if seed is None else seed)
 
     ws = Workspace(model.sizes, batch, model.dtype)
-    engines = choose_engines(model, backend, batch)
-    grads = bind(optimizer, model, engines, ws)
+    backends = choose_backends(model, backend, batch)
+    grads = bind(optimizer, model, backends, ws)
     try:
         return _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, ws,
-                       engines, grads)
+                       backends, grads)
     finally:
-        for engine in engines:
-            engine.finish()
+        for layer_backend in backends:
+            layer_backend.finish()
 
 
-def _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, ws, engines,
+def _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, ws, backends,
             grads):
     n = xt.shape[1]
     history = History()
@@ -287,7 +288,7 @@ def _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, w
             # ``out`` that numpy makes under the default mode.
             np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
             np.take(y, idx, out=ws.y[:b], mode="clip")
-            batch_loss, batch_correct = forward_backward(engines, ws, b)
+            batch_loss, batch_correct = forward_backward(backends, ws, b)
             optimizer.step(grads)
             loss += batch_loss
             correct += batch_correct
@@ -296,8 +297,8 @@ def _epochs(model, xt, y, validation, epochs, batch, optimizer, rng, progress, w
         history.accuracy.append(correct / n)
         postfix = {"loss": f"{loss / n:.4f}", "acc": f"{correct / n:.3f}"}
         if validation is not None:
-            for engine in engines:
-                engine.finish()
+            for layer_backend in backends:
+                layer_backend.finish()
             val_loss, val_acc = model._evaluate_fm(*validation)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)

@@ -20,7 +20,7 @@ def sparse_model(sizes, dtype, sparsity=0.7, seed=0, empty_layer=None):
     if empty_layer is not None:
         layer = model.layers[empty_layer]
         layer.mask = np.zeros(layer.shape, bool)
-    return model, model.to_sparse(engine="csr")
+    return model, model.to_sparse(backend="sparse")
 
 
 def assert_same_model(loaded, smodel):
@@ -47,11 +47,11 @@ def test_round_trip(tmp_path, dtype, sizes, empty_layer):
     assert_same_model(loaded, smodel)
     if empty_layer is not None:
         assert loaded.layers[empty_layer].nnz == 0
-    # The loaded model predicts exactly what the saved one did, engine for engine.
+    # The loaded model predicts exactly what the saved one did, backend for backend.
     X, y = random_problem(33, sizes[0], sizes[-1], 2)
-    for engine in ("csr", "dense"):
+    for backend in ("sparse", "dense"):
         for layer in (*loaded.layers, *smodel.layers):
-            layer.engine = engine
+            layer.backend = backend
         assert_array_equal(loaded.predict_proba(X), smodel.predict_proba(X))
         assert_array_equal(loaded.predict(X), smodel.predict(X))
         assert loaded.score(X, y) == smodel.score(X, y)
@@ -197,7 +197,7 @@ def test_a_90_percent_sparse_file_is_at_most_a_fifth_of_dense(tmp_path, sizes):
     model = spp.MLP(sizes, dtype="float32", seed=0)
     spp.prune.magnitude(model, 0.9)
     path = tmp_path / "model.npz"
-    model.to_sparse(engine="csr").save(path)
+    model.to_sparse(backend="sparse").save(path)
     total, active = model.count_parameters()
     ratio = os.path.getsize(path) / (4 * total)
     assert ratio <= 0.2, f"{sizes}: file is {ratio:.3f} of the dense float32 size"

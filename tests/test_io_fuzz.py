@@ -47,9 +47,9 @@ def outcome(path):
         return {"error": None, "finite": None, "n_features": model.n_features}
     X = np.random.default_rng(0).normal(size=(5, model.n_features))
     finite = []
-    for engine in ("csr", "dense"):
+    for backend in ("sparse", "dense"):
         for layer in model.layers:
-            layer.engine = engine
+            layer.backend = backend
         finite.append(bool(np.isfinite(model.predict_proba(X)).all()))
     return {"error": None, "finite": all(finite), "sizes": list(model.sizes)}
 
@@ -127,7 +127,7 @@ def base_model():
     for layer in model.layers:
         layer.bias = rng.normal(size=layer.out_features)
     spp.prune.magnitude(model, 0.5)
-    return model.to_sparse(engine="csr")
+    return model.to_sparse(backend="sparse")
 
 
 # A structural case: (name, mutation, pattern). The mutation gets a copy of the saved

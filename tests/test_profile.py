@@ -3,7 +3,7 @@
 import json
 import math
 import sys
-import time
+
 
 import numpy as np
 import pytest
@@ -102,24 +102,6 @@ def test_model_chain_matches_the_model(rng, tmp_path):
     np.testing.assert_allclose(dense, hidden @ model.layers[1].weight + model.layers[1].bias)
     np.testing.assert_allclose(calls["sparse"]().T, dense, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(calls["scipy"](), dense, rtol=1e-10, atol=1e-12)
-
-
-def test_measure_interleaves_and_takes_medians():
-    log = []
-
-    def slow(name, seconds):
-        def call():
-            log.append(name)
-            time.sleep(seconds)
-        return call
-
-    calls = {"a": slow("a", 1e-3), "b": slow("b", 3e-3)}
-    times = prof.measure(calls, budget=0.0)
-    # A warm-up each, a calibration call each (long enough: one call a repetition),
-    # then MIN_REPEATS rounds, round-robin.
-    assert log == ["a", "b"] * 2 + ["a", "b"] * prof.MIN_REPEATS
-    assert 1e-3 <= times["a"] < times["b"]
-    assert 3e-3 <= times["b"]
 
 
 def test_run_tiny_grid_schema(tmp_path):

@@ -1,5 +1,5 @@
 """SparseLinear: ``SparseLinear(W, bias).forward(X) == X @ W + bias`` for any scipy.sparse
-W (in, out), its parameter views, its engines, and what bad input gets."""
+W (in, out), its parameter views, its backends, and what bad input gets."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import sparseprune as spp
 from helpers import tol
-from sparseprune.layers import ENGINES
+BACKENDS = ("auto", "sparse", "dense")
 from strategies import batches, scipy_weights, seeds
 
 
@@ -34,8 +34,8 @@ def test_forward_is_X_at_W_plus_bias(case, batch, with_bias, seed):
     X = rng.uniform(-2, 2, (batch, n_in)).astype(W.dtype)
 
     assert layer.dtype == W.dtype and layer.shape == W.shape and layer.nnz == nnz
-    for engine in ENGINES:
-        layer.engine = engine
+    for backend in BACKENDS:
+        layer.backend = backend
         out = layer.forward(X)
         assert out.shape == (batch, n_out) and out.dtype == W.dtype
         assert_allclose(out, reference(X, dense, bias), **forward_tol(X, dense, W.dtype))
@@ -94,11 +94,11 @@ def test_explicit_zeros_are_weights_that_train():
     lambda X: np.repeat(X, 3, axis=0)[::3],  # strided rows
     lambda X: X.T.copy().T,  # a transposed view
 ], ids=["fortran", "column-slice", "row-slice", "transposed"])
-@pytest.mark.parametrize("engine", ENGINES)
-def test_non_contiguous_X(make, engine, rng):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_X(make, backend, rng):
     W = sp.random_array((6, 5), density=0.5, rng=rng, dtype=np.float32)
     layer = spp.SparseLinear(W, rng.normal(size=5))
-    layer.engine = engine
+    layer.backend = backend
     X = rng.normal(size=(9, 6)).astype(np.float32)
     Xnc = make(X)
     assert not Xnc.flags.c_contiguous
@@ -156,22 +156,20 @@ def test_bias_is_a_copy_and_checked_on_assignment(rng):
     assert_array_equal(layer.bias, [3.0, 4.0])
 
 
-# -- engines and the plan -----------------------------------------------------------
+# -- backends and the plan -----------------------------------------------------------
 
 
 @given(scipy_weights(max_dim=40), st.lists(batches, min_size=1, max_size=4), seeds,
        st.booleans())
-def test_engines_agree_and_auto_records_its_plan(case, batch_list, seed, relu):
+def test_backends_agree_and_auto_records_its_plan(case, batch_list, seed, relu):
     """"auto" times CSR against dense at the first call in each batch-size bucket (the
-    next power of two) and keeps the faster; results equal "csr" and "dense" either way."""
+    next power of two) and keeps the faster; results equal "sparse" and "dense" either way."""
     W, dense, _ = case
     rng = np.random.default_rng(seed)
     n_in, n_out = W.shape
     layer = spp.SparseLinear(W, rng.uniform(-1, 1, n_out))
-    fixed = {e: spp.SparseLinear(W, layer.bias) for e in ("csr", "dense")}
-    for e, other in fixed.items():
-        other.engine = e
-    assert layer.engine == "auto" and layer.plan == {}
+    fixed = {b: spp.SparseLinear(W, layer.bias, backend=b) for b in ("sparse", "dense")}
+    assert layer.backend == "auto" and layer.plan.as_dict() == {}
     for batch in batch_list:
         x = rng.uniform(-2, 2, (n_in, batch)).astype(W.dtype)
         expected = dense.T @ x.astype(np.float64) + layer.bias[:, None]
@@ -183,33 +181,42 @@ def test_engines_agree_and_auto_records_its_plan(case, batch_list, seed, relu):
             assert lay.forward_fm(x, out, relu) is out
             assert_allclose(out, expected, **tol(W.dtype, scale=scale))
     buckets = {1 << (b - 1).bit_length() for b in batch_list}
-    assert set(layer.plan) == buckets
-    assert set(layer.plan.values()) <= {"csr", "dense"}
-    for other in fixed.values():
-        assert other.plan == {}  # a fixed engine measures nothing
+    chosen = layer.plan.as_dict()["backend"]
+    assert set(chosen) == buckets
+    assert set(chosen.values()) <= {"sparse", "dense"}
+    assert all(layer.backend_for(b) == chosen[1 << (b - 1).bit_length()] for b in batch_list)
+    for name, other in fixed.items():
+        assert other.plan.as_dict() == {}  # a fixed backend measures nothing
+        assert other.backend_for(batch_list[0]) == name
 
 
-def test_plan_is_per_bucket_and_reset_by_a_new_engine(rng):
+def test_plan_is_per_bucket_and_reset_by_a_new_backend(rng):
     layer = spp.SparseLinear(sp.random_array((8, 6), density=0.3, rng=rng))
     for batch in (1, 2, 3, 4, 5, 300, 256, 257):
         layer.forward(rng.normal(size=(batch, 8)))
-    assert set(layer.plan) == {1, 2, 4, 8, 256, 512}
-    plan = layer.plan
-    plan[1] = "nonsense"  # a copy: the layer's own plan is not touched
-    assert layer.plan[1] in ("csr", "dense")
-    layer.engine = "auto"
-    assert layer.plan == {}
-    layer.engine = "csr"
+    assert set(layer.plan.as_dict()["backend"]) == {1, 2, 4, 8, 256, 512}
+    shown = layer.plan.as_dict()
+    shown["backend"][1] = "nonsense"  # a copy: the layer's own plan is not touched
+    assert layer.backend_for(1) in ("sparse", "dense")
+    layer.backend = "auto"
+    assert layer.plan.as_dict() == {} and layer.backend_for(1) is None
+    layer.backend = "sparse"
     layer.forward(rng.normal(size=(3, 8)))
-    assert layer.plan == {} and layer.engine == "csr"
+    assert layer.plan.as_dict() == {} and layer.backend == "sparse"
+    layer.backend = "auto"
+    layer.forward(rng.normal(size=(3, 8)))
+    layer.plan.reset()
+    assert layer.plan.as_dict() == {} and layer.backend == "auto"
 
 
-@pytest.mark.parametrize("engine", ["gpu", "CSR", "", None, 1])
-def test_bad_engine(engine):
+@pytest.mark.parametrize("backend", ["gpu", "CSR", "csr", "", None, 1])
+def test_bad_backend(backend):
     layer = spp.SparseLinear(sp.eye_array(3, format="csr"))
-    with pytest.raises(ValueError, match="engine must be one of 'auto', 'csr', 'dense'"):
-        layer.engine = engine
-    assert layer.engine == "auto"
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'sparse', 'dense'"):
+        layer.backend = backend
+    assert layer.backend == "auto"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        spp.SparseLinear(sp.eye_array(3, format="csr"), backend=backend)
 
 
 # -- bad input ----------------------------------------------------------------------
@@ -267,15 +274,15 @@ def test_bad_bias(bias, error, match):
     (np.zeros((2, 4), complex), TypeError, "X must be real"),
     (np.full((2, 4), "a"), TypeError, "X must be a 2-D numeric array"),
 ], ids=["few-features", "many-features", "1-D", "empty", "nan", "inf", "complex", "strings"])
-@pytest.mark.parametrize("engine", ENGINES)
-def test_bad_X(X, error, match, engine):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_X(X, error, match, backend):
     layer = spp.SparseLinear(sp.random_array((4, 3), density=0.5, rng=0, dtype=np.float32))
-    layer.engine = engine
+    layer.backend = backend
     data = layer.data.copy()
     with pytest.raises(error, match=match):
         layer.forward(X)
     assert_array_equal(layer.data, data)
-    assert layer.plan == {}
+    assert layer.plan.as_dict() == {}
 
 
 def test_repr_and_sizes():
@@ -285,3 +292,18 @@ def test_repr_and_sizes():
     assert layer.n_weights == 6 and layer.n_active == 2
     assert layer.density == pytest.approx(1 / 3)
     assert "SparseLinear(in=2, out=3, nnz=2" in repr(layer)
+
+
+def test_engine_is_the_deprecated_name_of_backend(rng):
+    layer = spp.SparseLinear(sp.random_array((8, 6), density=0.3, rng=rng))
+    with pytest.warns(DeprecationWarning, match="use .backend"):
+        layer.engine = "csr"
+    assert layer.backend == "sparse"
+    with pytest.warns(DeprecationWarning, match="use .backend"):
+        assert layer.engine == "csr"
+    with pytest.warns(DeprecationWarning, match="use .backend_for"):
+        assert layer.engine_for(3) == "csr"
+    model = spp.MLP([3, 4, 2], seed=0)
+    with pytest.warns(DeprecationWarning, match="use backend="):
+        smodel = model.to_sparse(engine="csr")
+    assert [l.backend for l in smodel.layers] == ["sparse", "sparse"]

@@ -68,13 +68,13 @@ def test_live_weights_that_are_zero_stay_in_the_pattern():
     assert smodel.count_parameters() == model.count_parameters() == (15, 15)
 
 
-@pytest.mark.parametrize("engine", ["csr", "dense", "auto"])
+@pytest.mark.parametrize("backend", ["sparse", "dense", "auto"])
 @pytest.mark.parametrize("sizes", DEPTHS.values(), ids=DEPTHS.keys())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_predictions_equal_the_masked_model(engine, sizes, dtype):
+def test_predictions_equal_the_masked_model(backend, sizes, dtype):
     model = pruned(sizes, dtype, seed=len(sizes))
-    smodel = model.to_sparse(engine=engine)
-    assert [l.engine for l in smodel.layers] == [engine] * len(sizes[1:])
+    smodel = model.to_sparse(backend=backend)
+    assert [l.backend for l in smodel.layers] == [backend] * len(sizes[1:])
     X, y = random_problem(max(BATCHES), sizes[0], sizes[-1], 1)
     for batch in BATCHES:
         Xb, yb = X[:batch], y[:batch]
@@ -90,16 +90,19 @@ def test_predictions_equal_the_masked_model(engine, sizes, dtype):
         assert abs(smodel.score(Xb, yb) - model.score(Xb, yb)) <= 0.01
         loss, accuracy = smodel.evaluate(Xb, yb)
         assert_allclose(loss, model.evaluate(Xb, yb)[0], **tol(dtype, scale=10))
-    if engine == "auto":
+    if backend == "auto":
         plan_keys = {1 << (b - 1).bit_length() for b in (1, 7, PREDICT_CHUNK, 5)}
-        assert set(smodel.layers[0].plan) == plan_keys
+        assert set(smodel.layers[0].plan.as_dict()["backend"]) == plan_keys
+        assert set(smodel.plans()["layer 0"]["backend"]) == plan_keys
+        smodel.reset_plan()
+        assert smodel.plans() == {"model": {}, **{f"layer {i}": {} for i in range(len(sizes) - 1)}}
 
 
 def test_a_layer_pruned_to_nothing():
     """Zero nonzeros in a layer: its output is its bias, for every input."""
     model = random_model([5, 6, 3], np.float64, 0)
     model.layers[1].mask = np.zeros((6, 3), bool)
-    smodel = model.to_sparse(engine="csr")
+    smodel = model.to_sparse(backend="sparse")
     assert smodel.layers[1].nnz == 0 and smodel.layers[1].weight.nnz == 0
     X, _ = random_problem(9, 5, 3, 0)
     expected = np.exp(model.layers[1].bias) / np.exp(model.layers[1].bias).sum()
@@ -109,17 +112,17 @@ def test_a_layer_pruned_to_nothing():
 
 def test_the_sparse_model_is_independent_of_the_mlp():
     model = pruned([6, 8, 3], np.float32)
-    smodel = model.to_sparse(engine="csr")
+    smodel = model.to_sparse(backend="sparse")
     X, _ = random_problem(10, 6, 3, 0)
     before = smodel.predict_proba(X)
     model.fit(X, np.arange(10) % 3, epochs=2, lr=0.5, progress=False)
     assert_array_equal(smodel.predict_proba(X), before)
 
 
-@pytest.mark.parametrize("engine", ["gpu", None])
-def test_bad_engine(engine):
-    with pytest.raises(ValueError, match="engine must be one of"):
-        spp.MLP([3, 2], seed=0).to_sparse(engine=engine)
+@pytest.mark.parametrize("backend", ["gpu", "csr", None])
+def test_bad_backend(backend):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        spp.MLP([3, 2], seed=0).to_sparse(backend=backend)
 
 
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "score", "evaluate"])
@@ -149,19 +152,19 @@ def test_sparse_mlp_checks_its_layers():
         spp.SparseMLP([a, c])
 
 
-def test_mixed_engines_settle_the_blas_threads_once_per_bucket():
+def test_mixed_backends_settle_the_blas_threads_once_per_bucket():
     """Dense and CSR layers in one model: the first call at a batch bucket measures
     whether holding BLAS to one thread pays, and the answer never changes results."""
     model = spp.MLP([20, 30, 16, 5], dtype="float64", seed=0)
     spp.prune.magnitude(model, 0.6)
     X = np.random.default_rng(1).standard_normal((37, 20))
-    mixed = model.to_sparse(engine="csr")
-    mixed.layers[1].engine = "dense"
+    mixed = model.to_sparse(backend="sparse")
+    mixed.layers[1].backend = "dense"
     expected = model.predict_proba(X)
     for _ in range(2):
         np.testing.assert_allclose(mixed.predict_proba(X), expected, rtol=1e-12, atol=1e-12)
-    assert list(mixed._blas_plan) == [64]
-    assert isinstance(mixed._blas_plan[64], bool)
-    uniform = model.to_sparse(engine="csr")
+    assert list(mixed.plan.as_dict()["blas"]) == [64]
+    assert mixed.plan.as_dict()["blas"][64] in ("free", "single")
+    uniform = model.to_sparse(backend="sparse")
     uniform.predict_proba(X[:1])
-    assert uniform._blas_plan == {1: False}
+    assert uniform.plan.as_dict() == {"blas": {1: "free"}}

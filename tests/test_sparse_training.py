@@ -1,5 +1,5 @@
 """Sparse training: ``fit(backend="sparse")`` and ``backend="auto"`` against the dense
-masked backend, and the sparse engine's gradients against the dense engine's."""
+masked backend, and the sparse backend's gradients against the dense backend's."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from helpers import params, random_model, random_problem, tol
-from sparseprune.engines import DenseEngine, SparseEngine, choose_engines
+from sparseprune.engines import DenseBackend, SparseBackend, choose_backends
 from sparseprune.layers import MaskedLinear
 from strategies import batches, densities, dtypes, seeds
 
@@ -105,16 +105,16 @@ def test_zero_epochs_change_nothing(backend):
             assert_array_equal(a, b)
 
 
-def test_auto_chooses_one_engine_per_layer():
+def test_auto_chooses_one_backend_per_layer():
     model = pruned_model([5, 7, 6, 3], np.float32)
-    engines = choose_engines(model, "auto", 16)
-    assert [e.layer for e in engines] == model.layers
-    assert all(type(e) in (DenseEngine, SparseEngine) for e in engines)
-    assert [type(e) for e in choose_engines(model, "sparse", 16)] == [SparseEngine] * 3
-    assert [type(e) for e in choose_engines(model, "dense", 16)] == [DenseEngine] * 3
+    backends = choose_backends(model, "auto", 16)
+    assert [b.layer for b in backends] == model.layers
+    assert all(type(e) in (DenseBackend, SparseBackend) for e in backends)
+    assert [type(e) for e in choose_backends(model, "sparse", 16)] == [SparseBackend] * 3
+    assert [type(e) for e in choose_backends(model, "dense", 16)] == [DenseBackend] * 3
 
 
-# -- the engines, one layer, one pass -------------------------------------------------
+# -- the backends, one layer, one pass -------------------------------------------------
 
 
 @st.composite
@@ -130,13 +130,13 @@ def masked_layers(draw):
 
 
 @given(masked_layers(), batches, st.booleans())
-def test_sparse_engine_against_dense_engine(case, batch, relu):
+def test_sparse_backend_against_dense_backend(case, batch, relu):
     """For the same x and dz: grad_data equals the dense (masked) grad_weight at the
     pattern positions, dx and the forward output agree; finish() writes the values back
     to exactly the live positions."""
     layer, rng = case
     dtype = layer.dtype
-    dense, sparse = DenseEngine(layer), SparseEngine(layer)
+    dense, sparse = DenseBackend(layer), SparseBackend(layer)
     x = rng.uniform(-2, 2, (layer.in_features, batch)).astype(dtype)
     dz = rng.uniform(-2, 2, (layer.out_features, batch)).astype(dtype)
 
@@ -150,7 +150,8 @@ def test_sparse_engine_against_dense_engine(case, batch, relu):
     dense.backward_fm(x, dz, dxs[0])
     sparse.backward_fm(x, dz, dxs[1])
     indptr, indices, data = sparse.sparse.csr_arrays()
-    assert sparse.params[0] is data and sparse.grads[0] is sparse.grad_data
+    assert sparse.parameters[0][0] is data and sparse.grads[0] is sparse.grad_data
+    assert sparse.parameters[1][0] is layer.bias
     assert data.size == layer.n_active
     rows = np.repeat(np.arange(layer.out_features), np.diff(indptr))
     assert layer.mask[indices, rows].all()

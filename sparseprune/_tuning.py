@@ -1,0 +1,190 @@
+"""Measured choices: the one place where sparseprune times contenders and keeps winners.
+
+Some choices cannot be made from first principles, only measured on the machine: whether
+a sparse layer runs faster through the CSR kernels or as a dense BLAS product at a batch
+size, whether a model that mixes both should hold BLAS to one thread, which backend
+trains a layer faster. Each is made the same way: :func:`measure` times the contenders
+interleaved on the real input, and a :class:`Plan` keeps the winner per batch-size
+bucket, where it can be shown (``plan.as_dict()``) and reset (``plan.reset()``).
+
+One vocabulary for how a layer computes: ``"sparse"`` (the CSR kernels), ``"dense"``
+(BLAS on a dense weight) or ``"auto"`` (measured).
+
+Thread pools. Interleave NumPy's OpenBLAS and Numba's parallel kernels on a 2-core
+machine and each waits for cores the other's idle threads are spinning on. Measured (a
+dense product and a CSR product alternating, ms a pair, against the two apart): 8.4
+(0.6) at batch 1, 8.4 (1.5) at batch 64, 45.7 (22.2) at batch 256 (a 1024^2 dense layer,
+a 4096^2 CSR layer at 90% sparsity; benchmark group ``threads``). Two causes:
+
+- Numba's OpenMP workers spin after every kernel and slow the next BLAS call by
+  milliseconds. ``sparseprune/__init__.py`` sets ``OMP_WAIT_POLICY=passive`` unless the
+  user chose a policy (it must happen before the OpenMP runtime starts). With it: 0.76,
+  1.48 and 38.4. This is the default fix.
+- OpenBLAS's workers spin for a long while after every call, taking a core from a long
+  CSR kernel that follows. Their timeout can only be set before NumPy loads. What a
+  library can do is hold BLAS to one thread (then it runs on the calling thread and
+  leaves nothing spinning): 0.42, 1.91 and 23.4 with it. But that also halves the dense
+  layers' speed, which loses when they are the big ones. So ``SparseMLP`` measures, per
+  batch-size bucket, whether holding BLAS to one thread pays for its mix of layers, and
+  :func:`single_threaded_blas` offers it for any other loop.
+"""
+
+import contextlib
+import math
+import threading
+import time
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from ._validation import check_choice
+
+__all__ = ["BACKENDS", "CHOICE_BUDGET", "Plan", "batch_bucket", "check_backend", "measure",
+           "single_threaded_blas"]
+
+#: How a layer computes: the CSR kernels, BLAS on a dense weight, or measured.
+BACKENDS = ("auto", "sparse", "dense")
+
+#: Seconds each contender of a choice is timed for: a 10 us call is repeated enough that
+#: one interrupt cannot decide, a 20 ms call is not repeated for long.
+CHOICE_BUDGET = 2e-3
+# A measurement takes at least MIN_ROUNDS rounds (every contender once per round) and at
+# most MAX_ROUNDS; a round's call of each contender is repeated to last about budget /
+# ROUNDS, so that a microsecond call is not lost in the clock's overhead.
+MIN_ROUNDS = 3
+MAX_ROUNDS = 200
+ROUNDS = 5
+
+
+def check_backend(value, name="backend"):
+    """``value`` if it is one of :data:`BACKENDS`."""
+    return check_choice(value, name, BACKENDS)
+
+
+def batch_bucket(batch):
+    """The power of two at or above ``batch``: choices measured at one batch size hold
+    for its bucket."""
+    return 1 << (batch - 1).bit_length()
+
+
+def _repeats(call, seconds):
+    """Calls per repetition, so that one repetition lasts ``seconds`` at least."""
+    start = time.perf_counter()
+    call()
+    elapsed = time.perf_counter() - start
+    return max(1, min(1000, math.ceil(seconds / max(elapsed, 1e-9))))
+
+
+def measure(calls, budget=CHOICE_BUDGET, statistic="min", pause_after=(), pause=0.0):
+    """{name: seconds per call} of ``calls`` ({name: callable}).
+
+    Each contender is warmed up first (a first call may compile or allocate); then the
+    contenders are timed in turn, round after round, so that a slow moment of the machine
+    hits all alike, until each has spent ``budget`` seconds (at least MIN_ROUNDS rounds,
+    at most MAX_ROUNDS). ``statistic`` is "min" (the contender's own speed: for choices)
+    or "median" (what a caller sees: for reports). After each repetition of the
+    contenders named in ``pause_after`` the clock waits ``pause`` seconds.
+    """
+    reduce = {"min": min, "median": lambda s: float(np.median(s))}[statistic]
+    for call in calls.values():
+        call()
+    numbers = {name: _repeats(call, budget / ROUNDS) for name, call in calls.items()}
+    samples = {name: [] for name in calls}
+    spent = dict.fromkeys(calls, 0.0)
+    for rnd in range(MAX_ROUNDS):
+        if rnd >= MIN_ROUNDS and min(spent.values()) >= budget:
+            break
+        for name, call in calls.items():
+            number = numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                call()
+            elapsed = time.perf_counter() - start
+            spent[name] += elapsed
+            samples[name].append(elapsed / number)
+            if pause and name in pause_after:
+                time.sleep(pause)
+    return {name: max(reduce(s), 1e-12) for name, s in samples.items()}
+
+
+class Plan:
+    """Choices made by measurement, each once: ``{decision: {batch bucket: winner}}``.
+
+    ``choose`` returns the stored winner, or measures the contenders and stores the
+    fastest. Thread-safe: a choice is measured once, under the plan's lock, and threads
+    asking for it meanwhile wait for the result.
+    """
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._choices = {}
+
+    def get(self, decision, batch):
+        """The winner of ``decision`` for ``batch``'s bucket, or None if not measured."""
+        return self._choices.get((decision, batch_bucket(batch)))
+
+    def choose(self, decision, batch, contenders, budget=CHOICE_BUDGET):
+        """The winner of ``decision`` for ``batch``'s bucket among ``contenders``
+        ({name: callable}), measured on the first call and stored."""
+        key = (decision, batch_bucket(batch))
+        winner = self._choices.get(key)
+        if winner is None:
+            with self._lock:
+                winner = self._choices.get(key)
+                if winner is None:
+                    times = measure(contenders, budget)
+                    winner = self._choices[key] = min(times, key=times.get)
+        return winner
+
+    def record(self, decision, batch, winner):
+        """Store ``winner`` for ``decision`` at ``batch``'s bucket without a contest (when
+        only one contender applies); returns it."""
+        with self._lock:
+            self._choices[(decision, batch_bucket(batch))] = winner
+        return winner
+
+    def winners(self, decision):
+        """Every winner stored for ``decision``."""
+        return {w for (d, _), w in self._choices.items() if d == decision}
+
+    def reset(self):
+        """Forget every choice: the next call measures again."""
+        with self._lock:
+            self._choices.clear()
+
+    def as_dict(self):
+        """``{decision: {bucket: winner}}``, buckets in order."""
+        shown = {}
+        for decision, bucket in sorted(self._choices):
+            shown.setdefault(decision, {})[bucket] = self._choices[(decision, bucket)]
+        return shown
+
+    def __repr__(self):
+        return f"Plan({self.as_dict()})"
+
+
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def _threadpools():
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            # Built on first use, when NumPy's BLAS is loaded; 15 us per limit() after that.
+            _controller = ThreadpoolController()
+    return _controller
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Hold every loaded BLAS to one thread inside the block.
+
+    Worth it around a loop whose parallel CSR layers take most of the time and whose
+    dense products are small; see the module's notes and the ``threads`` benchmarks::
+
+        with sparseprune.single_threaded_blas():
+            smodel.predict(X)
+    """
+    with _threadpools().limit(limits=1, user_api="blas"):
+        yield
