@@ -27,8 +27,9 @@ import sparseprune as spp
 from sparseprune.kernels.dense import dense_relu_backward, dense_softmax_xent
 from sparseprune.kernels.optim import sgd_step
 from sparseprune.layers import MaskedLinear
-from sparseprune.engines import DenseBackend
-from sparseprune.train import SGD, Workspace, bind, forward_backward
+from sparseprune.passes import Workspace, forward_backward
+from sparseprune.train import SGD, DenseBackend
+from sparseprune.train.loop import bind
 
 # The timed step runs thousands of times on one batch; a small learning rate keeps the
 # weights near their start (no overfitting the batch, no underflow to subnormals), and
@@ -122,7 +123,7 @@ def make_batch(case, rng):
 
 
 def sparseprune_step(model, X, y, lr):
-    """The package's step on batch X (B, in), y, as ``train._fit`` runs it: a workspace,
+    """The package's step on batch X (B, in), y, as ``train.fit_fm`` runs it: a workspace,
     dense backends and an SGD optimizer bound once, then ``forward_backward`` and ``step``
     per batch. Returns (step, workspace, backends)."""
     batch = X.shape[0]
@@ -131,7 +132,7 @@ def sparseprune_step(model, X, y, lr):
     ws.y[:batch] = y
     backends = [DenseBackend(layer) for layer in model.layers]
     optimizer = SGD(lr, momentum=0.0)
-    grads = bind(optimizer, model, backends, ws)
+    grads = bind(optimizer, backends, ws)
 
     def step():
         loss, _ = forward_backward(backends, ws, batch)

@@ -37,8 +37,8 @@ import scipy.sparse as sp
 from bench_utils import assert_close
 
 import sparseprune as spp
-from sparseprune.engines import DenseBackend, SparseBackend
 from sparseprune.ops import aligned_empty
+from sparseprune.train import DenseBackend, SparseBackend
 
 
 def _layer(case, rng):

@@ -13,14 +13,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from . import data, mdl, prune  # noqa: E402
 from ._tuning import single_threaded_blas  # noqa: E402
-from .io import load  # noqa: E402
 from .layers import MaskedLinear, SparseLinear  # noqa: E402
-from .model import MLP, SparseMLP  # noqa: E402
-from .train import SGD, Adam, History  # noqa: E402
+from .model import MLP, SparseMLP, load  # noqa: E402
+from .train import SGD, Adam, FitOptions, History  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "History", "data",
+    "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
+    "data",
     "load", "mdl", "prune", "single_threaded_blas", "__version__",
 ]

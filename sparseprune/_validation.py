@@ -7,6 +7,7 @@ import numbers
 import operator
 
 import numpy as np
+import scipy.sparse as sp
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -212,8 +213,6 @@ def check_sparse_weight(W, dtype=None, name="W"):
     kept, as live weights. Returns (shape, indptr int32 (out + 1,), indices int32 (nnz,),
     data (nnz,) of ``dtype``: W's own float dtype by default, float32 for other dtypes).
     """
-    import scipy.sparse as sp
-
     if not sp.issparse(W):
         raise TypeError(
             f"{name} must be a scipy.sparse array or matrix of shape (in, out), got "

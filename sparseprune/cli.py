@@ -38,7 +38,7 @@ def _kb(n):
 def profile(args):
     """Time dense NumPy, sparseprune CSR and scipy.sparse against sparsity and batch."""
     from . import profile as prof
-    from .io import load
+    from .model import load
 
     quick = prof.QUICK if args.quick else {}
     shapes = args.shapes or quick.get("shapes", prof.SHAPES)

@@ -4,6 +4,8 @@ import numpy as np
 
 from ._validation import check_dtype, check_int, check_real
 
+__all__ = ["blobs", "digits"]
+
 
 def blobs(n_train=1000, n_test=500, n_features=20, n_classes=5, center_scale=3.0,
           seed=None, dtype="float32"):

@@ -1,4 +1,6 @@
-"""Files: a sparse model as one ``.npz``, written atomically, read without pickle.
+"""Files: a sparse model's arrays as one ``.npz``, written atomically, read without
+pickle. This module works on arrays only; the model builds itself from them
+(``SparseMLP.save``, ``SparseMLP.load``).
 
 Format version 1. Keys:
 
@@ -23,6 +25,8 @@ import numpy as np
 
 from ._validation import FLOAT_DTYPES, check_csr, check_matrix
 
+__all__ = ["FORMAT", "VERSION", "read_arrays", "write_arrays"]
+
 FORMAT = "sparseprune"
 VERSION = 1
 # Deflate cannot expand data more than about 1032:1, so a member that claims more is a
@@ -44,25 +48,25 @@ def _smallest_uint(a):
             return a.astype(dtype)
 
 
-def save(model, path):
-    """Write ``model`` (a SparseMLP) to ``path`` atomically.
+def write_arrays(path, dtype, sizes, layers):
+    """Write a model's arrays to ``path`` atomically; returns ``path``.
 
-    The file appears complete or not at all: it is written to a temporary file in the
-    same directory and renamed over ``path``, so a failed save leaves an existing file
-    as it was.
+    dtype: float32 or float64; sizes: the layer widths; layers: per layer (indptr,
+    indices, data, bias), the CSR arrays of ``W.T`` and the bias. The file appears
+    complete or not at all: it is written to a temporary file in the same directory and
+    renamed over ``path``, so a failed save leaves an existing file as it was.
     """
     arrays = {
         "format": np.array(FORMAT),
         "version": np.array([VERSION], np.int64),
-        "dtype": np.array(str(model.dtype)),
-        "sizes": np.array(model.sizes, np.int64),
+        "dtype": np.array(str(np.dtype(dtype))),
+        "sizes": np.array(sizes, np.int64),
     }
-    for i, layer in enumerate(model.layers):
-        indptr, indices, data = layer.csr_arrays()
+    for i, (indptr, indices, data, bias) in enumerate(layers):
         arrays[f"layer{i}_indptr"] = _smallest_uint(indptr)
         arrays[f"layer{i}_indices"] = _smallest_uint(indices)
         arrays[f"layer{i}_data"] = data
-        arrays[f"layer{i}_bias"] = layer.bias
+        arrays[f"layer{i}_bias"] = bias
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".sparseprune-", suffix=".npz.tmp", dir=directory)
@@ -187,20 +191,3 @@ def read_arrays(path):
             bias = check_matrix(bias, (n_out,), dtype, f"{name} bias")
             layers.append((indptr, indices, data, bias))
     return dtype, sizes, layers
-
-
-def load(path):
-    """Read a :class:`~sparseprune.SparseMLP` written by ``SparseMLP.save``.
-
-    Every array is validated before use; a corrupt or hostile file gets a ValueError.
-    """
-    from .layers import SparseLinear
-    from .model import SparseMLP
-
-    _, sizes, arrays = read_arrays(path)
-    layers = [
-        SparseLinear.from_csr((n_in, n_out), indptr, indices, data, bias)
-        for (n_in, n_out), (indptr, indices, data, bias)
-        in zip(zip(sizes[:-1], sizes[1:]), arrays)
-    ]
-    return SparseMLP(layers)

@@ -23,6 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._validation import check_int, check_labels, check_real
+from .model import MLP, SparseMLP
+from .passes import chunks, logits_fm
 
 #: Every header field (a layer width, a count of kept weights, ``b``) is a 32-bit integer.
 FIELD_BITS = 32
@@ -111,9 +113,7 @@ def header_bits(n_layers, bits=True):
 # -- the model's parameters, as a code sees them -------------------------------------------
 
 def _check_model(model):
-    from .model import _Network
-
-    if not isinstance(model, _Network):
+    if not isinstance(model, (MLP, SparseMLP)):
         raise TypeError(f"model must be an MLP or a SparseMLP, got {type(model).__name__}")
 
 
@@ -133,8 +133,6 @@ def _with_parameters(layer, kept, bias):
 def _nll_bits(layers, dtype, xt, y):
     """sum_i -log2 p(y_i | x_i) of feature-major ``xt`` (in, n) under ``layers``
     (ReLU between them, softmax at the end): log-sum-exp of the logits in float64."""
-    from .model import chunks, logits_fm
-
     total = 0.0
     for start, chunk in chunks(xt):
         z = logits_fm(layers, dtype, chunk).astype(np.float64)
@@ -147,7 +145,7 @@ def _nll_bits(layers, dtype, xt, y):
 
 def _prepare(model, X, y):
     _check_model(model)
-    xt = model._feature_major(X)
+    xt = model.feature_major(X)
     return xt, check_labels(y, xt.shape[1], model.n_classes)
 
 
@@ -231,7 +229,8 @@ class DescriptionLength(_Code):
         return record
 
 
-def _check_bits(bits, name="bits"):
+def check_bits(bits, name="bits"):
+    """``bits`` as an int in 1..32: a value precision in bits."""
     bits = check_int(bits, name, minimum=1)
     if bits > 32:
         raise ValueError(f"{name} must be in 1..32 (or None to choose), got {bits}")
@@ -270,9 +269,11 @@ def _two_part(model, xt, y, bits):
     )
 
 
-def _description_length_fm(model, xt, y, bits):
+def description_length_fm(model, xt, y, bits):
+    """:func:`description_length` of feature-major ``xt`` and int64 labels ``y``, already
+    validated."""
     if bits is not None:
-        return _two_part(model, xt, y, _check_bits(bits))
+        return _two_part(model, xt, y, check_bits(bits))
     tried = {b: _two_part(model, xt, y, b) for b in CANDIDATE_BITS}
     best = min(tried.values(), key=lambda code: code.total_bits)  # ties: fewer bits
     return DescriptionLength(
@@ -315,7 +316,7 @@ def description_length(model, X, y, bits=None):
         ``layers``, and ``uniform_bits`` (``N log2 K``) and ``compression`` to read them by.
     """
     xt, y = _prepare(model, X, y)
-    return _description_length_fm(model, xt, y, bits)
+    return description_length_fm(model, xt, y, bits)
 
 
 def best(records):

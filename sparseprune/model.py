@@ -1,19 +1,20 @@
 """The models: ReLU hidden layers, softmax output. ``MLP`` holds dense weights with
 pruning masks and trains; ``SparseMLP`` holds only the surviving weights, for fast
-inference and small files."""
+inference and small files (:meth:`SparseMLP.save`, :func:`load`)."""
 
 import warnings
 
 import numpy as np
 
 from ._tuning import Plan, check_backend, single_threaded_blas
-from ._validation import check_dtype, check_features, check_int, check_labels
+from ._validation import check_dtype, check_int, check_labels
+from .io import read_arrays, write_arrays
 from .kernels.dense import dense_softmax, dense_softmax_xent
 from .layers import MaskedLinear, SparseLinear
-from .ops import aligned_empty
+from .passes import Workspace, chunks, forward_backward, logits_fm, to_feature_major
+from .train import DenseBackend, fit
 
-# Inference runs in chunks of this many samples, bounding the activations' memory.
-PREDICT_CHUNK = 4096
+__all__ = ["MLP", "SparseMLP", "load"]
 
 
 def _check_sizes(sizes):
@@ -27,28 +28,6 @@ def _check_sizes(sizes):
     if sizes[-1] < 2:
         raise ValueError(f"sizes[-1] is the number of classes and must be >= 2, got {sizes[-1]}")
     return sizes
-
-
-def logits_fm(layers, dtype, xt):
-    """Logits (n_classes, batch) of ``layers`` (ReLU between them) on feature-major
-    ``xt`` (n_features, batch); activations laid out as ops.aligned_empty lays them."""
-    a = xt
-    last = len(layers) - 1
-    for i, layer in enumerate(layers):
-        out = aligned_empty((layer.out_features, a.shape[1]), dtype)
-        a = layer.forward_fm(a, out, relu=i < last)
-    return a
-
-
-def chunks(xt):
-    """(start, chunk) over feature-major ``xt`` in PREDICT_CHUNK samples, each chunk
-    C-contiguous (a copy unless it is the whole of ``xt``)."""
-    for start in range(0, xt.shape[1], PREDICT_CHUNK):
-        chunk = xt[:, start : start + PREDICT_CHUNK]
-        if chunk.shape[1] != xt.shape[1]:
-            chunk = aligned_empty(chunk.shape, chunk.dtype)
-            chunk[...] = xt[:, start : start + PREDICT_CHUNK]
-        yield start, chunk
 
 
 class _Network:
@@ -81,67 +60,76 @@ class _Network:
         return 1.0 - sum(layer.n_active for layer in self.layers) / n
 
     # -- inference ------------------------------------------------------------------------
+    # The ``_fm`` methods take feature-major input (n_features, batch) that has passed
+    # the boundary (``feature_major``); they are the package's own entry points.
 
-    def _feature_major(self, X, name="X"):
+    def feature_major(self, X, name="X"):
         """Validate X (n_samples, n_features) and return it as (n_features, n_samples)."""
-        X = check_features(X, self.n_features, self.dtype, name=name)
-        xt = aligned_empty((X.shape[1], X.shape[0]), self.dtype)
-        xt[...] = X.T
-        return xt
+        return to_feature_major(X, self.n_features, self.dtype, name=name)
 
-    def _logits_fm(self, xt):
-        """Logits (n_classes, batch) of feature-major input ``xt`` (n_features, batch)."""
+    def logits_fm(self, xt):
+        """Logits (n_classes, batch) of feature-major input ``xt`` (n_features, batch).
+        The one hook a model kind overrides (``SparseMLP`` measures its thread plan)."""
         return logits_fm(self.layers, self.dtype, xt)
 
-    _chunks = staticmethod(chunks)
-
-    def _proba_fm(self, xt):
+    def proba_fm(self, xt):
         """Class probabilities (batch, n_classes) of feature-major input."""
         proba = np.empty((xt.shape[1], self.n_classes), self.dtype)
-        for start, chunk in self._chunks(xt):
-            z = self._logits_fm(chunk)
+        for start, chunk in chunks(xt):
+            z = self.logits_fm(chunk)
             dense_softmax(z)
             proba[start : start + z.shape[1]] = z.T
         return proba
 
     def predict_proba(self, X):
         """Class probabilities (n_samples, n_classes) of X (n_samples, n_features)."""
-        return self._proba_fm(self._feature_major(X))
+        return self.proba_fm(self.feature_major(X))
 
-    forward = predict_proba
-
-    def _predict_fm(self, xt):
+    def predict_fm(self, xt):
         """Predicted classes (batch,) int64 of feature-major input: the argmax of the
         logits, as training's accuracy counts it (probabilities can round to a tie)."""
         labels = np.empty(xt.shape[1], np.int64)
-        for start, chunk in self._chunks(xt):
-            z = self._logits_fm(chunk)
+        for start, chunk in chunks(xt):
+            z = self.logits_fm(chunk)
             labels[start : start + z.shape[1]] = np.argmax(z, axis=0)
         return labels
 
     def predict(self, X):
         """Predicted class (n_samples,) int64: the most probable one."""
-        return self._predict_fm(self._feature_major(X))
+        return self.predict_fm(self.feature_major(X))
 
     def score(self, X, y):
         """Accuracy: the fraction of samples whose predicted class is ``y``."""
-        xt = self._feature_major(X)
+        xt = self.feature_major(X)
         y = check_labels(y, xt.shape[1], self.n_classes)
-        return float(np.mean(self._predict_fm(xt) == y))
+        return float(np.mean(self.predict_fm(xt) == y))
 
-    accuracy = score
+    def accuracy(self, X, y):
+        """Deprecated alias of :meth:`score`."""
+        warnings.warn("accuracy() is deprecated; use score()", DeprecationWarning,
+                      stacklevel=2)
+        return self.score(X, y)
+
+    def forward(self, X):
+        """Deprecated alias of :meth:`predict_proba` (on a layer, ``forward`` is the
+        affine map; on a model it meant probabilities)."""
+        warnings.warn("model.forward() is deprecated; use predict_proba()",
+                      DeprecationWarning, stacklevel=2)
+        return self.predict_proba(X)
 
     def evaluate(self, X, y):
         """(mean cross-entropy in nats, accuracy) on X, y."""
-        xt = self._feature_major(X)
+        xt = self.feature_major(X)
         y = check_labels(y, xt.shape[1], self.n_classes)
-        return self._evaluate_fm(xt, y)
+        return self.evaluate_fm(xt, y)
 
-    def _evaluate_fm(self, xt, y):
+    def evaluate_fm(self, xt, y):
+        """(mean cross-entropy in nats, accuracy) of feature-major ``xt`` and int64
+        labels ``y`` (batch,)."""
         grad_bias = np.empty(self.n_classes, self.dtype)
         loss = correct = 0.0
-        for start, chunk in self._chunks(xt):
-            z = self._logits_fm(chunk)
+        for start, chunk in chunks(xt):
+            z = self.logits_fm(chunk)
             labels = y[start : start + z.shape[1]]
             chunk_loss, chunk_correct = dense_softmax_xent(z, labels, 1.0, z, grad_bias)
             loss += chunk_loss
@@ -173,12 +161,14 @@ class MLP(_Network):
         self.sizes = _check_sizes(sizes)
         self.dtype = check_dtype(dtype)
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        #: The model's seeded random stream: its initialization, and the shuffling seed of
+        #: every fit not given one.
+        self.rng = np.random.default_rng(seed)
         self.layers = []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             # He et al. 2015: variance 2 / fan_in keeps ReLU activations' scale. Drawn in
             # float64 so float32 and float64 models of one seed agree to rounding.
-            weight = self._rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
+            weight = self.rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
             self.layers.append(MaskedLinear(weight, np.zeros(n_out), dtype=self.dtype))
 
     # -- training -------------------------------------------------------------------------
@@ -189,10 +179,7 @@ class MLP(_Network):
         Returns (loss, grads) with grads a list of (grad_weight (in, out),
         grad_bias (out,)) per layer; weight gradients are zero outside the mask.
         """
-        from .engines import DenseBackend
-        from .train import Workspace, forward_backward
-
-        xt = self._feature_major(X)
+        xt = self.feature_major(X)
         n = xt.shape[1]
         y = check_labels(y, n, self.n_classes)
         ws = Workspace(self.sizes, n, self.dtype)
@@ -218,20 +205,19 @@ class MLP(_Network):
         check_backend(backend)
         return SparseMLP([SparseLinear.from_masked(layer, backend) for layer in self.layers])
 
-    def fit(self, X, y, epochs=10, lr=None, batch_size=None, optimizer="sgd", momentum=None,
-            weight_decay=None, validation_data=None, progress=True, seed=None, backend="dense"):
+    def fit(self, X, y, validation_data=None, **options):
         """Train on X (n_samples, n_features), y (n_samples,) int labels.
 
         Minimizes the mean softmax cross-entropy over each mini-batch. Pruned weights
-        stay exactly zero. See :func:`sparseprune.train.fit` for every argument.
+        stay exactly zero. ``validation_data`` (X_val, y_val) is measured after every
+        epoch. ``options``: ``epochs`` (10), ``lr``, ``batch_size``, ``optimizer``
+        ("sgd", "adam" or an object), ``momentum``, ``weight_decay``, ``progress``,
+        ``seed`` and ``backend``; :class:`sparseprune.train.FitOptions` says what each
+        does and checks them all before anything runs.
+
         Returns a :class:`sparseprune.train.History`.
         """
-        from .train import fit
-
-        return fit(self, X, y, epochs=epochs, lr=lr, batch_size=batch_size,
-                   optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
-                   validation_data=validation_data, progress=progress, seed=seed,
-                   backend=backend)
+        return fit(self, X, y, validation_data=validation_data, **options)
 
     def __repr__(self):
         return (
@@ -267,10 +253,10 @@ class SparseMLP(_Network):
         self.dtype = layers[0].dtype
         self.sizes = _check_sizes([layers[0].in_features] + [l.out_features for l in layers])
         #: Measured: whether to hold BLAS to one thread, per batch bucket (see
-        #: :meth:`_logits_fm`); each layer keeps its own backend choices in ``layer.plan``.
+        #: :meth:`logits_fm`); each layer keeps its own backend choices in ``layer.plan``.
         self.plan = Plan()
 
-    def _logits_fm(self, xt):
+    def logits_fm(self, xt):
         """Logits of feature-major input. Where dense and CSR layers mix, BLAS's and
         Numba's thread pools compete (see ``_tuning``); the first call at each batch
         bucket times the forward pass with BLAS free and held to one thread, on the
@@ -278,21 +264,21 @@ class SparseMLP(_Network):
         batch = xt.shape[1]
         threads = self.plan.get("blas", batch)
         if threads is None:
-            logits = _Network._logits_fm(self, xt)  # settles every layer's backend
+            logits = _Network.logits_fm(self, xt)  # settles every layer's backend
             if {layer.backend_for(batch) for layer in self.layers} != {"sparse", "dense"}:
                 self.plan.record("blas", batch, "free")
                 return logits
 
             def single():
                 with single_threaded_blas():
-                    _Network._logits_fm(self, xt)
+                    _Network.logits_fm(self, xt)
 
             threads = self.plan.choose("blas", batch, {
-                "free": lambda: _Network._logits_fm(self, xt), "single": single})
+                "free": lambda: _Network.logits_fm(self, xt), "single": single})
         if threads == "single":
             with single_threaded_blas():
-                return _Network._logits_fm(self, xt)
-        return _Network._logits_fm(self, xt)
+                return _Network.logits_fm(self, xt)
+        return _Network.logits_fm(self, xt)
 
     def reset_plan(self):
         """Forget every measured choice, the model's and its layers': the next calls
@@ -313,13 +299,29 @@ class SparseMLP(_Network):
 
     def save(self, path):
         """Write the model to ``path`` (.npz, atomically); read it with
-        :func:`sparseprune.load`."""
-        from .io import save
+        :func:`sparseprune.load`. Returns ``path``."""
+        return write_arrays(path, self.dtype, self.sizes,
+                            [(*layer.csr_arrays(), layer.bias) for layer in self.layers])
 
-        return save(self, path)
+    @classmethod
+    def load(cls, path):
+        """A SparseMLP from a file written by :meth:`save`, every array validated
+        before use; a corrupt or hostile file gets a ValueError."""
+        _, sizes, arrays = read_arrays(path)
+        return cls([SparseLinear.from_csr((n_in, n_out), indptr, indices, data, bias)
+                    for (n_in, n_out), (indptr, indices, data, bias)
+                    in zip(zip(sizes[:-1], sizes[1:]), arrays)])
 
     def __repr__(self):
         return (
             f"SparseMLP(sizes={list(self.sizes)}, dtype={self.dtype}, "
             f"sparsity={self.sparsity:.3f})"
         )
+
+
+def load(path):
+    """Read a :class:`SparseMLP` written by :meth:`SparseMLP.save`.
+
+    Every array is validated before use; a corrupt or hostile file gets a ValueError.
+    """
+    return SparseMLP.load(path)

@@ -14,6 +14,9 @@ import numpy as np
 from ._validation import INDEX_DTYPE
 from .kernels import csr
 
+__all__ = ["EMPTY", "TILE_LANES", "aligned_empty", "csr_forward", "csr_gather", "csr_transpose",
+           "csr_weight_grad", "row_chunks"]
+
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
 TILE_LANES = {np.dtype(t): csr.csr_tile_bytes() // np.dtype(t).itemsize

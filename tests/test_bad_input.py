@@ -76,7 +76,7 @@ def test_bad_y(model, data, method, bad, error, match):
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of 'sgd', 'adam'"),
     (dict(optimizer=None), ValueError, "optimizer must be one of"),
-    (dict(backend="gpu"), ValueError, "backend must be one of 'dense', 'sparse', 'auto', got 'gpu'"),
+    (dict(backend="gpu"), ValueError, "backend must be one of 'auto', 'sparse', 'dense', got 'gpu'"),
     (dict(lr=0.0), ValueError, "lr must be > 0"),
     (dict(lr="fast"), TypeError, "lr must be a real number"),
     (dict(lr=np.nan), ValueError, "lr must be finite"),
@@ -217,7 +217,7 @@ def test_numpy_float_sparsity_is_fine(model):
      r"validation_data\[0\] has 2 features"),
     # fit options are checked before the first step prunes anything
     (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of 'sgd', 'adam'"),
-    (dict(backend="gpu"), ValueError, "backend must be one of 'dense', 'sparse', 'auto', got 'gpu'"),
+    (dict(backend="gpu"), ValueError, "backend must be one of 'auto', 'sparse', 'dense', got 'gpu'"),
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
     (dict(lr=-0.1), ValueError, "lr must be > 0"),
     (dict(momentum=1.5), ValueError, "momentum must be < 1"),

@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import reference as ref
 import sparseprune as spp
 from helpers import params, random_model, random_problem, tol
-from sparseprune.model import PREDICT_CHUNK
+from sparseprune.passes import PREDICT_CHUNK
 from strategies import dtypes, mlp_sizes, seeds
 
 

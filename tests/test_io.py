@@ -66,7 +66,7 @@ def test_round_trip_with_str_path_and_overwrite(tmp_path):
     path = str(tmp_path / "model.npz")
     first.save(path)
     assert_same_model(spp.load(path), first)
-    spp.io.save(second, path)  # overwrites in place
+    second.save(path)  # overwrites in place
     assert_same_model(spp.load(path), second)
     assert os.listdir(tmp_path) == ["model.npz"]
 

@@ -414,3 +414,17 @@ def test_random_criterion_by_name_is_seeded_like_the_model(blobs):
         assert not np.array_equal(masks(3, one_shot=one_shot), masks(4, one_shot=one_shot))
     # The fit seed, when given, is the one that counts.
     assert np.array_equal(masks(3, fit_seed=9), masks(4, fit_seed=9))
+
+
+def test_prune_random_is_seeded_like_criterion_random():
+    """prune.random without a seed draws from the model's, as criterion="random" does."""
+    def mask(seed, how):
+        model = spp.MLP([6, 12, 4], seed=seed)
+        if how == "function":
+            spp.prune.random(model, 0.5)
+        else:
+            spp.prune.unstructured(model, 0.5, criterion="random")
+        return np.concatenate([layer.mask.ravel() for layer in model.layers])
+
+    assert np.array_equal(mask(3, "function"), mask(3, "criterion"))
+    assert not np.array_equal(mask(3, "function"), mask(4, "function"))

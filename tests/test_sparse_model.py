@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import sparseprune as spp
 from helpers import random_model, random_problem, tol
-from sparseprune.model import PREDICT_CHUNK
+from sparseprune.passes import PREDICT_CHUNK
 
 DEPTHS = {"no-hidden": [7, 3], "one-hidden": [7, 12, 4], "three-hidden": [7, 12, 9, 6, 5]}
 # Batch 1, odd, and more than one inference chunk (with an odd tail).

@@ -3,14 +3,14 @@ masked backend, and the sparse backend's gradients against the dense backend's."
 
 import numpy as np
 import pytest
+from helpers import params, random_model, random_problem, tol
 from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
-
-from helpers import params, random_model, random_problem, tol
-from sparseprune.engines import DenseBackend, SparseBackend, choose_backends
-from sparseprune.layers import MaskedLinear
 from strategies import batches, densities, dtypes, seeds
+
+from sparseprune.layers import MaskedLinear
+from sparseprune.train import DenseBackend, SparseBackend, choose_backends
 
 OPTIMIZERS = {
     "sgd-momentum": dict(optimizer="sgd", lr=0.1, momentum=0.9),

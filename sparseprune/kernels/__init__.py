@@ -4,3 +4,5 @@ Callers validate, convert and allocate; the kernels own the loops. Activations a
 feature-major, ``(features, batch)`` and C-contiguous, so inner loops run over a
 contiguous batch vector.
 """
+
+__all__ = []

@@ -26,6 +26,13 @@ from ._vec import (
     tile_store,
 )
 
+__all__ = [
+    "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel", "csr_matmul_tiles_parallel",
+    "csr_matvec", "csr_matvec_parallel", "csr_pack_tiles", "csr_pack_tiles_parallel",
+    "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel", "csr_tile_bytes",
+    "csr_transpose_count", "csr_transpose_fill",
+]
+
 # fastmath is CONTRACT (FMAs only) here, except where a dot product must vectorise over
 # the batch (SDDMM), which is REDUCE. Reassociation is deliberately off for the batch-1
 # gather loop: with it LLVM emits AVX-512 gathers, which are slower than scalar loads

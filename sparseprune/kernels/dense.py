@@ -17,6 +17,9 @@ import math
 
 from ._jit import REDUCE, jit
 
+__all__ = ["dense_bias_act", "dense_mask_grad", "dense_relu_backward", "dense_softmax",
+           "dense_softmax_xent"]
+
 
 @jit("void({T}[:, ::1], {T}[::1], boolean)", fastmath=REDUCE)
 def dense_bias_act(z, bias, relu):

@@ -9,6 +9,8 @@ import math
 
 from ._jit import EXACT, jit
 
+__all__ = ["adam_step", "sgd_step"]
+
 # Elementwise updates vectorize without reassociation, and reassociating them lets LLVM
 # regroup the moment updates in ways that cancel: these kernels stay IEEE-exact.
 

@@ -7,6 +7,8 @@ handled by the caller (they are always counted as pruned), so scores need not ca
 
 import numpy as np
 
+__all__ = ["CRITERIA", "Criterion", "Magnitude", "Random", "get_criterion"]
+
 
 class Criterion:
     """Base class: subclasses implement :meth:`scores`."""

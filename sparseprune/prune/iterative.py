@@ -1,22 +1,17 @@
 """The iterative driver: prune along a schedule, fine-tune after every step."""
 
-import inspect
 from dataclasses import dataclass, fields
 
 from tqdm.auto import tqdm
 
 from .._validation import check_int, check_labels, check_sparsity
-from ..mdl import DescriptionLength, _check_bits, _description_length_fm
-from ..train import _check_validation_data, _fit, check_fit_options, fit
+from ..mdl import DescriptionLength, check_bits, description_length_fm
+from ..train import FitOptions, check_validation_data, fit_fm
 from .criteria import get_criterion
 from .schedules import get_schedule
-from .unstructured import _check_model, unstructured
+from .unstructured import check_model, unstructured
 
-# The fit() options iterative() passes on, with fit()'s own defaults.
-_FIT_DEFAULTS = {
-    name: inspect.signature(fit).parameters[name].default
-    for name in ("batch_size", "optimizer", "momentum", "weight_decay", "seed", "backend")
-}
+__all__ = ["PruneStep", "iterative"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,8 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     ``scope``) to ``schedule(t, steps, target_sparsity, initial)`` with ``initial`` the
     model's sparsity at the start, then trained for ``finetune_epochs`` epochs on (X, y)
     with learning rate ``lr`` (default: the optimizer's, 0.01 for SGD); further keyword
-    arguments go to ``fit`` (``batch_size``, ``optimizer``, ``seed``, ...).
+    arguments are ``fit``'s options (:class:`~sparseprune.train.FitOptions`:
+    ``batch_size``, ``optimizer``, ``seed``, ``backend``, ...).
 
     Schedules: "linear" (the notebook's), "cubic" (Zhu & Gupta 2017), "constant"
     (one-shot, then fine-tuning), "geometric" (a constant fraction of what remains), or a
@@ -73,29 +69,28 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
 
     Returns a list of :class:`PruneStep`, one per step.
     """
-    _check_model(model)
+    check_model(model)
     target = check_sparsity(target_sparsity, "target_sparsity")
     steps = check_int(steps, "steps", minimum=1)
     finetune_epochs = check_int(finetune_epochs, "finetune_epochs", minimum=0)
     schedule = get_schedule(schedule)
     if mdl_bits is not None:
-        mdl_bits = _check_bits(mdl_bits, "mdl_bits")
+        mdl_bits = check_bits(mdl_bits, "mdl_bits")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (record, model), got {callback!r}")
-    xt = model._feature_major(X)
-    y = check_labels(y, xt.shape[1], model.n_classes)
-    validation = _check_validation_data(model, validation_data)
-    fit_options = {**_FIT_DEFAULTS, **fit_kwargs}
-    unknown = set(fit_options) - set(_FIT_DEFAULTS)
-    if unknown:
-        raise TypeError(f"iterative() got unexpected keyword arguments {sorted(unknown)}")
-    # "random" draws from the fit seed if given, else the model's, as shuffling does.
-    seed = fit_options["seed"] if fit_options["seed"] is not None else model.seed
-    criterion = get_criterion(criterion, seed=seed)
+    taken = sorted({"epochs", "progress"} & set(fit_kwargs))
+    if taken:
+        raise TypeError(f"iterative() got unexpected keyword arguments {taken}: fine-tuning "
+                        f"runs finetune_epochs epochs, and progress is iterative()'s own")
     # Every option is checked before the first weight is pruned.
-    check_fit_options(finetune_epochs, lr, fit_options["batch_size"], fit_options["optimizer"],
-                      fit_options["momentum"], fit_options["weight_decay"],
-                      fit_options["backend"])
+    options = FitOptions.from_kwargs("iterative", epochs=finetune_epochs, lr=lr,
+                                     progress=False, **fit_kwargs)
+    xt = model.feature_major(X)
+    y = check_labels(y, xt.shape[1], model.n_classes)
+    validation = check_validation_data(model, validation_data)
+    # "random" draws from the fit seed if given, else the model's, as shuffling does.
+    seed = options.seed if options.seed is not None else model.seed
+    criterion = get_criterion(criterion, seed=seed)
     initial = model.sparsity
     n_weights = sum(layer.n_weights for layer in model.layers)
     n_pruned = n_weights - sum(layer.n_active for layer in model.layers)
@@ -112,16 +107,15 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
         # The last step lands on the target exactly, whatever the schedule's rounding.
         goal = target if step == steps else min(schedule(step, steps, target, initial), target)
         unstructured(model, goal, criterion=criterion, scope=scope)
-        history = _fit(model, xt, y, validation, epochs=finetune_epochs, lr=lr,
-                       progress=False, **fit_options)
+        history = fit_fm(model, xt, y, validation, options)
         total, active = model.count_parameters()
-        _, train_acc = model._evaluate_fm(xt, y)
-        val_acc = model._evaluate_fm(*validation)[1] if validation is not None else None
+        _, train_acc = model.evaluate_fm(xt, y)
+        val_acc = model.evaluate_fm(*validation)[1] if validation is not None else None
         records.append(PruneStep(
             step=step, target=goal, sparsity=model.sparsity, active=active, total=total,
             loss=history.loss[-1] if len(history) else float("nan"),
             train_accuracy=train_acc, val_accuracy=val_acc,
-            description_length=_description_length_fm(model, xt, y, mdl_bits),
+            description_length=description_length_fm(model, xt, y, mdl_bits),
         ))
         postfix = {"sparsity": f"{model.sparsity:.3f}", "acc": f"{train_acc:.3f}"}
         if val_acc is not None:

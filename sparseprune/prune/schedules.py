@@ -4,6 +4,8 @@ A schedule is any callable ``schedule(step, steps, target, initial) -> sparsity`
 ``step`` in 1..steps; it must reach ``target`` at ``step == steps`` and never decrease.
 """
 
+__all__ = ["SCHEDULES", "constant", "cubic", "geometric", "get_schedule", "linear"]
+
 
 def linear(step, steps, target, initial=0.0):
     """Equal increments: ``initial + (target - initial) * step / steps`` (the notebook's)."""

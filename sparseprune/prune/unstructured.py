@@ -3,12 +3,15 @@
 import numpy as np
 
 from .._validation import check_choice, check_sparsity
-from .criteria import get_criterion
+from .criteria import Random, get_criterion
+
+__all__ = ["SCOPES", "check_model", "keep_mask", "magnitude", "random", "unstructured"]
 
 SCOPES = ("global", "layer")
 
 
-def _check_model(model):
+def check_model(model):
+    """``model`` if it is an MLP (a model with masks to prune), else a TypeError."""
     layers = getattr(model, "layers", None)
     if not layers or not all(hasattr(layer, "mask") for layer in layers):
         raise TypeError(f"model must be a sparseprune MLP, got {type(model).__name__}")
@@ -70,7 +73,7 @@ def unstructured(model, sparsity, criterion="magnitude", scope="global"):
     -------
     model
     """
-    _check_model(model)
+    check_model(model)
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", SCOPES)
     criterion = get_criterion(criterion, seed=model.seed)
@@ -102,7 +105,10 @@ def magnitude(model, sparsity, scope="global"):
 
 
 def random(model, sparsity, scope="global", seed=None):
-    """Prune uniformly random weights of ``model`` in place; see :func:`unstructured`."""
-    from .criteria import Random
+    """Prune uniformly random weights of ``model`` in place; see :func:`unstructured`.
 
-    return unstructured(model, sparsity, criterion=Random(seed), scope=scope)
+    ``seed`` defaults to the model's own, as ``criterion="random"`` does, so a seeded
+    model prunes reproducibly either way."""
+    check_model(model)
+    return unstructured(model, sparsity, criterion=Random(model.seed if seed is None else seed),
+                        scope=scope)

@@ -12,9 +12,11 @@ Both present the same interface to the training loop:
 
 import numpy as np
 
-from ._tuning import measure
-from .layers import SparseLinear
-from .ops import aligned_empty
+from .._tuning import measure
+from ..layers import SparseLinear
+from ..ops import aligned_empty
+
+__all__ = ["BACKENDS", "DenseBackend", "SparseBackend", "choose_backends", "time_backends"]
 
 
 class DenseBackend:

@@ -1,0 +1,107 @@
+"""Passes over a stack of layers, on feature-major activations ``(features, batch)``.
+
+Inference (:func:`logits_fm` over :func:`chunks` of the input) and training's forward
+and backward pass (:func:`forward_backward` into a :class:`Workspace` allocated once per
+fit). Layers or training backends are anything with ``forward_fm(x, out, relu)`` (and
+``backward_fm(x, dz, dx)`` for training): the passes never ask which kind they hold.
+ReLU between layers, softmax cross-entropy at the end. Everything here takes input
+that has passed the public boundary already (the ``_fm`` contract: C-contiguous, of
+the model's dtype, finite).
+"""
+
+import numpy as np
+
+from ._validation import check_features
+from .kernels.dense import dense_relu_backward, dense_softmax_xent
+from .ops import aligned_empty
+
+__all__ = ["PREDICT_CHUNK", "Workspace", "chunks", "forward_backward", "logits_fm",
+           "to_feature_major"]
+
+#: Inference runs in chunks of this many samples, bounding the activations' memory.
+PREDICT_CHUNK = 4096
+
+
+def to_feature_major(X, n_features, dtype, name="X"):
+    """Validate X (n_samples, n_features) and return it as a new C-contiguous
+    (n_features, n_samples) array of ``dtype``, laid out as activations are (aligned)."""
+    X = check_features(X, n_features, dtype, name=name)
+    xt = aligned_empty((X.shape[1], X.shape[0]), dtype)
+    xt[...] = X.T
+    return xt
+
+
+def logits_fm(layers, dtype, xt):
+    """Logits (n_classes, batch) of ``layers`` (ReLU between them) on feature-major
+    ``xt`` (n_features, batch); activations laid out as ops.aligned_empty lays them."""
+    a = xt
+    last = len(layers) - 1
+    for i, layer in enumerate(layers):
+        out = aligned_empty((layer.out_features, a.shape[1]), dtype)
+        a = layer.forward_fm(a, out, relu=i < last)
+    return a
+
+
+def chunks(xt):
+    """(start, chunk) over feature-major ``xt`` in PREDICT_CHUNK samples, each chunk
+    C-contiguous (a copy unless it is the whole of ``xt``)."""
+    for start in range(0, xt.shape[1], PREDICT_CHUNK):
+        chunk = xt[:, start : start + PREDICT_CHUNK]
+        if chunk.shape[1] != xt.shape[1]:
+            chunk = aligned_empty(chunk.shape, chunk.dtype)
+            chunk[...] = xt[:, start : start + PREDICT_CHUNK]
+        yield start, chunk
+
+
+class Workspace:
+    """Activation buffers for batches of up to ``capacity`` samples, allocated once per
+    fit. A batch of ``b <= capacity`` samples gets C-contiguous ``(features, b)`` views
+    of the leading ``features * b`` elements of each buffer."""
+
+    def __init__(self, sizes, capacity, dtype):
+        self.capacity = capacity
+        self.sizes = sizes
+        # _acts[0] is the input batch, _acts[-1] the logits, overwritten by their gradient.
+        # Cache-line aligned, so a batch of one register tile feeds the CSR kernels in
+        # place (see ops.aligned_empty); a view of the leading elements stays aligned.
+        self._acts = [aligned_empty(s * capacity, dtype) for s in sizes]
+        # Gradients at the hidden layers' outputs; the input gets none.
+        self._grads = [aligned_empty(s * capacity, dtype) for s in sizes[1:-1]]
+        self.y = np.empty(capacity, np.int64)
+        self.grad_bias = [np.empty(o, dtype) for o in sizes[1:]]
+
+    @staticmethod
+    def _view(buffer, rows, batch):
+        return buffer[: rows * batch].reshape(rows, batch)
+
+    def acts(self, batch):
+        """[(features, batch)] views: the input, each layer's output, the logits."""
+        return [self._view(a, s, batch) for a, s in zip(self._acts, self.sizes)]
+
+    def grads(self, batch):
+        """[(features, batch)] views: the gradient at each hidden layer's output."""
+        return [self._view(g, s, batch) for g, s in zip(self._grads, self.sizes[1:-1])]
+
+
+def forward_backward(backends, ws, batch):
+    """One forward and backward pass over the batch held in ``ws``.
+
+    ``ws.acts(batch)[0]`` and ``ws.y[:batch]`` hold the input. The gradients of the mean
+    cross-entropy land in each backend's ``grads`` and in ``ws.grad_bias``.
+    Returns (summed loss, number correct) of the batch, before any update.
+    """
+    acts = ws.acts(batch)
+    grads = ws.grads(batch)
+    last = len(backends) - 1
+    for i, backend in enumerate(backends):
+        backend.forward_fm(acts[i], acts[i + 1], i < last)
+    dz = acts[-1]
+    loss, correct = dense_softmax_xent(dz, ws.y[:batch], 1.0 / batch, dz, ws.grad_bias[-1])
+    for i in range(last, -1, -1):
+        dx = grads[i - 1] if i > 0 else None
+        backends[i].backward_fm(acts[i], dz, dx)
+        if dx is not None:
+            # dA becomes dZ in place; the bias gradient rides along.
+            dense_relu_backward(acts[i], dx, ws.grad_bias[i - 1])
+            dz = dx
+    return loss, correct

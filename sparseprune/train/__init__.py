@@ -1,0 +1,14 @@
+"""Training: options, optimizers, per-layer backends and the epoch loop.
+
+``fit(model, X, y, **options)`` (what ``MLP.fit`` runs) with :class:`FitOptions` the one
+home of its options; :class:`SGD` and :class:`Adam`; the dense and sparse backends that
+run each layer's passes.
+"""
+
+from .backends import DenseBackend, SparseBackend, choose_backends
+from .loop import History, check_validation_data, fit, fit_fm
+from .optimizers import SGD, Adam, make_optimizer
+from .options import FitOptions
+
+__all__ = ["Adam", "DenseBackend", "FitOptions", "History", "SGD", "SparseBackend",
+           "check_validation_data", "choose_backends", "fit", "fit_fm", "make_optimizer"]

@@ -1,0 +1,142 @@
+"""The epoch loop and its history: ``fit`` on validated data, and at the boundary."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._validation import check_labels
+from ..passes import Workspace, forward_backward
+from .backends import choose_backends
+from .options import FitOptions
+
+__all__ = ["History", "bind", "check_validation_data", "fit", "fit_fm"]
+
+
+@dataclass
+class History:
+    """What ``fit`` saw, one entry per epoch.
+
+    ``loss`` and ``accuracy`` are over the training batches as they were seen during the
+    epoch (before each batch's update, like Keras); ``val_loss`` and ``val_accuracy``
+    are measured after the epoch, and stay empty without validation data.
+    """
+
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+
+    @property
+    def history(self):
+        """The record as a dict of lists, keyed as the attributes."""
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __len__(self):
+        return len(self.epoch)
+
+
+def check_validation_data(model, validation_data):
+    """None, or ``validation_data`` (X_val, y_val) as a feature-major pair (xv, yv)
+    checked against ``model``."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a pair (X_val, y_val)")
+    xv = model.feature_major(validation_data[0], name="validation_data[0]")
+    yv = check_labels(validation_data[1], xv.shape[1], model.n_classes,
+                      name="validation_data[1]")
+    return xv, yv
+
+
+def fit(model, X, y, validation_data=None, **options):
+    """Train ``model`` on X (n_samples, n_features), y (n_samples,) integer labels.
+
+    Minimizes the mean softmax cross-entropy over each mini-batch; pruned weights stay
+    exactly zero. ``validation_data`` (X_val, y_val) is measured after every epoch.
+    ``options`` are those of :class:`FitOptions` (epochs, lr, batch_size, optimizer,
+    momentum, weight_decay, progress, seed, backend), all checked before anything runs.
+
+    Returns
+    -------
+    History
+    """
+    options = FitOptions.from_kwargs("fit", **options)
+    xt = model.feature_major(X)
+    y = check_labels(y, xt.shape[1], model.n_classes)
+    validation = check_validation_data(model, validation_data)
+    return fit_fm(model, xt, y, validation, options)
+
+
+def bind(optimizer, backends, ws):
+    """Point ``optimizer`` at every trainable array of the model (each backend's
+    parameters, updated in place); returns the matching gradient buffers, in the order
+    ``optimizer.step`` takes them."""
+    params, masks, grads = [], [], []
+    for backend, grad_bias in zip(backends, ws.grad_bias):
+        for values, live in backend.parameters:
+            params.append(values)
+            masks.append(live)
+        grads += backend.grads + [grad_bias]
+    optimizer.bind(params, masks)
+    return grads
+
+
+def fit_fm(model, xt, y, validation, options):
+    """``fit`` on data already validated: xt (n_features, n) feature-major of the model's
+    dtype, y (n,) int64 labels, validation None or such a pair, ``options`` a
+    :class:`FitOptions`."""
+    n = xt.shape[1]
+    batch = n if options.batch_size is None else min(options.batch_size, n)
+    seed = model.rng.integers(2**63) if options.seed is None else options.seed
+    rng = np.random.default_rng(seed)
+    optimizer = options.make_optimizer()
+
+    ws = Workspace(model.sizes, batch, model.dtype)
+    backends = choose_backends(model, options.backend, batch)
+    grads = bind(optimizer, backends, ws)
+    try:
+        return _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws,
+                       backends, grads)
+    finally:
+        for backend in backends:
+            backend.finish()
+
+
+def _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws, backends, grads):
+    n = xt.shape[1]
+    history = History()
+    bar = tqdm(range(1, options.epochs + 1), desc="fit", unit="epoch",
+               disable=not options.progress, dynamic_ncols=True)
+    for epoch in bar:
+        order = rng.permutation(n)
+        loss = correct = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            b = idx.shape[0]
+            # mode="clip" skips the bounds check (idx is a permutation) and the copy of
+            # ``out`` that numpy makes under the default mode.
+            np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
+            np.take(y, idx, out=ws.y[:b], mode="clip")
+            batch_loss, batch_correct = forward_backward(backends, ws, b)
+            optimizer.step(grads)
+            loss += batch_loss
+            correct += batch_correct
+        history.epoch.append(epoch)
+        history.loss.append(loss / n)
+        history.accuracy.append(correct / n)
+        postfix = {"loss": f"{loss / n:.4f}", "acc": f"{correct / n:.3f}"}
+        if validation is not None:
+            for backend in backends:
+                backend.finish()
+            val_loss, val_acc = model.evaluate_fm(*validation)
+            history.val_loss.append(val_loss)
+            history.val_accuracy.append(val_acc)
+            postfix["val_acc"] = f"{val_acc:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+    bar.close()
+    return history

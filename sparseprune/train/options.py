@@ -1,0 +1,88 @@
+"""fit's options: one validated home, shared by ``fit`` and every driver that trains.
+
+``MLP.fit``, ``train.fit``, ``prune.iterative`` (its fine-tuning) and the coming drivers
+take the same options by name and turn them into one :class:`FitOptions`, which checks
+them all before anything runs.
+"""
+
+import dataclasses
+
+from .._tuning import check_backend
+from .._validation import check_int
+from .optimizers import make_optimizer
+
+__all__ = ["FitOptions"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """How ``fit`` trains; every field checked when made.
+
+    Parameters
+    ----------
+    epochs : int >= 0
+    lr : float > 0, optional
+        Learning rate; 0.01 for SGD and 0.001 for Adam by default.
+    batch_size : int >= 1, optional
+        Mini-batch size; the whole set (full-batch gradient descent) if None. The last
+        batch of an epoch may be smaller.
+    optimizer : "sgd", "adam", or an optimizer object
+        With ``"sgd"`` and ``momentum=0`` a step is exactly ``w -= lr * grad``. An
+        object (``spp.SGD(...)``, ``spp.Adam(...)``) carries its own lr, momentum and
+        weight decay; giving them here too is an error.
+    momentum, weight_decay : float, optional
+        SGD momentum in [0, 1), default 0.9 (SGD only); coupled L2 weight decay >= 0,
+        default 0 (both optimizers).
+    progress : bool
+        A progress bar over epochs, with the loss and validation accuracy.
+    seed : int >= 0, optional
+        Seeds the shuffling; by default it is drawn from the model's own seeded stream.
+    backend : "dense", "sparse" or "auto"
+        How the layers train. "dense": the masked weight matrices through BLAS.
+        "sparse": only the surviving weights, through the CSR kernels (same results to
+        rounding). "auto": per layer, whichever measured faster for one forward and
+        backward pass at this batch size.
+    """
+
+    epochs: int = 10
+    lr: float | None = None
+    batch_size: int | None = None
+    optimizer: object = "sgd"
+    momentum: float | None = None
+    weight_decay: float | None = None
+    progress: bool = True
+    seed: int | None = None
+    backend: str = "dense"
+
+    def __post_init__(self):
+        def set_(name, value):
+            object.__setattr__(self, name, value)
+
+        set_("epochs", check_int(self.epochs, "epochs", minimum=0))
+        if self.batch_size is not None:
+            set_("batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+        if self.seed is not None:
+            set_("seed", check_int(self.seed, "seed", minimum=0))
+        check_backend(self.backend)
+        set_("progress", bool(self.progress))
+        self.make_optimizer()  # checks lr, momentum, weight_decay and their combination
+
+    @classmethod
+    def from_kwargs(cls, caller, **options):
+        """FitOptions from keyword arguments given to ``caller`` (a function's name, for
+        the message): unknown names are a TypeError that lists the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}; "
+                            f"its training options are {sorted(known)}")
+        return cls(**options)
+
+    def replace(self, **changes):
+        """A copy with ``changes``, checked like any other."""
+        return dataclasses.replace(self, **changes)
+
+    def make_optimizer(self):
+        """The optimizer these options describe: a new one by name, or the given object."""
+        return make_optimizer(self.optimizer, lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay)
