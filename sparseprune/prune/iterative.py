@@ -5,7 +5,8 @@ from dataclasses import dataclass, fields
 from tqdm.auto import tqdm
 
 from .._validation import check_int, check_labels, check_sparsity
-from ..mdl import DescriptionLength, check_bits, description_length_fm
+from ..mdl.pieces import check_bits
+from ..mdl.two_part import DescriptionLength, description_length_fm
 from ..train import FitOptions, check_validation_data, fit_fm
 from .criteria import get_criterion
 from .schedules import get_schedule
