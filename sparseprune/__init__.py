@@ -4,12 +4,12 @@ A masked MLP trained through Numba dense kernels, magnitude pruning (one-shot or
 schedule), Numba CSR kernels for the pruned model, and description length in bits.
 """
 
-import os
+import os as _os
 
 # Numba's OpenMP workers spin after every parallel kernel and slow the next BLAS call
-# by milliseconds (see _threads.py). Passive waiting must be set before the OpenMP
+# by milliseconds (see _tuning.py). Passive waiting must be set before the OpenMP
 # runtime starts, which loading the first parallel kernel does; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+_os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from . import data, mdl, prune  # noqa: E402
 from ._tuning import single_threaded_blas  # noqa: E402
@@ -21,6 +21,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
-    "data",
-    "load", "mdl", "prune", "single_threaded_blas", "__version__",
+    "data", "load", "mdl", "prune", "single_threaded_blas", "__version__",
 ]

@@ -1,6 +1,7 @@
 """``sparseprune demo``: one quick run, its files, and whether its numbers hold up when
 recomputed from what it saved."""
 
+import io
 import json
 import math
 import sys
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 
 import sparseprune as spp
-from sparseprune import demo, report
-from sparseprune.cli import main
+from fake_results import result, step
+from sparseprune.app import demo, report
+from sparseprune.app.cli import main
 
 PLOTS = ["accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
          "masks.png", "description_length.png"]
@@ -18,24 +20,32 @@ PLOTS = ["accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histogram
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One ``sparseprune demo --quick`` on blobs: (out dir, stdout, stderr, results)."""
+    """One ``sparseprune demo --quick`` on blobs: (out dir, stdout, stderr, results as
+    results.json holds them, the typed result run() returned)."""
     out = tmp_path_factory.mktemp("demo")
     capture = pytest.MonkeyPatch()
-    import io
-
     stdout, stderr = io.StringIO(), io.StringIO()
     capture.setattr(sys, "stdout", stdout)
     capture.setattr(sys, "stderr", stderr)
+    typed = []
+    write = demo.write
+
+    def keep(result, *args, **kwargs):
+        typed.append(result)
+        return write(result, *args, **kwargs)
+
+    capture.setattr(demo, "write", keep)
     try:
         code = main(["demo", "--quick", "--no-progress", "--out", str(out)])
     finally:
         capture.undo()
     assert code == 0
-    return out, stdout.getvalue(), stderr.getvalue(), json.loads((out / "results.json").read_text())
+    return (out, stdout.getvalue(), stderr.getvalue(),
+            json.loads((out / "results.json").read_text()), typed[0])
 
 
 def test_demo_prints_the_story(quick_run):
-    _, out, err, _ = quick_run
+    _, out, err, _, _ = quick_run
     assert err == ""  # --no-progress: no bars on stderr
     for text in ["data: blobs, 1000 train and 500 test samples", "baseline: test accuracy",
                  "one-shot magnitude 50%", "+ fine-tuned", "linear schedule to 90%",
@@ -45,7 +55,7 @@ def test_demo_prints_the_story(quick_run):
 
 
 def test_demo_writes_every_file(quick_run):
-    out, _, _, _ = quick_run
+    out, _, _, _, _ = quick_run
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "report.md").read_text()
@@ -58,7 +68,7 @@ def test_demo_writes_every_file(quick_run):
 
 
 def test_demo_results_hold_together(quick_run):
-    out, _, _, results = quick_run
+    out, _, _, results, _ = quick_run
     n, k = results["data"]["n_train"], results["data"]["n_classes"]
     assert results["codes"]["uniform_bits"] == pytest.approx(n * math.log2(k))
     for steps in results["paths"].values():
@@ -84,7 +94,7 @@ def test_demo_results_hold_together(quick_run):
 
 
 def test_demo_saved_model_is_the_pruned_one(quick_run):
-    out, _, _, results = quick_run
+    out, _, _, results, _ = quick_run
     sparse = results["sparse"]
     model = spp.load(out / "model.npz")
     assert model.sparsity == pytest.approx(sparse["sparsity"])
@@ -117,26 +127,12 @@ def test_demo_rejects_unknown_data(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-def _fake_results(best_total, uniform, preferred=2, most_accurate=1):
-    def step(i, total, acc):
-        return {"step": i, "sparsity": 0.5 * i, "active": 100 // i, "train_accuracy": acc,
-                "val_accuracy": acc, "description_length": {
-                    "bits": 4, "model_bits": total - 10, "data_bits": 10, "total_bits": total,
-                    "compression": uniform / total}}
-
-    sweep = [step(1, 2 * best_total, 0.99), step(2, best_total, 0.9 if most_accurate == 1
-                                                  else 0.995)]
-    code = {"model_bits": 1.0, "data_bits": 2.0, "total_bits": 3.0, "compression": 1.0}
-    return {
-        "data": {"n_train": 100}, "baseline": {"test_accuracy": 0.99, "active": 100,
-                                               "description_length": {"total_bits": 5e4}},
-        "one_shot": {"test_accuracy": 0.95, "finetuned_test_accuracy": 0.98},
-        "paths": {"cubic": sweep}, "codes": {
-            "uniform_bits": uniform, "prequential": code, "bits_back": dict(code, sigma=0.01)},
-        "mdl": {"sweep": sweep, "preferred_step": preferred, "most_accurate_step": most_accurate},
-        "sparse": {"sparsity": 0.9, "same_predictions": 1.0, "sparse_bytes": 10, "dense_bytes": 100,
-                   "timing": [{"batch": 1, "speedup": 2.0}]},
-    }
+def _fake_results(best_total, uniform, most_accurate=1):
+    # Binary labels: the uniform code of `uniform` samples is `uniform` bits.
+    sweep = [step(1, 0.5, 0.99, 2 * best_total - 10, 10, n_samples=int(uniform), n_classes=2),
+             step(2, 1.0, 0.9 if most_accurate == 1 else 0.995, best_total - 10, 10,
+                  n_samples=int(uniform), n_classes=2)]
+    return result(sweep, preferred_step=2, most_accurate_step=most_accurate, uniform=uniform)
 
 
 def test_reading_says_what_the_numbers_mean():
@@ -149,10 +145,27 @@ def test_reading_says_what_the_numbers_mean():
 
 
 def test_report_of_results_not_yet_written(quick_run):
-    """markdown() works on run()'s results before write() has saved the model (the file
-    sizes are then left out)."""
-    _, _, _, results = quick_run
-    results = json.loads(json.dumps(results))
-    del results["sparse"]["sparse_file_bytes"]
-    text = report.markdown(results, [])
+    """markdown() works on run()'s result before write() has saved the model (the file
+    sizes are then left out), and the JSON leaves the unknown size out too."""
+    _, _, _, _, typed = quick_run
+    assert typed.sparse.sparse_file_bytes is None
+    text = report.markdown(typed, [])
     assert "weights + biases in memory" in text and "file: dense" not in text
+    assert "sparse_file_bytes" not in typed.as_dict()["sparse"]
+
+
+def test_results_json_is_the_typed_result(quick_run):
+    """results.json holds exactly the typed result's as_dict(), the file size filled in."""
+    out, _, _, results, typed = quick_run
+    written = json.loads(json.dumps(typed.as_dict()))
+    written["sparse"]["sparse_file_bytes"] = (out / "model.npz").stat().st_size
+    assert written == results
+
+
+def test_a_table_is_rendered_once_for_terminal_and_report(quick_run):
+    """The terminal and report.md show the same tables: one builder, two renderings."""
+    out, stdout, _, _, typed = quick_run
+    text = (out / "report.md").read_text()
+    for table in (report.codes_table(typed.codes), report.steps_table(typed.mdl.records)):
+        assert table.text() in stdout
+        assert table.markdown() in text

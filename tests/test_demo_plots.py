@@ -1,5 +1,6 @@
 """The figures of ``sparseprune demo``'s report, drawn from hand-made results."""
 
+import dataclasses
 import itertools
 import math
 
@@ -10,7 +11,8 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.image import imread
 
-from sparseprune import plots
+from fake_results import result, step
+from sparseprune.app import plots
 
 SIZES = [20, 64, 5]  # blobs-like
 SHAPES = list(itertools.pairwise(SIZES))
@@ -18,31 +20,17 @@ N_WEIGHTS = sum(a * b for a, b in SHAPES)
 N_BIAS = sum(SIZES[1:])
 
 
-def _step(step, sparsity, accuracy, model_bits, data_bits, bits=2):
-    active = round(N_WEIGHTS * (1 - sparsity)) + N_BIAS
-    return {"step": step, "target": sparsity, "sparsity": sparsity, "active": active,
-            "total": N_WEIGHTS + N_BIAS, "loss": 0.05, "train_accuracy": accuracy,
-            "val_accuracy": accuracy,
-            "description_length": {"bits": bits, "model_bits": model_bits,
-                                   "data_bits": data_bits,
-                                   "total_bits": model_bits + data_bits, "uniform_bits": 464.4}}
-
-
 def _results():
     densities = np.geomspace(0.5, 0.01, 8)
-    sweep = [_step(i, 1 - d, 0.99 - 0.5 * (1 - d / 0.5) ** 8, 3600 * d / 0.5 + 80,
-                   30 + 600 * (1 - d / 0.5) ** 8) for i, d in enumerate(densities, start=1)]
-    best = min(sweep, key=lambda s: s["description_length"]["total_bits"])["step"]
-    return {
-        "baseline": {"test_accuracy": 0.99, "active": N_WEIGHTS + N_BIAS, "sparsity": 0.0},
-        "one_shot": {"sparsity": 0.5, "active": N_WEIGHTS // 2 + N_BIAS, "test_accuracy": 0.93,
-                     "finetuned_test_accuracy": 0.985},
-        "paths": {name: [_step(i, f(i / 4), 0.99 - 0.01 * i, 1000, 50) for i in range(1, 5)]
-                  for name, f in (("linear", lambda t: 0.9 * t),
-                                  ("cubic", lambda t: 0.9 * (1 - (1 - t) ** 3)))},
-        "mdl": {"sweep": sweep, "preferred_step": best},
-        "codes": {"uniform_bits": 200 * math.log2(5)},
-    }
+    sweep = [step(i, 1 - d, 0.99 - 0.5 * (1 - d / 0.5) ** 8, 3600 * d / 0.5 + 80,
+                  30 + 600 * (1 - d / 0.5) ** 8, n_weights=N_WEIGHTS, n_bias=N_BIAS, bits=2)
+             for i, d in enumerate(densities, start=1)]
+    best = min(sweep, key=lambda s: s.description_length.total_bits).step
+    paths = {name: tuple(step(i, f(i / 4), 0.99 - 0.01 * i, 1000, 50, n_weights=N_WEIGHTS,
+                              n_bias=N_BIAS) for i in range(1, 5))
+             for name, f in (("linear", lambda t: 0.9 * t),
+                             ("cubic", lambda t: 0.9 * (1 - (1 - t) ** 3)))}
+    return result(sweep, best, paths=paths, n_train=200, base_active=N_WEIGHTS + N_BIAS)
 
 
 @pytest.fixture
@@ -80,17 +68,11 @@ def test_accuracy_vs_active(tmp_path):
     _check_png(path)
 
 
-def test_accuracy_figures_need_only_a_baseline(tmp_path):
-    results = {"baseline": {"test_accuracy": 0.9, "active": 100}}
+def test_accuracy_figures_without_a_sweep(tmp_path):
+    results = dataclasses.replace(_results(), paths={})
+    results = dataclasses.replace(results, mdl=dataclasses.replace(results.mdl, records=()))
     _check_png(plots.demo_accuracy_vs_sparsity(results, str(tmp_path / "s.png")))
     _check_png(plots.demo_accuracy_vs_active(results, str(tmp_path / "a.png")))
-
-
-def test_accuracy_prefers_test_accuracy_over_val_accuracy(tmp_path):
-    results = _results()
-    for step in results["paths"]["linear"]:
-        step["test_accuracy"], step["val_accuracy"] = step["val_accuracy"], None
-    _check_png(plots.demo_accuracy_vs_sparsity(results, str(tmp_path / "s.png")))
 
 
 def test_weight_histograms(tmp_path, layers):
@@ -113,12 +95,11 @@ def test_masks(tmp_path, layers):
 
 def test_description_length(tmp_path):
     results = _results()
-    sweep = results["mdl"]["sweep"]
+    sweep = results.mdl.records
     path = plots.demo_description_length(sweep, str(tmp_path / "d.png"),
-                                         np.float32(results["codes"]["uniform_bits"]),
-                                         results["mdl"]["preferred_step"], title="blobs")
+                                         np.float32(results.codes.uniform_bits),
+                                         results.mdl.preferred_step, title="blobs")
     _check_png(path)
-    del sweep[0]["description_length"]["bits"]  # the precision is optional
     _check_png(plots.demo_description_length(sweep, str(tmp_path / "d2.png"), 500.0, 3))
 
 
@@ -126,7 +107,7 @@ def test_demo_figures_writes_the_five_files(tmp_path, layers):
     before, after, masks, names = layers
     out = tmp_path / "report"  # created if missing
     paths = plots.demo_figures(_results(), str(out), before, after, masks, names)
-    assert [p.rsplit("/", 1)[-1] for p in paths] == list(plots.DEMO_FILES) == [
+    assert [p.rsplit("/", 1)[-1] for p in paths] == list(plots.FIGURES) == [
         "accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
         "masks.png", "description_length.png"]
     for path in paths:
@@ -157,7 +138,7 @@ def test_weight_histograms_rejects_bad_input(tmp_path):
 
 
 def test_description_length_rejects_bad_input(tmp_path):
-    sweep = _results()["mdl"]["sweep"]
+    sweep = list(_results().mdl.records)
     path = str(tmp_path / "d.png")
     with pytest.raises(ValueError, match=r"preferred_step 99 is not among the steps \[1, 2,"):
         plots.demo_description_length(sweep, path, 464.0, 99)
@@ -167,33 +148,31 @@ def test_description_length_rejects_bad_input(tmp_path):
         plots.demo_description_length(sweep, path, 0, 1)
     with pytest.raises(ValueError, match="uniform_bits must be a positive number"):
         plots.demo_description_length(sweep, path, "many", 1)
-    del sweep[1]["description_length"]
-    with pytest.raises(ValueError, match="step 2 has no 'description_length' entry"):
+    sweep[1] = dataclasses.replace(sweep[1], description_length=None)
+    with pytest.raises(ValueError, match="every step needs its description_length"):
         plots.demo_description_length(sweep, path, 464.0, 1)
 
 
 def test_accuracy_figures_reject_bad_input(tmp_path):
     path = str(tmp_path / "a.png")
     results = _results()
-    results["mdl"]["preferred_step"] = 42
+    results = dataclasses.replace(results, mdl=dataclasses.replace(results.mdl,
+                                                                   preferred_step=42))
     for draw in (plots.demo_accuracy_vs_sparsity, plots.demo_accuracy_vs_active):
         with pytest.raises(ValueError, match="preferred_step 42 is not among the steps"):
             draw(results, path)
-    with pytest.raises(ValueError, match="results has no 'baseline' entry"):
-        plots.demo_accuracy_vs_sparsity({}, path)
     results = _results()
-    del results["one_shot"]["active"]
-    with pytest.raises(ValueError, match="one_shot has no 'active' entry"):
-        plots.demo_accuracy_vs_active(results, path)
-    results = _results()
-    results["paths"]["linear"][0]["val_accuracy"] = None
-    with pytest.raises(ValueError, match="step 1 has neither test_accuracy nor val_accuracy"):
+    linear = list(results.paths["linear"])
+    linear[0] = dataclasses.replace(linear[0], val_accuracy=None)
+    results = dataclasses.replace(results, paths={**results.paths, "linear": tuple(linear)})
+    with pytest.raises(ValueError, match="step 1 has no test accuracy"):
         plots.demo_accuracy_vs_sparsity(results, path)
 
 
-def test_demo_figures_rejects_missing_codes(tmp_path, layers):
+def test_demo_figures_refuse_a_bad_result_before_drawing(tmp_path, layers):
     results = _results()
-    del results["codes"]
-    with pytest.raises(ValueError, match="results has no 'codes' entry"):
+    results = dataclasses.replace(results, mdl=dataclasses.replace(results.mdl,
+                                                                   preferred_step=42))
+    with pytest.raises(ValueError, match="preferred_step 42"):
         plots.demo_figures(results, str(tmp_path), *layers)
-    assert not list(tmp_path.iterdir())  # checked before anything is drawn
+    assert not list(tmp_path.iterdir())  # nothing drawn

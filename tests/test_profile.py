@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import sparseprune as spp
-from sparseprune import profile as prof
-from sparseprune.cli import main
+from sparseprune.app import profile as prof
+from sparseprune.app.cli import main
 
 TINY = {"shapes": [(32, 24)], "sparsities": (0, 0.5, 0.9), "batches": (1, 5), "budget": 0.001,
         "progress": False}

@@ -16,12 +16,21 @@ import os
 import platform
 import sys
 
+import numba
 import numpy as np
+import scipy
+import scipy.sparse as sp
+from threadpoolctl import threadpool_info
+from tqdm.auto import tqdm
 
-from ._tuning import measure as tuning_measure
-from ._validation import check_dtype
-from .layers import SparseLinear
-from .mdl import log2_binomial
+from .._tuning import measure as tuning_measure
+from .._validation import check_dtype
+from ..layers import SparseLinear
+from ..mdl import log2_binomial
+
+__all__ = ["BATCHES", "BUDGET", "CONTENDERS", "QUICK", "SETTLE_SECONDS", "SHAPES",
+           "SPARSITIES", "byte_counts", "crossover", "crossover_by_case", "machine_info",
+           "make_row", "measure", "model_cases", "report", "run", "synthetic_cases"]
 
 SHAPES = ((1024, 1024), (4096, 4096), (4096, 1024))
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -116,10 +125,6 @@ def make_row(case, shape, sparsity, batch, dtype, times, nbytes, nnz):
 
 def machine_info():
     """Where the numbers were measured: CPUs, platform, versions, BLAS and its threads."""
-    import numba
-    import scipy
-    from threadpoolctl import threadpool_info
-
     return {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -145,7 +150,7 @@ def report(rows, machine):
 
 def measure(calls, budget):
     """{name: median seconds per call} of ``calls`` ({name: callable}), interleaved
-    (:func:`sparseprune._tuning.measure`), with a pause after each BLAS repetition so
+    (the package's one timing helper), with a pause after each BLAS repetition so
     that its idle threads do not slow the contender timed next (tiny budgets, in tests,
     get tiny pauses)."""
     return tuning_measure(calls, budget, statistic="median", pause_after=("dense",),
@@ -169,8 +174,6 @@ class _Layer:
     """One layer prepared three ways: dense (in, out), sparseprune CSR, scipy CSR."""
 
     def __init__(self, shape, rows, cols, values, bias, dtype):
-        import scipy.sparse as sp
-
         coo = sp.coo_array((values.astype(dtype), (rows, cols)), shape=shape)
         self.shape = tuple(shape)
         self.bias = bias.astype(dtype)
@@ -272,8 +275,6 @@ def run(shapes=SHAPES, sparsities=SPARSITIES, batches=BATCHES, dtype="float32",
     With ``model`` (a SparseMLP) its layers and the whole model are profiled instead of
     synthetic layers of ``shapes``.
     """
-    from tqdm.auto import tqdm
-
     dtype = check_dtype(dtype)
     sparsities = sorted({float(s) for s in sparsities})
     if any(not 0 <= s < 1 for s in sparsities):

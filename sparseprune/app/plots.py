@@ -9,6 +9,10 @@ import os
 
 import numpy as np
 
+__all__ = ["DEMO_DPI", "FIGURES", "demo_accuracy_vs_active", "demo_accuracy_vs_sparsity",
+           "demo_description_length", "demo_figures", "demo_masks", "demo_weight_histograms",
+           "profile_bytes", "profile_figures", "profile_speedup"]
+
 
 def _matplotlib():
     try:
@@ -125,8 +129,14 @@ def profile_figures(report, directory):
 
 # Sharper than the profile figures' 100: the demo's panels carry more small text.
 DEMO_DPI = 120
-DEMO_FILES = ("accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
-              "masks.png", "description_length.png")
+#: The demo's figures, each named once: {file name: title}, in the report's order.
+FIGURES = {
+    "accuracy_vs_sparsity.png": "Test accuracy against sparsity",
+    "accuracy_vs_active.png": "Test accuracy against active parameters",
+    "weight_histograms.png": "Weights before and after pruning",
+    "masks.png": "Masks of the pruned model",
+    "description_length.png": "Description length per pruning step",
+}
 
 
 def _save_demo(fig, FigureCanvasAgg, path):
@@ -135,71 +145,54 @@ def _save_demo(fig, FigureCanvasAgg, path):
     return path
 
 
-def _field(mapping, key, where):
-    """``mapping[key]``, or a ValueError that says which input lacks it."""
-    try:
-        return mapping[key]
-    except (KeyError, TypeError, IndexError):
-        raise ValueError(f"{where} has no {key!r} entry") from None
-
-
-def _where(record):
-    """How an error names a record: "step 3", or "one_shot" for a record without a step."""
-    return f"step {record['step']}" if "step" in record else "one_shot"
-
-
 def _percent(fraction, digits=4):
     """A fraction as a short percentage that still tells 99.85% from 99.9%."""
     return f"{100 * fraction:.{digits}g}%"
 
 
 def _test_accuracy(step):
-    """A step's test accuracy: its ``test_accuracy``, else its ``val_accuracy`` (the
-    demo validates on the test set)."""
-    for key in ("test_accuracy", "val_accuracy"):
-        if step.get(key) is not None:
-            return step[key]
-    raise ValueError(f"step {step.get('step', '?')} has neither test_accuracy nor val_accuracy")
+    """A pruning step's test accuracy: its ``val_accuracy`` (the demo validates on the
+    test set)."""
+    if step.val_accuracy is None:
+        raise ValueError(f"step {step.step} has no test accuracy: prune with validation_data")
+    return step.val_accuracy
 
 
 def _preferred(steps, preferred_step):
-    """The step dict whose ``"step"`` is ``preferred_step``."""
+    """The record whose ``step`` is ``preferred_step``."""
     for step in steps:
-        if step.get("step") == preferred_step:
+        if step.step == preferred_step:
             return step
     raise ValueError(f"preferred_step {preferred_step!r} is not among the steps "
-                     f"{[step.get('step') for step in steps]}")
+                     f"{[step.step for step in steps]}")
 
 
-def _accuracy_series(ax, results, x_of, base_x):
-    """Baseline, iterative paths, MDL sweep and one-shot points of the demo's results,
+def _accuracy_series(ax, result, x_of, base_x):
+    """Baseline, iterative paths, MDL sweep and one-shot points of the demo's result,
     each record at x = ``x_of(record)`` and test accuracy in % on y."""
-    base = _field(results, "baseline", "results")
-    base_acc = 100 * _field(base, "test_accuracy", 'results["baseline"]')
+    base_acc = 100 * result.baseline.test_accuracy
     ax.axhline(base_acc, color="0.35", linestyle="--", linewidth=1.2, label="baseline (dense)")
     ax.plot([base_x], [base_acc], marker="D", markersize=6, color="0.35", linestyle="none")
-    for name, steps in (results.get("paths") or {}).items():
+    for name, steps in result.paths.items():
         ax.plot([x_of(s) for s in steps], [100 * _test_accuracy(s) for s in steps],
                 marker="o", markersize=5, label=f"{name} schedule")
-    mdl = results.get("mdl")
-    if mdl:
-        sweep = _field(mdl, "sweep", 'results["mdl"]')
-        best = _preferred(sweep, _field(mdl, "preferred_step", 'results["mdl"]'))
+    sweep = result.mdl.records
+    if sweep:
+        best = _preferred(sweep, result.mdl.preferred_step)
         (line,) = ax.plot([x_of(s) for s in sweep], [100 * _test_accuracy(s) for s in sweep],
                           marker=".", markersize=7, linewidth=1.2, label="MDL sweep")
         ax.plot([x_of(best)], [100 * _test_accuracy(best)], marker="*", markersize=17,
                 color=line.get_color(), markeredgecolor="black", linestyle="none",
-                label=f"MDL-preferred (step {best['step']})", zorder=5)
-    shot = results.get("one_shot")
-    if shot:
-        x = x_of(shot)
-        label = f"one-shot {_percent(_field(shot, 'sparsity', 'one_shot'))}"
-        # The small X on top of the big + so both show when fine-tuning changed little.
-        ax.plot([x], [100 * _field(shot, "test_accuracy", "one_shot")], marker="X", markersize=8,
-                color="black", markeredgecolor="white", linestyle="none", label=label, zorder=6)
-        ax.plot([x], [100 * _field(shot, "finetuned_test_accuracy", "one_shot")], marker="P",
-                markersize=13, color="tab:red", markeredgecolor="black", linestyle="none",
-                label="one-shot + fine-tuning", zorder=4)
+                label=f"MDL-preferred (step {best.step})", zorder=5)
+    shot = result.one_shot
+    x = x_of(shot)
+    # The small X on top of the big + so both show when fine-tuning changed little.
+    ax.plot([x], [100 * shot.test_accuracy], marker="X", markersize=8, color="black",
+            markeredgecolor="white", linestyle="none", label=f"one-shot {_percent(shot.sparsity)}",
+            zorder=6)
+    ax.plot([x], [100 * shot.finetuned_test_accuracy], marker="P", markersize=13,
+            color="tab:red", markeredgecolor="black", linestyle="none",
+            label="one-shot + fine-tuning", zorder=4)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="major", alpha=0.35)
     ax.legend(fontsize=9, loc="lower left", framealpha=0.9)
@@ -224,7 +217,7 @@ def _density_axis(ax, densities):
     ax.set_xlabel("sparsity (% of weights pruned; log scale of the fraction kept)")
 
 
-def demo_accuracy_vs_sparsity(results, path):
+def demo_accuracy_vs_sparsity(result, path):
     """Test accuracy against sparsity: the dense baseline (dashed), a line per iterative
     schedule, the one-shot model before and after fine-tuning, and the MDL sweep with
     its preferred step starred.
@@ -239,20 +232,18 @@ def demo_accuracy_vs_sparsity(results, path):
 
     def density(record):
         # A log axis cannot show 0: a fully pruned step sits at 1e-6 kept (99.9999%).
-        return max(1.0 - _field(record, "sparsity", _where(record)), 1e-6)
+        return max(1.0 - record.sparsity, 1e-6)
 
-    _accuracy_series(ax, results, density, base_x=1.0)
-    records = _demo_records(results)
-    _density_axis(ax, [density(r) for r in records] or [0.1])
+    _accuracy_series(ax, result, density, base_x=1.0)
+    _density_axis(ax, [density(r) for r in _demo_records(result)])
     ax.set_title("sparseprune demo: test accuracy against sparsity", fontsize=12)
     return _save_demo(fig, FigureCanvasAgg, path)
 
 
-def _demo_records(results):
-    """Every step and one-shot record of the demo's results (to size the x axis)."""
-    records = [s for steps in (results.get("paths") or {}).values() for s in steps]
-    records += list((results.get("mdl") or {}).get("sweep", []))
-    return records + ([results["one_shot"]] if results.get("one_shot") else [])
+def _demo_records(result):
+    """Every step and one-shot record of the demo's result (to size the x axis)."""
+    records = [s for steps in result.paths.values() for s in steps]
+    return records + list(result.mdl.records) + [result.one_shot]
 
 
 def _count_label(value, _pos=None):
@@ -262,24 +253,19 @@ def _count_label(value, _pos=None):
     return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
 
-def demo_accuracy_vs_active(results, path):
+def demo_accuracy_vs_active(result, path):
     """Test accuracy against active parameters (weights and biases kept), the same
     series as :func:`demo_accuracy_vs_sparsity`, the baseline's diamond at its full count.
 
     The x axis is logarithmic and reversed (fewer parameters to the right), so the curves
-    run the same way as in the sparsity figure. The one-shot record needs ``"active"``.
+    run the same way as in the sparsity figure.
     """
     Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=(9.5, 5.6), layout="constrained")
     ax = fig.subplots()
-    base = _field(results, "baseline", "results")
-
-    def active(record):
-        return _field(record, "active", _where(record))
-
-    _accuracy_series(ax, results, active, base_x=_field(base, "active", 'results["baseline"]'))
+    _accuracy_series(ax, result, lambda record: record.active, base_x=result.baseline.active)
     _log_counts(ax, "x")
-    counts = [active(r) for r in _demo_records(results)] + [base["active"]]
+    counts = [r.active for r in _demo_records(result)] + [result.baseline.active]
     ax.set_xlim(max(counts) * 1.3, min(counts) / 1.6)
     ax.set_xlabel("active parameters (weights + biases kept; log scale, fewer to the right)")
     ax.set_title("sparseprune demo: test accuracy against active parameters", fontsize=12)
@@ -409,9 +395,12 @@ def demo_description_length(steps, path, uniform_bits, preferred_step, title=Non
     if not (math.isfinite(uniform_bits) and uniform_bits > 0):
         raise ValueError(f"uniform_bits must be a positive number, got {uniform_bits!r}")
     best = steps.index(_preferred(steps, preferred_step))
-    codes = [_field(s, "description_length", _where(s)) for s in steps]
-    model = np.array([_field(c, "model_bits", "description_length") for c in codes], float)
-    data = np.array([_field(c, "data_bits", "description_length") for c in codes], float)
+    codes = [s.description_length for s in steps]
+    if any(code is None for code in codes):
+        raise ValueError("every step needs its description_length (prune.iterative with "
+                         "mdl_bits)")
+    model = np.array([c.model_bits for c in codes], float)
+    data = np.array([c.data_bits for c in codes], float)
     xs = np.arange(len(steps))
     fig = Figure(figsize=(max(8.0, 2.5 + 0.6 * len(steps)), 5.8), layout="constrained")
     ax = fig.subplots()
@@ -421,7 +410,7 @@ def demo_description_length(steps, path, uniform_bits, preferred_step, title=Non
     ax.axhline(uniform_bits, color="0.25", linestyle="--", linewidth=1.3,
                label=f"uniform code (N log2 K = {uniform_bits:,.0f} bits)")
     star = _mark_preferred(ax, low[best], high[best], model[best] + data[best],
-                           steps[best]["step"])
+                           steps[best].step)
     _log_counts(ax, "y")
     ax.set_ylim(min(model.min(), uniform_bits) / 2, (model + data).max() * 3)
     ax.set_xticks(xs, [_bar_label(s, c) for s, c in zip(steps, codes)], fontsize=9)
@@ -435,9 +424,8 @@ def demo_description_length(steps, path, uniform_bits, preferred_step, title=Non
 
 
 def _bar_label(step, code):
-    """"99.85%" over "b=2" (the precision is omitted when the record lacks it)."""
-    sparsity = _percent(_field(step, "sparsity", _where(step)))
-    return sparsity if code.get("bits") is None else f"{sparsity}\nb={code['bits']}"
+    """"99.85%" over "b=2"."""
+    return f"{_percent(step.sparsity)}\nb={code.bits}"
 
 
 def _mark_preferred(ax, low, high, total, step):
@@ -454,17 +442,15 @@ def _mark_preferred(ax, low, high, total, step):
     return star
 
 
-def demo_figures(results, out_dir, before, after, masks, names):
-    """Draw the demo report's five figures into ``out_dir`` (created if missing) under
-    :data:`DEMO_FILES`; return their paths in that order."""
+def demo_figures(result, out_dir, before, after, masks, names):
+    """Draw the demo report's figures into ``out_dir`` (created if missing) under the
+    names of :data:`FIGURES`; return their paths in that order."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, name) for name in DEMO_FILES]
-    mdl = _field(results, "mdl", "results")
-    uniform = _field(_field(results, "codes", "results"), "uniform_bits", 'results["codes"]')
-    demo_accuracy_vs_sparsity(results, paths[0])
-    demo_accuracy_vs_active(results, paths[1])
+    paths = [os.path.join(out_dir, name) for name in FIGURES]
+    demo_accuracy_vs_sparsity(result, paths[0])
+    demo_accuracy_vs_active(result, paths[1])
     demo_weight_histograms(before, after, paths[2], names)
     demo_masks(masks, paths[3], names)
-    demo_description_length(_field(mdl, "sweep", 'results["mdl"]'), paths[4], uniform,
-                            _field(mdl, "preferred_step", 'results["mdl"]'))
+    demo_description_length(result.mdl.records, paths[4], result.codes.uniform_bits,
+                            result.mdl.preferred_step)
     return paths

@@ -4,11 +4,13 @@ Baseline training; one-shot 50% magnitude pruning and fine-tuning; iterative pru
 along the linear and cubic schedules; a deeper pruning sweep with the description
 length at every step and the sparsity MDL prefers; the other codes (bits back,
 prequential) against the uniform one; the pruned model made sparse, its speed and size.
-:func:`run` does the work and returns every number; :func:`write` saves them as
-``results.json``, ``report.md``, the plots and the sparse model.
+:func:`run` does the work and returns a :class:`~sparseprune.app.results.DemoResult`;
+:func:`write` saves it as ``results.json``, ``report.md``, the plots and the sparse
+model.
 """
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,9 +18,16 @@ import time
 
 import numpy as np
 
-from . import data, mdl, prune
-from ._format import text_table
-from .model import MLP
+from .. import data, mdl, prune
+from ..model import MLP
+from .plots import demo_figures
+from .profile import measure
+from .report import codes_table, markdown, one_shot_table, steps_table, timing_table
+from .results import (
+    Baseline, BitsBackSearch, Codes, DataInfo, DemoResult, OneShot, SparsePayoff, Sweep, Timing,
+)
+
+__all__ = ["BATCHES", "QUICK_SCALE", "SETUPS", "SIGMAS", "load", "run", "write"]
 
 # Per data set: the network, the baseline's training, the fine-tuning after each pruning
 # step, the iterative paths' target, and the MDL sweep (deep enough that the misfit
@@ -58,21 +67,6 @@ def _epochs(n, quick):
     return max(1, round(n * QUICK_SCALE)) if quick else n
 
 
-def _pct(x):
-    return f"{x:.2%}"
-
-
-def _step_rows(records):
-    return [[r.step, f"{r.sparsity:.2%}", r.active, _pct(r.train_accuracy),
-             _pct(r.val_accuracy), r.description_length.bits,
-             f"{r.description_length.model_bits:,.0f}", f"{r.description_length.data_bits:,.0f}",
-             f"{r.total_bits:,.0f}"] for r in records]
-
-
-STEP_HEADERS = ["step", "sparsity", "active", "train acc", "test acc", "b", "model bits",
-                "data bits", "total bits"]
-
-
 def _baseline(setup, fit, X, y, Xt, yt, seed, progress, say):
     model = MLP(setup["sizes"], seed=seed)
     model.fit(X, y, validation_data=(Xt, yt), progress=progress, **fit)
@@ -81,27 +75,19 @@ def _baseline(setup, fit, X, y, Xt, yt, seed, progress, say):
     say(f"baseline: test accuracy {model.score(Xt, yt):.2%}, {active} parameters; "
         f"description length {code.total_bits:,.0f} bits (b = {code.bits}) against "
         f"{code.uniform_bits:,.0f} for the labels alone")
-    return model, {
-        "train_accuracy": model.score(X, y), "test_accuracy": model.score(Xt, yt),
-        "active": active, "total": total, "sparsity": 0.0,
-        "description_length": code.as_dict(),
-        "description_length_32": mdl.description_length(model, X, y, bits=32).as_dict(),
-    }
+    return model, Baseline(
+        train_accuracy=model.score(X, y), test_accuracy=model.score(Xt, yt), active=active,
+        total=total, description_length=code,
+        description_length_32=mdl.description_length(model, X, y, bits=32))
 
 
-def _one_shot(base, tune, X, y, Xt, yt, say):
+def _one_shot(base, tune, X, y, Xt, yt):
     model = copy.deepcopy(base)
     prune.magnitude(model, 0.5)
     before = model.score(Xt, yt)
     model.fit(X, y, progress=False, **tune)
-    result = {"sparsity": model.sparsity, "active": model.count_parameters()[1],
-              "test_accuracy": before, "finetuned_test_accuracy": model.score(Xt, yt)}
-    say("\n" + text_table(
-        ["model", "sparsity", "active params", "test accuracy"],
-        [["one-shot magnitude 50%", _pct(result["sparsity"]), result["active"], _pct(before)],
-         ["  + fine-tuned", _pct(result["sparsity"]), result["active"],
-          _pct(result["finetuned_test_accuracy"])]]))
-    return result
+    return OneShot(sparsity=model.sparsity, active=model.count_parameters()[1],
+                   test_accuracy=before, finetuned_test_accuracy=model.score(Xt, yt))
 
 
 def _path(base, X, y, Xt, yt, target, steps, schedule, tune, progress, callback=None):
@@ -112,20 +98,20 @@ def _path(base, X, y, Xt, yt, target, steps, schedule, tune, progress, callback=
                               schedule=schedule, finetune_epochs=tune["epochs"],
                               validation_data=(Xt, yt), progress=progress, mdl_bits=None,
                               callback=callback, **options)
-    return model, records
+    return model, tuple(records)
 
 
 def _bits_back(model, X, y, draws, seed):
     """The shortest bits-back code over the sigma grid."""
     codes = {s: mdl.bits_back(model, X, y, sigma=s, draws=draws, seed=seed) for s in SIGMAS}
     sigma = min(codes, key=lambda s: codes[s].total_bits)
-    return {"sigma": sigma, **codes[sigma].as_dict(),
-            "by_sigma": {str(s): c.total_bits for s, c in codes.items()}}
+    return BitsBackSearch(sigma=sigma, code=codes[sigma],
+                          by_sigma={s: c.total_bits for s, c in codes.items()})
 
 
-def _codes(base, preferred, two_part, setup, fit, X, y, quick, seed, progress, say):
+def _codes(base, preferred, two_part, setup, fit, X, y, quick, seed, progress):
     """Bits-back and prequential codes of the training labels, beside the two-part codes
-    already measured (``two_part``: the baseline's and the preferred step's, as dicts)."""
+    already measured (``two_part``: the baseline's and the preferred step's)."""
     draws = 4 if quick else mdl.BITS_BACK_SAMPLES
 
     def make_model(Xp, yp):
@@ -133,30 +119,11 @@ def _codes(base, preferred, two_part, setup, fit, X, y, quick, seed, progress, s
         model.fit(Xp, yp, progress=False, seed=seed, **fit)
         return model
 
-    started = time.perf_counter()
     preq = mdl.prequential(make_model, X, y, blocks=6 if quick else 8, progress=progress)
-    codes = {
-        "uniform_bits": preq.uniform_bits,
-        "two_part": two_part[0],
-        "two_part_preferred": two_part[1],
-        "bits_back": _bits_back(base, X, y, draws, seed),
-        "bits_back_preferred": _bits_back(preferred, X, y, draws, seed),
-        "prequential": preq.as_dict(),
-    }
-    rows = [[name, f"{c['model_bits']:,.0f}", f"{c['data_bits']:,.0f}",
-             f"{c['total_bits']:,.0f}", f"{c['compression']:.3f}"]
-            for name, c in (("two-part, dense", codes["two_part"]),
-                            ("two-part, MDL-preferred", codes["two_part_preferred"]),
-                            ("bits back, dense", codes["bits_back"]),
-                            ("bits back, MDL-preferred", codes["bits_back_preferred"]))]
-    rows.append(["prequential (no weights sent)", "0", f"{preq.total_bits:,.0f}",
-                 f"{preq.total_bits:,.0f}", f"{preq.compression:.3f}"])
-    rows.append(["uniform (no model)", "0", f"{preq.uniform_bits:,.0f}",
-                 f"{preq.uniform_bits:,.0f}", "1.000"])
-    say(f"\ncodes of the {len(y)} training labels (compression = uniform / total; "
-        f"{time.perf_counter() - started:.1f} s):")
-    say(text_table(["code", "model bits", "data bits", "total bits", "compression"], rows))
-    return codes
+    return Codes(uniform_bits=preq.uniform_bits, two_part=two_part[0],
+                 two_part_preferred=two_part[1], bits_back=_bits_back(base, X, y, draws, seed),
+                 bits_back_preferred=_bits_back(preferred, X, y, draws, seed),
+                 prequential=preq)
 
 
 def _dense_file_bytes(model):
@@ -174,11 +141,9 @@ def _dense_file_bytes(model):
     return tuple(sizes)
 
 
-def _sparse_payoff(model, Xt, budget, say):
+def _sparse_payoff(model, Xt, budget):
     """The pruned model as a SparseMLP: same predictions, its bytes, its speed (medians
     of interleaved repetitions, as ``sparseprune profile`` times them)."""
-    from .profile import measure
-
     smodel = model.to_sparse()
     dense_proba = model.predict_proba(Xt)
     sparse_proba = smodel.predict_proba(Xt)
@@ -187,37 +152,28 @@ def _sparse_payoff(model, Xt, budget, say):
         Xb = np.ascontiguousarray(Xt[:batch])
         times = measure({"dense": lambda Xb=Xb: model.predict_proba(Xb),
                          "sparse": lambda Xb=Xb: smodel.predict_proba(Xb)}, budget)
-        dense_s, sparse_s = times["dense"], times["sparse"]
-        timing.append({"batch": batch, "dense_ms": dense_s * 1e3, "sparse_ms": sparse_s * 1e3,
-                       "speedup": dense_s / sparse_s})
-    dense_bytes = sum(layer.weight.nbytes + layer.bias.nbytes for layer in model.layers)
+        timing.append(Timing(batch=batch, dense_ms=times["dense"] * 1e3,
+                             sparse_ms=times["sparse"] * 1e3))
     dense_file, dense_compressed = _dense_file_bytes(model)
-    result = {
-        "sparsity": model.sparsity,
-        "max_abs_proba_difference": float(np.max(np.abs(dense_proba - sparse_proba))),
-        "same_predictions": float(np.mean(model.predict(Xt) == smodel.predict(Xt))),
-        "dense_bytes": int(dense_bytes), "sparse_bytes": int(smodel.nbytes()),
-        "dense_file_bytes": dense_file, "dense_compressed_file_bytes": dense_compressed,
-        "backends": {str(t["batch"]): [layer.backend_for(t["batch"]) for layer in smodel.layers]
-                    for t in timing},
-        "timing": timing,
-    }
-    say(f"\nthe {model.sparsity:.0%} model as a SparseMLP: weights and biases take "
-        f"{result['sparse_bytes'] / 1024:.1f} KiB against {dense_bytes / 1024:.1f} KiB dense; "
-        f"predictions agree on {result['same_predictions']:.2%} of the test set")
-    say(text_table(["batch", "dense ms", "sparse ms", "speedup", "backends"],
-                   [[t["batch"], f"{t['dense_ms']:.3f}", f"{t['sparse_ms']:.3f}",
-                     f"{t['speedup']:.2f}x", "/".join(result["backends"][str(t["batch"])])]
-                    for t in timing]))
-    return smodel, result
+    payoff = SparsePayoff(
+        sparsity=model.sparsity,
+        max_abs_proba_difference=float(np.max(np.abs(dense_proba - sparse_proba))),
+        same_predictions=float(np.mean(model.predict(Xt) == smodel.predict(Xt))),
+        dense_bytes=int(sum(layer.weight.nbytes + layer.bias.nbytes for layer in model.layers)),
+        sparse_bytes=int(smodel.nbytes()), dense_file_bytes=dense_file,
+        dense_compressed_file_bytes=dense_compressed,
+        backends={t.batch: [layer.backend_for(t.batch) for layer in smodel.layers]
+                  for t in timing},
+        timing=tuple(timing))
+    return smodel, payoff
 
 
 def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
-    """Run the story; returns ``(results, artifacts)``.
+    """Run the story, telling it through ``say``; returns ``(result, artifacts)``.
 
-    ``results`` is a JSON-ready dict of every number the report shows; ``artifacts``
-    holds what the plots and files need beyond numbers: the models, each layer's weights
-    before and after pruning, the masks.
+    ``result`` is a :class:`~sparseprune.app.results.DemoResult` holding every number
+    the report shows; ``artifacts`` holds what the plots and files need beyond numbers:
+    the models, each layer's weights before and after pruning, the masks.
     """
     setup = SETUPS[data_name]
     fit = dict(setup["fit"], epochs=_epochs(setup["fit"]["epochs"], quick))
@@ -229,16 +185,16 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
     started = time.perf_counter()
 
     base, baseline = _baseline(setup, fit, X, y, Xt, yt, seed, progress, say)
-    one_shot = _one_shot(base, tune, X, y, Xt, yt, say)
+    one_shot = _one_shot(base, tune, X, y, Xt, yt)
+    say("\n" + one_shot_table(one_shot).text())
 
     paths, models = {}, {}
     for schedule in ("linear", "cubic"):
-        models[schedule], records = _path(base, X, y, Xt, yt, setup["target"], 5, schedule,
-                                          tune, progress)
-        paths[schedule] = [r.as_dict() for r in records]
+        models[schedule], paths[schedule] = _path(base, X, y, Xt, yt, setup["target"], 5,
+                                                  schedule, tune, progress)
         say(f"\niterative magnitude pruning, {schedule} schedule to {setup['target']:.0%} "
-            f"(baseline {baseline['test_accuracy']:.2%}):")
-        say(text_table(STEP_HEADERS, _step_rows(records)))
+            f"(baseline {baseline.test_accuracy:.2%}):")
+        say(steps_table(paths[schedule]).text())
     pruned = models["cubic"]  # the model made sparse below
 
     sweep = setup["sweep"]
@@ -248,34 +204,41 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
     _, records = _path(base, X, y, Xt, yt, sweep["target"], sweep["steps"], "geometric",
                        dict(tune, epochs=_epochs(sweep["epochs"], quick)), progress,
                        callback=lambda record, model: states.append(copy.deepcopy(model)))
-    say(text_table(STEP_HEADERS, _step_rows(records)))
+    say(steps_table(records).text())
     best = mdl.best(records)
     accurate = max(records, key=lambda r: (r.val_accuracy, -r.step))
     say(f"MDL prefers step {best.step}: sparsity {best.sparsity:.2%}, {best.active} active "
         f"parameters, {best.total_bits:,.0f} bits, test accuracy {best.val_accuracy:.2%} "
         f"(most accurate: step {accurate.step}, {accurate.val_accuracy:.2%})")
-    preferred = states[best.step - 1]
-    mdl_result = {"schedule": "geometric", "target": sweep["target"], "steps": sweep["steps"],
-                  "sweep": [r.as_dict() for r in records], "preferred_step": best.step,
-                  "most_accurate_step": accurate.step}
+    mdl_sweep = Sweep(schedule="geometric", target=sweep["target"], steps=sweep["steps"],
+                      records=records, preferred_step=best.step,
+                      most_accurate_step=accurate.step)
 
-    codes = _codes(base, preferred, (baseline["description_length"],
-                                     best.description_length.as_dict()),
-                   setup, fit, X, y, quick, seed, progress, say)
-    smodel, sparse = _sparse_payoff(pruned, Xt, 0.05 if quick else 0.3, say)
+    codes_started = time.perf_counter()
+    codes = _codes(base, states[best.step - 1],
+                   (baseline.description_length, best.description_length),
+                   setup, fit, X, y, quick, seed, progress)
+    say(f"\ncodes of the {len(y)} training labels (compression = uniform / total; "
+        f"{time.perf_counter() - codes_started:.1f} s):")
+    say(codes_table(codes).text())
+
+    smodel, sparse = _sparse_payoff(pruned, Xt, 0.05 if quick else 0.3)
+    say(f"\nthe {pruned.sparsity:.0%} model as a SparseMLP: weights and biases take "
+        f"{sparse.sparse_bytes / 1024:.1f} KiB against {sparse.dense_bytes / 1024:.1f} KiB "
+        f"dense; predictions agree on {sparse.same_predictions:.2%} of the test set")
+    say(timing_table(sparse).text())
 
     elapsed = time.perf_counter() - started
     say(f"\ndone in {elapsed:.1f} s")
-    results = {
-        "data": {"name": data_name, "n_train": int(X.shape[0]), "n_test": int(Xt.shape[0]),
-                 "n_features": int(X.shape[1]), "n_classes": int(y.max()) + 1},
-        "network": {"sizes": list(setup["sizes"]), "dtype": "float32", "seed": seed},
-        "settings": {"quick": quick, "fit": fit, "finetune": tune, "target": setup["target"],
-                     "sweep": dict(sweep, epochs=_epochs(sweep["epochs"], quick)),
-                     "bits_back_sigmas": list(SIGMAS)},
-        "baseline": baseline, "one_shot": one_shot, "paths": paths, "mdl": mdl_result,
-        "codes": codes, "sparse": sparse, "seconds": elapsed,
-    }
+    result = DemoResult(
+        data=DataInfo(name=data_name, n_train=int(X.shape[0]), n_test=int(Xt.shape[0]),
+                      n_features=int(X.shape[1]), n_classes=int(y.max()) + 1),
+        sizes=tuple(setup["sizes"]), dtype="float32", seed=seed,
+        settings={"fit": fit, "finetune": tune, "target": setup["target"],
+                  "sweep": dict(sweep, epochs=_epochs(sweep["epochs"], quick)),
+                  "bits_back_sigmas": list(SIGMAS)},
+        baseline=baseline, one_shot=one_shot, paths=paths, mdl=mdl_sweep, codes=codes,
+        sparse=sparse, seconds=elapsed, quick=quick)
     names = [f"layer {i + 1}: {layer.in_features} x {layer.out_features}"
              for i, layer in enumerate(base.layers)]
     artifacts = {
@@ -284,27 +247,25 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
         "after": [layer.weight[layer.mask] for layer in pruned.layers],
         "masks": [layer.mask.copy() for layer in pruned.layers],
     }
-    return results, artifacts
+    return result, artifacts
 
 
-def write(results, artifacts, out, say=print):
+def write(result, artifacts, out, say=print):
     """Write ``results.json``, ``model.npz`` (the pruned SparseMLP), the plots (if
-    matplotlib is installed) and ``report.md`` to ``out``; returns the paths written."""
-    from .report import markdown
-
+    matplotlib is installed) and ``report.md`` to ``out``; returns ``(result, paths)``:
+    the result with the model file's size filled in, and the paths written."""
     os.makedirs(out, exist_ok=True)
     written = []
     model_path = os.path.join(out, "model.npz")
     artifacts["smodel"].save(model_path)
-    results["sparse"]["sparse_file_bytes"] = os.path.getsize(model_path)
+    result = dataclasses.replace(result, sparse=dataclasses.replace(
+        result.sparse, sparse_file_bytes=os.path.getsize(model_path)))
     written.append(model_path)
     # Serialized before anything else is written, so a value JSON cannot hold fails here.
-    document = json.dumps(results, indent=1, allow_nan=False)
+    document = json.dumps(result.as_dict(), indent=1, allow_nan=False)
     figures = []
     try:
-        from .plots import demo_figures
-
-        figures = demo_figures(results, out, artifacts["before"], artifacts["after"],
+        figures = demo_figures(result, out, artifacts["before"], artifacts["after"],
                                artifacts["masks"], artifacts["names"])
     except ImportError as exc:
         say(f"\nno plots: {exc}")
@@ -315,6 +276,6 @@ def write(results, artifacts, out, say=print):
     written.append(path)
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
-        f.write(markdown(results, [os.path.basename(p) for p in figures]))
+        f.write(markdown(result, [os.path.basename(p) for p in figures]))
     written.append(path)
-    return written
+    return result, written

@@ -6,16 +6,20 @@ import os
 import sys
 import time
 
-from ._format import text_table
+from ..model import load
+from . import demo as story
+from . import profile as prof
+from .plots import profile_figures
+from .tables import Table, kib
+
+__all__ = ["main"]
 
 
 def demo(args):
     """The notebook's story end to end; writes the report to ``args.out``."""
-    from . import demo as story
-
-    results, artifacts = story.run(args.data, quick=args.quick, seed=args.seed,
-                                   progress=not args.no_progress)
-    written = story.write(results, artifacts, args.out)
+    result, artifacts = story.run(args.data, quick=args.quick, seed=args.seed,
+                                  progress=not args.no_progress)
+    _, written = story.write(result, artifacts, args.out)
     print("\nwrote " + ", ".join(written))
     return 0
 
@@ -31,15 +35,8 @@ def _shape(text):
     return n_in, n_out
 
 
-def _kb(n):
-    return f"{n / 1024:.1f}"
-
-
 def profile(args):
     """Time dense NumPy, sparseprune CSR and scipy.sparse against sparsity and batch."""
-    from . import profile as prof
-    from .model import load
-
     quick = prof.QUICK if args.quick else {}
     shapes = args.shapes or quick.get("shapes", prof.SHAPES)
     sparsities = args.sparsity or quick.get("sparsities", prof.SPARSITIES)
@@ -69,17 +66,17 @@ def profile(args):
     rows = [[r["case"], f"{r['sparsity']:.2%}", r["batch"], r["nnz"],
              f"{r['dense_s'] * 1e3:.3f}", f"{r['sparse_s'] * 1e3:.3f}",
              f"{r['scipy_s'] * 1e3:.3f}", f"{r['speedup']:.2f}x", f"{r['speedup_scipy']:.2f}x",
-             f"{r['gflops']:.2f}", _kb(r["dense_bytes"]), _kb(r["sparse_bytes"]),
-             _kb(r["entropy_bound_bytes"])] for r in result["rows"]]
-    print(text_table(["case", "sparsity", "batch", "nnz", "dense ms", "csr ms", "scipy ms",
-                  "vs dense", "vs scipy", "GFLOP/s", "dense KiB", "csr KiB", "bound KiB"],
-                 rows))
+             f"{r['gflops']:.2f}", kib(r["dense_bytes"]), kib(r["sparse_bytes"]),
+             kib(r["entropy_bound_bytes"])] for r in result["rows"]]
+    print(Table(("case", "sparsity", "batch", "nnz", "dense ms", "csr ms", "scipy ms",
+                 "vs dense", "vs scipy", "GFLOP/s", "dense KiB", "csr KiB", "bound KiB"),
+                tuple(rows)).text())
     print("\ncrossover: lowest measured sparsity at which CSR beats dense")
     batches = sorted({r["batch"] for r in result["rows"]})
-    print(text_table(["case"] + [f"batch {b}" for b in batches],
-                 [[case] + ["never" if by_batch.get(str(b)) is None
-                            else f"{round(100 * by_batch[str(b)], 2):g}%" for b in batches]
-                  for case, by_batch in result["crossover_by_case"].items()]))
+    print(Table(("case", *(f"batch {b}" for b in batches)),
+                tuple([case] + ["never" if by_batch.get(str(b)) is None
+                                else f"{round(100 * by_batch[str(b)], 2):g}%" for b in batches]
+                      for case, by_batch in result["crossover_by_case"].items())).text())
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "profile.json")
@@ -87,8 +84,6 @@ def profile(args):
         json.dump(result, f, indent=1, allow_nan=False)
     written = [path]
     try:
-        from .plots import profile_figures
-
         written += profile_figures(result, args.out)
     except ImportError as exc:
         print(f"\nno plots: {exc}")
