@@ -171,30 +171,30 @@ class MaskedLinear(_Linear):
         """The live weights as CSR of ``W.T`` (out, in): (indptr int32 (out + 1,),
         indices int32 (nnz,), data (nnz,)), row ``j`` holding output ``j``'s inputs.
         New arrays: the layer's own are dense."""
-        outputs, inputs = np.nonzero(self._mask.T)
+        inputs, outputs = self.kept_positions()
         indptr = np.zeros(self.out_features + 1, INDEX_DTYPE)
         np.cumsum(np.bincount(outputs, minlength=self.out_features), out=indptr[1:])
-        data = np.ascontiguousarray(self._weight.T[outputs, inputs])
-        return indptr, inputs.astype(INDEX_DTYPE), data
+        return indptr, inputs.astype(INDEX_DTYPE), self._weight[inputs, outputs]
 
     def kept_values(self):
-        return self._weight.T[self._mask.T]
+        return self._weight[self.kept_positions()]
 
     def kept_positions(self):
+        # nonzero() of the transposed mask walks it by output, then input: CSR of W.T.
         outputs, inputs = np.nonzero(self._mask.T)
         return inputs.astype(np.int64), outputs.astype(np.int64)
 
     def assign_kept(self, values):
         """Set the kept weights, in place, to ``values`` (nnz,) in CSR-of-``W.T`` order
         (the order of :meth:`kept_values`)."""
-        self._weight.T[self._mask.T] = values
+        self._weight[self.kept_positions()] = values
 
     def with_values(self, kept, bias):
         """A new MaskedLinear with this mask, the kept weights ``kept`` (nnz,) in
         CSR-of-``W.T`` order and ``bias`` (out,), cast to the layer's dtype."""
-        weight_t = np.zeros((self.out_features, self.in_features), self.dtype)
-        weight_t[self._mask.T] = kept
-        return MaskedLinear(weight_t.T, bias, mask=self._mask, dtype=self.dtype)
+        weight = np.zeros(self.shape, self.dtype)
+        weight[self.kept_positions()] = kept
+        return MaskedLinear(weight, bias, mask=self._mask, dtype=self.dtype)
 
     def to_dense(self):
         """The weight as a new dense array (in, out)."""

@@ -307,3 +307,50 @@ def test_engine_is_the_deprecated_name_of_backend(rng):
     with pytest.warns(DeprecationWarning, match="use backend="):
         smodel = model.to_sparse(engine="csr")
     assert [l.backend for l in smodel.layers] == ["sparse", "sparse"]
+
+
+@given(scipy_weights(max_dim=30), seeds)
+def test_both_layer_kinds_present_one_face(case, seed):
+    """A MaskedLinear and the SparseLinear of its live weights agree on every method a
+    caller uses: kept values and positions in one order, CSR arrays, copies with new
+    values, parameters, forward."""
+    W, dense, _ = case
+    rng = np.random.default_rng(seed)
+    n_in, n_out = W.shape
+    mask = dense != 0
+    masked = spp.MaskedLinear(dense, rng.uniform(-1, 1, n_out), mask=mask, dtype=W.dtype)
+    sparse = spp.SparseLinear.from_masked(masked)
+    for layer in (masked, sparse):
+        inputs, outputs = layer.kept_positions()
+        assert inputs.dtype == outputs.dtype == np.int64
+        # CSR of W.T: by output, then input.
+        order = np.lexsort((inputs, outputs))
+        assert_array_equal(order, np.arange(inputs.size))
+        assert_array_equal(layer.kept_values(), dense[inputs, outputs])
+        assert layer.kept_values().dtype == W.dtype
+        assert layer.nnz == inputs.size == np.count_nonzero(mask)
+        assert_array_equal(layer.to_dense(), dense)
+    for a, b in zip(masked.csr_arrays(), sparse.csr_arrays()):
+        assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    new = rng.uniform(-1, 1, sparse.nnz)
+    bias = rng.uniform(-1, 1, n_out)
+    copies = [masked.with_values(new, bias), sparse.with_values(new, bias)]
+    assert type(copies[0]) is spp.MaskedLinear and type(copies[1]) is spp.SparseLinear
+    for copy in copies:
+        assert_array_equal(copy.kept_values(), new.astype(W.dtype))
+        assert_array_equal(copy.bias, bias.astype(W.dtype))
+    assert_array_equal(copies[0].mask, mask)
+    assert copies[1].backend == "sparse"  # an "auto" layer's copy is not measured
+    X = rng.uniform(-1, 1, (3, n_in)).astype(W.dtype)
+    assert_allclose(copies[0].forward(X), copies[1].forward(X), **forward_tol(X, dense, W.dtype))
+    # parameters(): flat writable arrays the optimizer updates, with their live masks.
+    (w, live), (b, b_live) = masked.parameters()
+    assert w.size == n_in * n_out and np.shares_memory(w, masked.weight)
+    assert_array_equal(live, mask.ravel()) and b_live.all() and b is masked.bias
+    (data, live), (b, _) = sparse.parameters()
+    assert data is sparse.data and live.all() and b is sparse.bias
+    # assign_kept writes the values back in the same order.
+    masked.assign_kept(new)
+    assert_array_equal(masked.kept_values(), new.astype(W.dtype))
+    assert_array_equal(masked.weight[~mask], 0)
