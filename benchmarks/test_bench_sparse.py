@@ -21,7 +21,7 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
   model that mixes a small dense layer (a quarter of the width) with a pruned one:
   ``pair`` as sparseprune runs it by default (Numba's OpenMP waiting passively),
   ``single-threaded-blas`` inside ``spp.single_threaded_blas()``, and each half alone
-  for reference (see ``sparseprune/_threads.py``).
+  for reference (see ``sparseprune/_tuning.py``).
 
 Every benchmark records in ``extra_info`` its shape, sparsity, batch, nnz, the weight
 bytes dense and CSR, the peak bytes allocated by one call (tracemalloc) and GFLOP/s
