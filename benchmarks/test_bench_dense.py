@@ -24,12 +24,15 @@ import numpy as np
 from bench_utils import assert_close
 
 import sparseprune as spp
-from sparseprune.kernels.dense import dense_relu_backward, dense_softmax_xent
+from sparseprune.kernels.dense import RELU, dense_act_backward, dense_softmax_xent
 from sparseprune.kernels.optim import sgd_step
 from sparseprune.layers import MaskedLinear
 from sparseprune.passes import Workspace, forward_backward
 from sparseprune.train import SGD, DenseBackend
 from sparseprune.train.loop import bind
+
+# ReLU's derivative comes from its output: no pre-activation is passed.
+NO_PRE = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 
 # The timed step runs thousands of times on one batch; a small learning rate keeps the
 # weights near their start (no overfitting the batch, no underflow to subnormals), and
@@ -127,9 +130,9 @@ def sparseprune_step(model, X, y, lr):
     dense backends and an SGD optimizer bound once, then ``forward_backward`` and ``step``
     per batch. Returns (step, workspace, backends)."""
     batch = X.shape[0]
-    ws = Workspace(model.sizes, batch, model.dtype)
+    ws = Workspace(model.sizes, batch, model.dtype, model.activation, model.head)
     ws.acts(batch)[0][...] = X.T
-    ws.y[:batch] = y
+    ws.targets(batch)[...] = y
     backends = [DenseBackend(layer) for layer in model.layers]
     optimizer = SGD(lr, momentum=0.0)
     grads = bind(optimizer, backends, ws)
@@ -194,14 +197,14 @@ def test_forward(measure, rng, layer_case, contender):
     x = np.ascontiguousarray(X.T)
     out = np.empty((case.n_out, case.batch), case.dtype)
 
-    assert_close(layer.forward_fm(x, out, relu=True).T, numpy_forward(X, W, b), case.dtype)
+    assert_close(layer.forward_fm(x, out, RELU).T, numpy_forward(X, W, b), case.dtype)
 
     if contender == "numpy":
         def step():
             return numpy_forward(X, W, b)
     else:
         def step():
-            return layer.forward_fm(x, out, relu=True)
+            return layer.forward_fm(x, out, RELU)
     measure(step, f"forward {case.id}", shape=[case.n_in, case.n_out], batch=case.batch,
             dtype=case.dtype,
             bytes=_nbytes(W.shape, X.shape, out.shape, dtype=case.dtype))
@@ -250,7 +253,7 @@ def test_backward(measure, rng, sparsity, layer_case, contender):
 
     def fused():
         layer.backward_fm(a, dz, grad_weight, dx)
-        dense_relu_backward(a, dx, grad_bias)
+        dense_act_backward(a, NO_PRE[a.dtype], dx, grad_bias, RELU)
         return dx
 
     fused()

@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from bench_utils import assert_close
 
 import sparseprune as spp
+from sparseprune.kernels.dense import IDENTITY
 from sparseprune.ops import aligned_empty
 from sparseprune.train import DenseBackend, SparseBackend
 
@@ -83,7 +84,7 @@ def test_forward(measure, rng, sparse_case, sparse_contender):
     elif sparse_contender == "csr":
         xt = _feature_major(X)
         out = aligned_empty((case.shape[1], case.batch), case.dtype)
-        fn = lambda: layer.forward_fm(xt, out, False)  # noqa: E731
+        fn = lambda: layer.forward_fm(xt, out, IDENTITY)  # noqa: E731
     else:
         fn = lambda: layer.forward(X)  # noqa: E731
     result = fn()
@@ -135,7 +136,7 @@ def test_threads(measure, rng, threads_case, threads_contender):
 
     def pair():
         np.matmul(Wd, xd, out=dense_out)
-        layer.forward_fm(xt, out, False)
+        layer.forward_fm(xt, out, IDENTITY)
 
     if threads_contender == "single-threaded-blas":
         def fn():
@@ -146,7 +147,7 @@ def test_threads(measure, rng, threads_case, threads_contender):
             np.matmul(Wd, xd, out=dense_out)
     elif threads_contender == "csr-alone":
         def fn():
-            layer.forward_fm(xt, out, False)
+            layer.forward_fm(xt, out, IDENTITY)
     else:
         fn = pair
     pair()

@@ -9,7 +9,10 @@ Format version 1. Keys:
 - per layer ``i``: ``layer{i}_indptr`` (out + 1,), ``layer{i}_indices`` (nnz,) and
   ``layer{i}_data`` (nnz,), the CSC arrays of the weight (in, out) (the CSR arrays of its
   transpose), and ``layer{i}_bias`` (out,). Index arrays are stored in the smallest
-  unsigned integer type that holds them.
+  unsigned integer type that holds them;
+- optionally (files of 0.1 have none: ReLU, softmax, no labels): ``activation`` and
+  ``loss``, strings naming the model's activation and head, and ``classes`` (k,), its
+  class labels (numbers or strings).
 
 Everything read is validated before any kernel sees it; a corrupt or hostile file gets a
 ``ValueError`` that says what is wrong.
@@ -24,6 +27,8 @@ import zlib
 import numpy as np
 
 from ._validation import FLOAT_DTYPES, check_csr, check_matrix
+from .activations import ACTIVATIONS
+from .heads import HEADS
 
 __all__ = ["FORMAT", "VERSION", "read_arrays", "write_arrays"]
 
@@ -48,11 +53,12 @@ def _smallest_uint(a):
             return a.astype(dtype)
 
 
-def write_arrays(path, dtype, sizes, layers):
+def write_arrays(path, dtype, sizes, layers, head=None):
     """Write a model's arrays to ``path`` atomically; returns ``path``.
 
     dtype: float32 or float64; sizes: the layer widths; layers: per layer (indptr,
-    indices, data, bias), the CSR arrays of ``W.T`` and the bias. The file appears
+    indices, data, bias), the CSR arrays of ``W.T`` and the bias; head: optionally
+    {"activation": name, "loss": name, "classes": None or a 1-D array}. The file appears
     complete or not at all: it is written to a temporary file in the same directory and
     renamed over ``path``, so a failed save leaves an existing file as it was.
     """
@@ -67,6 +73,11 @@ def write_arrays(path, dtype, sizes, layers):
         arrays[f"layer{i}_indices"] = _smallest_uint(indices)
         arrays[f"layer{i}_data"] = data
         arrays[f"layer{i}_bias"] = bias
+    if head is not None:
+        arrays["activation"] = np.array(head["activation"])
+        arrays["loss"] = np.array(head["loss"])
+        if head.get("classes") is not None:
+            arrays["classes"] = np.asarray(head["classes"])
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".sparseprune-", suffix=".npz.tmp", dir=directory)
@@ -91,6 +102,9 @@ def _expected_keys(n_layers):
     return keys
 
 
+OPTIONAL_KEYS = {"activation", "loss", "classes"}
+
+
 def _read(npz, key, path):
     """Array ``key`` of the archive, after checking that its ``.npy`` header promises
     no more data than the member holds (a forged header would make numpy allocate
@@ -112,8 +126,15 @@ def _read(npz, key, path):
         value = npz[key]
     except (KeyError, ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
             zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
+        raise ValueError(f"{path}: array {key!r} cannot be read: {_brief(exc)}") from exc
     return value
+
+
+def _brief(exc, limit=300):
+    """An exception's message cut to ``limit`` characters: zipfile quotes whole corrupt
+    headers (kilobytes of escaped bytes), which no one reads."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "... (cut)"
 
 
 def _listing(keys, limit=8):
@@ -143,23 +164,42 @@ def _read_header(npz, path):
     sizes = _read(npz, "sizes", path)
     if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or sizes.size < 2:
         raise ValueError(f"{path}: 'sizes' must be at least two integers, got {sizes!r}")
-    if (sizes < 1).any() or sizes[-1] < 2 or (sizes > np.iinfo(np.int32).max).any():
+    if (sizes < 1).any() or (sizes > np.iinfo(np.int32).max).any():
         raise ValueError(f"{path}: layer sizes {sizes.tolist()} are out of range")
     return np.dtype(dtype), [int(s) for s in sizes]
+
+
+def _read_head(npz, keys, path):
+    """{"activation", "loss", "classes"} of the file; 0.1's defaults where absent."""
+    head = {"activation": "relu", "loss": "softmax", "classes": None}
+    for key, known in (("activation", ACTIVATIONS), ("loss", HEADS)):
+        if key in keys:
+            value = _read_scalar_str(npz, key, path)
+            if value not in known:
+                raise ValueError(f"{path}: {key} must be one of {sorted(known)}, got {value!r}")
+            head[key] = value
+    if "classes" in keys:
+        classes = _read(npz, "classes", path)
+        if classes.ndim != 1 or classes.dtype.kind not in "biufU":
+            raise ValueError(f"{path}: 'classes' must be a 1-D array of numbers or strings, "
+                             f"got {classes.dtype} of shape {classes.shape}")
+        head["classes"] = classes
+    return head
 
 
 def read_arrays(path):
     """Read and fully validate a model file.
 
-    Returns (dtype, sizes, layers) with layers a list of (indptr int32, indices int32,
-    data, bias) per layer, every array checked: shapes consistent across layers, indices
-    in range, indptr monotone, values finite.
+    Returns (dtype, sizes, layers, head) with layers a list of (indptr int32, indices
+    int32, data, bias) per layer, every array checked: shapes consistent across layers,
+    indices in range, indptr monotone, values finite; and head the model's
+    {"activation", "loss", "classes"} (names checked; the model checks the rest).
     """
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
             zipfile.BadZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: not a readable .npz file: {exc}") from exc
+        raise ValueError(f"{path}: not a readable .npz file: {_brief(exc)}") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
         npz.close() if hasattr(npz, "close") else None
         raise ValueError(f"{path}: not an .npz archive")
@@ -173,9 +213,15 @@ def read_arrays(path):
             raise ValueError(f"{path}: not a sparseprune model: arrays missing {_listing(missing)}")
         dtype, sizes = _read_header(npz, path)
         expected = _expected_keys(len(sizes) - 1)
-        if keys != expected:
+        if not expected <= keys <= expected | OPTIONAL_KEYS:
             raise ValueError(f"{path}: arrays missing {_listing(expected - keys)}, "
-                             f"unexpected {_listing(keys - expected)}")
+                             f"unexpected {_listing(keys - expected - OPTIONAL_KEYS)}")
+        head = _read_head(npz, keys, path)
+        try:
+            HEADS[head["loss"]].check_outputs(sizes[-1])
+        except ValueError as exc:
+            raise ValueError(f"{path}: layer sizes {sizes} do not fit the {head['loss']} "
+                             f"head: {exc}") from None
         layers = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             name = f"{path}: layer {i}"
@@ -190,4 +236,4 @@ def read_arrays(path):
                 raise ValueError(f"{name} bias must be {dtype}, got {bias.dtype}")
             bias = check_matrix(bias, (n_out,), dtype, f"{name} bias")
             layers.append((indptr, indices, data, bias))
-    return dtype, sizes, layers
+    return dtype, sizes, layers, head

@@ -4,9 +4,10 @@ Both kinds present one face. Users see the weight as ``(in, out)``, like ``X @ W
 sample-major data:
 
 - ``forward(X)``: ``X @ W + bias`` on sample-major X (batch, in), validated;
-- ``forward_fm(x, out, relu)`` and ``backward_fm(x, dz, grad, dx)``: the passes on
+- ``forward_fm(x, out, act)`` and ``backward_fm(x, dz, grad, dx)``: the passes on
   feature-major activations ``(features, batch)``, already validated (the ``_fm``
-  contract: C-contiguous, of the layer's dtype);
+  contract: C-contiguous, of the layer's dtype); ``act`` is an activation code of
+  ``kernels.dense`` (``IDENTITY``, ``RELU``, ...), applied after the bias;
 - the surviving ("kept") weights in one order, CSR of ``W.T`` (by output, then input),
   whatever the kind: ``kept_values()``, ``kept_positions()``, ``csr_arrays()``, and
   ``with_values(kept, bias)``, a copy with new values on the same pattern;
@@ -24,7 +25,7 @@ from ._tuning import Plan, check_backend
 from ._validation import (
     INDEX_DTYPE, check_dtype, check_features, check_matrix, check_sparse_weight,
 )
-from .kernels.dense import dense_bias_act, dense_mask_grad
+from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks,
 )
@@ -73,7 +74,7 @@ class _Linear:
         xt = aligned_empty((X.shape[1], X.shape[0]), self.dtype)
         xt[...] = X.T
         out = aligned_empty((self.out_features, xt.shape[1]), self.dtype)
-        return self.forward_fm(xt, out, relu=False).T
+        return self.forward_fm(xt, out, IDENTITY).T
 
     def __call__(self, X):
         return self.forward(X)
@@ -209,13 +210,13 @@ class MaskedLinear(_Linear):
 
     # -- passes ----------------------------------------------------------------------
 
-    def forward_fm(self, x, out, relu):
-        """Fill ``out`` (out, batch) with ``W.T @ x + b``, ReLU'd if ``relu``.
+    def forward_fm(self, x, out, act):
+        """Fill ``out`` (out, batch) with ``act(W.T @ x + b)``.
 
-        x: (in, batch), C-contiguous, of the layer's dtype.
+        x: (in, batch), C-contiguous, of the layer's dtype; act: an activation code.
         """
         np.matmul(self._weight.T, x, out=out)
-        dense_bias_act(out, self._bias, relu)
+        dense_bias_act(out, self._bias, act)
         return out
 
     def backward_fm(self, x, dz, grad_weight, dx=None):
@@ -393,43 +394,46 @@ class SparseLinear(_Linear):
         chosen = self.backend_for(batch)
         return "csr" if chosen == "sparse" else chosen
 
-    def _choose(self, x, out, relu):
+    def _choose(self, x, out, act):
         if self._backend != "auto":
             return self._backend
         choice = self.plan.choose("backend", x.shape[1], {
-            "sparse": lambda: self._sparse_forward(x, out, relu),
-            "dense": lambda: self._dense_forward(x, out, relu)})
+            "sparse": lambda: self._sparse_forward(x, out, act),
+            "dense": lambda: self._dense_forward(x, out, act)})
         if "dense" not in self.plan.winners("backend"):
             self._dense = None
         return choice
 
     # -- passes ----------------------------------------------------------------------
 
-    def forward_fm(self, x, out, relu):
-        """Fill ``out`` (out, batch) with ``W.T @ x + b`` (ReLU'd if ``relu``) for
-        feature-major ``x`` (in, batch); both C-contiguous, of the layer's dtype.
+    def forward_fm(self, x, out, act):
+        """Fill ``out`` (out, batch) with ``act(W.T @ x + b)`` for feature-major ``x``
+        (in, batch); both C-contiguous, of the layer's dtype; act: an activation code.
 
         With ``backend="auto"`` the first call at each batch-size bucket (powers of two)
         times the CSR kernel against a dense BLAS product on the real input and keeps
         the faster one for that bucket; a dense copy of the weight exists only while a
         bucket runs dense.
         """
-        if self._choose(x, out, relu) == "sparse":
-            self._sparse_forward(x, out, relu)
+        if self._choose(x, out, act) == "sparse":
+            self._sparse_forward(x, out, act)
         else:
-            self._dense_forward(x, out, relu)
+            self._dense_forward(x, out, act)
         return out
 
-    def _sparse_forward(self, x, out, relu):
+    def _sparse_forward(self, x, out, act):
+        # The CSR kernels fuse the bias and ReLU; another activation is one more pass.
         csr_forward(self._indptr, self._indices, self._data, self._row_bounds, self._bias,
-                    relu, x, out)
+                    act == RELU, x, out)
+        if act not in (IDENTITY, RELU):
+            dense_bias_act(out, EMPTY[self.dtype], act)
 
-    def _dense_forward(self, x, out, relu):
+    def _dense_forward(self, x, out, act):
         dense = self._dense
         if dense is None:
             dense = self._dense = self.weight.toarray()
         np.matmul(dense.T, x, out=out)
-        dense_bias_act(out, self._bias, relu)
+        dense_bias_act(out, self._bias, act)
 
     def _transposed(self):
         """The pattern of W (in, out) as CSR, for the input gradient, built once."""

@@ -1,15 +1,17 @@
-"""The models: ReLU hidden layers, softmax output. ``MLP`` holds dense weights with
-pruning masks and trains; ``SparseMLP`` holds only the surviving weights, for fast
-inference and small files (:meth:`SparseMLP.save`, :func:`load`)."""
+"""The models: one activation between layers (ReLU by default), an output head (softmax
+by default; :mod:`sparseprune.heads`). ``MLP`` holds dense weights with pruning masks and
+trains; ``SparseMLP`` holds only the surviving weights, for fast inference and small
+files (:meth:`SparseMLP.save`, :func:`load`)."""
 
 import warnings
 
 import numpy as np
 
 from ._tuning import Plan, check_backend, single_threaded_blas
-from ._validation import check_dtype, check_int, check_labels
+from ._validation import check_dtype, check_int
+from .activations import check_activation, code, init_std
+from .heads import check_loss, get_head
 from .io import read_arrays, write_arrays
-from .kernels.dense import dense_softmax, dense_softmax_xent
 from .layers import MaskedLinear, SparseLinear
 from .passes import Workspace, chunks, forward_backward, logits_fm, to_feature_major
 from .train import DenseBackend, fit
@@ -17,7 +19,7 @@ from .train import DenseBackend, fit
 __all__ = ["MLP", "SparseMLP", "load"]
 
 
-def _check_sizes(sizes):
+def _check_sizes(sizes, head):
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
         raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
     if len(sizes) < 2:
@@ -25,14 +27,42 @@ def _check_sizes(sizes):
             f"sizes must have at least two entries (inputs, outputs), got {list(sizes)}"
         )
     sizes = tuple(check_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes))
-    if sizes[-1] < 2:
-        raise ValueError(f"sizes[-1] is the number of classes and must be >= 2, got {sizes[-1]}")
+    head.check_outputs(sizes[-1])
     return sizes
+
+
+def _check_classes(classes, head, n_outputs):
+    """None, or ``classes`` as a 1-D array of distinct labels, as many as the head
+    tells apart (numbers, bools or strings: a model file holds no Python objects)."""
+    if classes is None:
+        return None
+    if not head.classifier:
+        raise ValueError(f"classes are for classifiers; the {head.name!r} loss is regression")
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or classes.dtype.kind not in "biufU":
+        raise TypeError(f"classes must be a 1-D array of numbers or strings, got "
+                        f"{classes.dtype} of shape {classes.shape}")
+    expected = head.n_classes(n_outputs)
+    if classes.size != expected:
+        raise ValueError(f"classes must hold {expected} labels for {n_outputs} "
+                         f"{head.name} output{'s' if n_outputs > 1 else ''}, got "
+                         f"{classes.size}")
+    if np.unique(classes).size != classes.size:
+        raise ValueError(f"classes must be distinct, got {classes.tolist()}")
+    return classes.copy()
 
 
 class _Network:
     """Inference shared by the dense and the sparse model: a stack of layers with
-    ``forward_fm(x, out, relu)``, ReLU between them, softmax at the end."""
+    ``forward_fm(x, out, act)``, one activation between them, a head at the end.
+    Subclasses set ``layers``, ``sizes``, ``dtype``, ``activation``, ``loss`` and
+    ``classes`` (through :meth:`_set_head`)."""
+
+    def _set_head(self, activation, loss, classes):
+        self.activation = check_activation(activation)
+        self.loss = check_loss(loss)
+        self.head = get_head(self.loss)
+        self.classes = _check_classes(classes, self.head, self.sizes[-1])
 
     # -- shape and size -----------------------------------------------------------------
 
@@ -41,8 +71,14 @@ class _Network:
         return self.sizes[0]
 
     @property
-    def n_classes(self):
+    def n_outputs(self):
         return self.sizes[-1]
+
+    @property
+    def n_classes(self):
+        """Classes a classifier tells apart (labels, for a multi-label one); None for
+        regression."""
+        return self.head.n_classes(self.sizes[-1])
 
     def count_parameters(self):
         """(total, active): all weights and biases, and those not pruned.
@@ -68,41 +104,77 @@ class _Network:
         return to_feature_major(X, self.n_features, self.dtype, name=name)
 
     def logits_fm(self, xt):
-        """Logits (n_classes, batch) of feature-major input ``xt`` (n_features, batch).
+        """Logits (n_outputs, batch) of feature-major input ``xt`` (n_features, batch).
         The one hook a model kind overrides (``SparseMLP`` measures its thread plan)."""
-        return logits_fm(self.layers, self.dtype, xt)
+        return logits_fm(self.layers, self.dtype, xt, code(self.activation))
+
+    def targets(self, y, n_samples, name="y"):
+        """``y`` checked against this model's head and turned into what it trains on
+        (class indices, or (n_outputs, n) float targets); labels are looked up in
+        ``classes`` when the model has them."""
+        if self.classes is not None and (self.loss == "softmax" or self.n_outputs == 1):
+            y = self._encode(y, name)
+        return self.head.check_targets(y, n_samples, self.n_outputs, self.dtype, name=name)
+
+    def _encode(self, y, name):
+        """Labels from ``classes`` -> their indices; any other label is a ValueError."""
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (n_samples,) labels, got shape {y.shape}")
+        order = np.argsort(self.classes, kind="stable")
+        ranked = self.classes[order]
+        try:
+            pos = np.minimum(np.searchsorted(ranked, y), ranked.size - 1)
+            unknown = ranked[pos] != y
+        except TypeError:  # labels of a kind the classes are not (strings for numbers)
+            pos, unknown = None, np.ones(y.shape, bool)
+        if unknown.any():
+            raise ValueError(f"{name} holds labels that are not among the model's classes "
+                             f"{self.classes.tolist()}, e.g. {y[unknown][0]!r}")
+        return order[pos]
 
     def proba_fm(self, xt):
-        """Class probabilities (batch, n_classes) of feature-major input."""
-        proba = np.empty((xt.shape[1], self.n_classes), self.dtype)
+        """Class probabilities (batch, columns) of feature-major input: a column per
+        class; two for a binary sigmoid head (as scikit-learn gives them)."""
+        proba = None
         for start, chunk in chunks(xt):
-            z = self.logits_fm(chunk)
-            dense_softmax(z)
-            proba[start : start + z.shape[1]] = z.T
+            p = self.head.proba(self.logits_fm(chunk))
+            if proba is None:
+                proba = np.empty((xt.shape[1], p.shape[1]), self.dtype)
+            proba[start : start + p.shape[0]] = p
         return proba
 
     def predict_proba(self, X):
-        """Class probabilities (n_samples, n_classes) of X (n_samples, n_features)."""
+        """Class probabilities (n_samples, n_classes) of X (n_samples, n_features); a
+        TypeError for a regression model."""
+        if not self.head.classifier:
+            self.head.proba(None)  # says why
         return self.proba_fm(self.feature_major(X))
 
     def predict_fm(self, xt):
-        """Predicted classes (batch,) int64 of feature-major input: the argmax of the
-        logits, as training's accuracy counts it (probabilities can round to a tie)."""
-        labels = np.empty(xt.shape[1], np.int64)
-        for start, chunk in chunks(xt):
-            z = self.logits_fm(chunk)
-            labels[start : start + z.shape[1]] = np.argmax(z, axis=0)
-        return labels
+        """The head's predictions of feature-major input, as indices: class indices
+        (batch,) int64, 0/1 labels ((batch,) or (batch, k)), or values of the model's
+        dtype ((batch,) for one output, (batch, k))."""
+        parts = [self.head.predict(self.logits_fm(chunk)) for _, chunk in chunks(xt)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def predict(self, X):
-        """Predicted class (n_samples,) int64: the most probable one."""
-        return self.predict_fm(self.feature_major(X))
+        """Predictions for X (n_samples, n_features): the most probable class (from
+        ``classes`` if the model has them, else its index), 0/1 labels of a multi-label
+        model, or the values of a regression model."""
+        predictions = self.predict_fm(self.feature_major(X))
+        if self.classes is not None and predictions.ndim == 1 and self.head.classifier:
+            return self.classes[predictions]
+        return predictions
 
     def score(self, X, y):
-        """Accuracy: the fraction of samples whose predicted class is ``y``."""
+        """Accuracy (subset accuracy for multi-label), or R^2 for regression, as
+        scikit-learn's ``score``."""
         xt = self.feature_major(X)
-        y = check_labels(y, xt.shape[1], self.n_classes)
-        return float(np.mean(self.predict_fm(xt) == y))
+        targets = self.targets(y, xt.shape[1])
+        return self.head.score(self.predict_fm(xt), targets)
 
     def accuracy(self, X, y):
         """Deprecated alias of :meth:`score`."""
@@ -118,24 +190,29 @@ class _Network:
         return self.predict_proba(X)
 
     def evaluate(self, X, y):
-        """(mean cross-entropy in nats, accuracy) on X, y."""
+        """(mean loss per sample, score) on X, y: the loss training minimizes (nats for
+        the cross-entropies) and :meth:`score`'s number."""
         xt = self.feature_major(X)
-        y = check_labels(y, xt.shape[1], self.n_classes)
-        return self.evaluate_fm(xt, y)
+        return self.evaluate_fm(xt, self.targets(y, xt.shape[1]))
 
-    def evaluate_fm(self, xt, y):
-        """(mean cross-entropy in nats, accuracy) of feature-major ``xt`` and int64
-        labels ``y`` (batch,)."""
-        grad_bias = np.empty(self.n_classes, self.dtype)
+    def evaluate_fm(self, xt, targets):
+        """(mean loss per sample, score) of feature-major ``xt`` against checked
+        ``targets`` (see :meth:`targets`)."""
+        grad_bias = np.empty(self.n_outputs, self.dtype)
         loss = correct = 0.0
+        predictions = []
         for start, chunk in chunks(xt):
             z = self.logits_fm(chunk)
-            labels = y[start : start + z.shape[1]]
-            chunk_loss, chunk_correct = dense_softmax_xent(z, labels, 1.0, z, grad_bias)
+            t = np.ascontiguousarray(self.head.slice(targets, start, start + z.shape[1]))
+            if not self.head.classifier:
+                predictions.append(self.head.predict(z))
+            chunk_loss, chunk_correct = self.head.loss_grad(z, t, 1.0, z, grad_bias)
             loss += chunk_loss
             correct += chunk_correct
         n = xt.shape[1]
-        return loss / n, correct / n
+        if self.head.classifier:
+            return loss / n, correct / n
+        return loss / n, self.head.score(np.concatenate(predictions), targets)
 
 
 class MLP(_Network):
@@ -144,12 +221,23 @@ class MLP(_Network):
     Parameters
     ----------
     sizes : sequence of int
-        Layer widths ``[n_features, hidden..., n_classes]``; at least two entries.
+        Layer widths ``[n_features, hidden..., n_outputs]``; at least two entries.
     dtype : "float32" or "float64"
         Parameters and computation.
     seed : int or None
-        Seeds the He-normal initialization and, unless ``fit`` is given its own seed,
-        the shuffling of mini-batches. Biases start at zero.
+        Seeds the initialization (normal weights at the scale of
+        :func:`sparseprune.activations.init_std`: He's for ReLU) and, unless ``fit`` is
+        given its own seed, the shuffling of mini-batches. Biases start at zero.
+    activation : "relu", "tanh", "logistic", "identity", "gelu" or "gelu_tanh"
+        Between layers.
+    loss : "softmax", "sigmoid" or "squared"
+        The output head (:mod:`sparseprune.heads`): softmax cross-entropy over
+        ``n_outputs >= 2`` classes, sigmoid cross-entropy (one output: binary; k: k
+        labels), or squared error (regression). PyTorch's and scikit-learn's names
+        ("cross_entropy", "bce", "mse", ...) are accepted.
+    classes : sequence, optional
+        Labels of the classes, so that ``fit`` takes and ``predict`` returns them instead
+        of indices (numbers or strings).
 
     Attributes
     ----------
@@ -157,34 +245,36 @@ class MLP(_Network):
         ``layer.weight`` (in, out), ``layer.bias`` (out,), ``layer.mask`` (in, out) bool.
     """
 
-    def __init__(self, sizes, dtype="float32", seed=None):
-        self.sizes = _check_sizes(sizes)
+    def __init__(self, sizes, dtype="float32", seed=None, activation="relu", loss="softmax",
+                 classes=None):
+        self.sizes = _check_sizes(sizes, get_head(loss))
         self.dtype = check_dtype(dtype)
+        self._set_head(activation, loss, classes)
         self.seed = seed
         #: The model's seeded random stream: its initialization, and the shuffling seed of
         #: every fit not given one.
         self.rng = np.random.default_rng(seed)
         self.layers = []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            # He et al. 2015: variance 2 / fan_in keeps ReLU activations' scale. Drawn in
-            # float64 so float32 and float64 models of one seed agree to rounding.
-            weight = self.rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
+            # Drawn in float64 so float32 and float64 models of one seed agree to rounding.
+            weight = self.rng.standard_normal((n_in, n_out)) * init_std(self.activation,
+                                                                        n_in, n_out)
             self.layers.append(MaskedLinear(weight, np.zeros(n_out), dtype=self.dtype))
 
     # -- training -------------------------------------------------------------------------
 
     def loss_and_gradients(self, X, y):
-        """Mean cross-entropy on (X, y) and its gradients, as training computes them.
+        """The mean loss on (X, y) and its gradients, as training computes them.
 
         Returns (loss, grads) with grads a list of (grad_weight (in, out),
         grad_bias (out,)) per layer; weight gradients are zero outside the mask.
         """
         xt = self.feature_major(X)
         n = xt.shape[1]
-        y = check_labels(y, n, self.n_classes)
-        ws = Workspace(self.sizes, n, self.dtype)
+        targets = self.targets(y, n)
+        ws = Workspace(self.sizes, n, self.dtype, self.activation, self.head)
         ws.acts(n)[0][...] = xt
-        ws.y[:] = y
+        ws.targets(n)[...] = targets
         backends = [DenseBackend(layer) for layer in self.layers]
         loss, _ = forward_backward(backends, ws, n)
         return loss / n, [(b.grad_weight, gb.copy()) for b, gb in zip(backends, ws.grad_bias)]
@@ -203,13 +293,15 @@ class MLP(_Network):
                           "'csr')", DeprecationWarning, stacklevel=2)
             backend = "sparse" if engine == "csr" else engine
         check_backend(backend)
-        return SparseMLP([SparseLinear.from_masked(layer, backend) for layer in self.layers])
+        return SparseMLP([SparseLinear.from_masked(layer, backend) for layer in self.layers],
+                         activation=self.activation, loss=self.loss, classes=self.classes)
 
     def fit(self, X, y, validation_data=None, **options):
-        """Train on X (n_samples, n_features), y (n_samples,) int labels.
+        """Train on X (n_samples, n_features) and targets y: class labels (n_samples,),
+        0/1 labels for a sigmoid head, values for regression.
 
-        Minimizes the mean softmax cross-entropy over each mini-batch. Pruned weights
-        stay exactly zero. ``validation_data`` (X_val, y_val) is measured after every
+        Minimizes the head's mean loss over each mini-batch. Pruned weights stay
+        exactly zero. ``validation_data`` (X_val, y_val) is measured after every
         epoch. ``options``: ``epochs`` (10), ``lr``, ``batch_size``, ``optimizer``
         ("sgd", "adam" or an object), ``momentum``, ``weight_decay``, ``progress``,
         ``seed`` and ``backend``; :class:`sparseprune.train.FitOptions` says what each
@@ -221,8 +313,8 @@ class MLP(_Network):
 
     def __repr__(self):
         return (
-            f"MLP(sizes={list(self.sizes)}, dtype={self.dtype}, "
-            f"sparsity={self.sparsity:.3f})"
+            f"MLP(sizes={list(self.sizes)}, dtype={self.dtype}, activation="
+            f"{self.activation!r}, loss={self.loss!r}, sparsity={self.sparsity:.3f})"
         )
 
 
@@ -233,12 +325,14 @@ class SparseMLP(_Network):
     ----------
     layers : list of SparseLinear
         Consecutive layers: each one's ``in_features`` is the previous one's
-        ``out_features``; one dtype for all. ReLU between layers, softmax at the end.
+        ``out_features``; one dtype for all.
+    activation, loss, classes
+        As :class:`MLP`'s: the activation between layers, the output head, the labels.
 
     Usually made by :meth:`MLP.to_sparse` or :func:`sparseprune.load`.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, activation="relu", loss="softmax", classes=None):
         layers = list(layers)
         if not layers or not all(isinstance(layer, SparseLinear) for layer in layers):
             raise TypeError("layers must be a non-empty list of SparseLinear")
@@ -251,7 +345,9 @@ class SparseMLP(_Network):
             raise TypeError(f"layers must share one dtype, got {sorted(map(str, dtypes))}")
         self.layers = layers
         self.dtype = layers[0].dtype
-        self.sizes = _check_sizes([layers[0].in_features] + [l.out_features for l in layers])
+        self.sizes = _check_sizes([layers[0].in_features] + [l.out_features for l in layers],
+                                  get_head(loss))
+        self._set_head(activation, loss, classes)
         #: Measured: whether to hold BLAS to one thread, per batch bucket (see
         #: :meth:`logits_fm`); each layer keeps its own backend choices in ``layer.plan``.
         self.plan = Plan()
@@ -301,21 +397,27 @@ class SparseMLP(_Network):
         """Write the model to ``path`` (.npz, atomically); read it with
         :func:`sparseprune.load`. Returns ``path``."""
         return write_arrays(path, self.dtype, self.sizes,
-                            [(*layer.csr_arrays(), layer.bias) for layer in self.layers])
+                            [(*layer.csr_arrays(), layer.bias) for layer in self.layers],
+                            head={"activation": self.activation, "loss": self.loss,
+                                  "classes": self.classes})
 
     @classmethod
     def load(cls, path):
         """A SparseMLP from a file written by :meth:`save`, every array validated
         before use; a corrupt or hostile file gets a ValueError."""
-        _, sizes, arrays = read_arrays(path)
-        return cls([SparseLinear.from_csr((n_in, n_out), indptr, indices, data, bias)
-                    for (n_in, n_out), (indptr, indices, data, bias)
-                    in zip(zip(sizes[:-1], sizes[1:]), arrays)])
+        _, sizes, arrays, head = read_arrays(path)
+        layers = [SparseLinear.from_csr((n_in, n_out), indptr, indices, data, bias)
+                  for (n_in, n_out), (indptr, indices, data, bias)
+                  in zip(zip(sizes[:-1], sizes[1:]), arrays)]
+        try:
+            return cls(layers, **head)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
     def __repr__(self):
         return (
-            f"SparseMLP(sizes={list(self.sizes)}, dtype={self.dtype}, "
-            f"sparsity={self.sparsity:.3f})"
+            f"SparseMLP(sizes={list(self.sizes)}, dtype={self.dtype}, activation="
+            f"{self.activation!r}, loss={self.loss!r}, sparsity={self.sparsity:.3f})"
         )
 
 

@@ -6,12 +6,37 @@ Nothing here imports sparseprune.
 """
 
 import numpy as np
+from scipy.special import expit
+from scipy.stats import norm
 
 # -- forward ----------------------------------------------------------------------------
 
 
 def relu(z):
     return np.maximum(z, 0.0)
+
+
+def gelu_tanh(z):
+    return 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3)))
+
+
+def gelu_tanh_grad(z):
+    """d/dz gelu_tanh, by the product and chain rules on sech^2."""
+    c = np.sqrt(2.0 / np.pi)
+    u = c * (z + 0.044715 * z**3)
+    sech2 = 1.0 / np.cosh(u) ** 2
+    return 0.5 * (1.0 + np.tanh(u)) + 0.5 * z * sech2 * c * (1.0 + 3 * 0.044715 * z**2)
+
+
+#: name -> (activation, its derivative), both of the pre-activation z.
+ACTIVATIONS = {
+    "relu": (relu, lambda z: (z > 0).astype(np.float64)),
+    "tanh": (np.tanh, lambda z: 1.0 / np.cosh(z) ** 2),
+    "logistic": (expit, lambda z: expit(z) * expit(-z)),
+    "identity": (lambda z: z, np.ones_like),
+    "gelu": (lambda z: z * norm.cdf(z), lambda z: norm.cdf(z) + z * norm.pdf(z)),
+    "gelu_tanh": (gelu_tanh, gelu_tanh_grad),
+}
 
 
 def softmax(z):
@@ -27,17 +52,21 @@ def log_softmax(z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def forward(weights, biases, X):
-    """Activations of an MLP (ReLU hidden, linear last layer) on X (batch, in).
+def forward(weights, biases, X, activation="relu", pre=False):
+    """Activations of an MLP (``activation`` hidden, linear last layer) on X (batch, in).
 
-    weights[i] (in, out), biases[i] (out,). Returns [X, a1, ..., logits], float64.
+    weights[i] (in, out), biases[i] (out,). Returns [X, a1, ..., logits], float64, and
+    with ``pre`` also the pre-activations [z1, ..., logits].
     """
+    act = ACTIVATIONS[activation][0]
     acts = [np.asarray(X, dtype=np.float64)]
+    zs = []
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases)):
         z = acts[-1] @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
-        acts.append(z if i == last else relu(z))
-    return acts
+        zs.append(z)
+        acts.append(z if i == last else act(z))
+    return (acts, zs) if pre else acts
 
 
 def predict_proba(weights, biases, X):
@@ -63,24 +92,47 @@ def onehot(y, n_classes):
 # -- backward ---------------------------------------------------------------------------
 
 
-def backprop(weights, biases, X, y):
-    """Mean cross-entropy and its gradients by the chain rule, layer by layer.
+def head_loss(logits, y, loss):
+    """Mean over samples of the head's loss: softmax cross-entropy (y class indices),
+    summed sigmoid cross-entropy (y 0/1, (n, k)), half the summed squared error."""
+    z = np.asarray(logits, np.float64)
+    n = len(z)
+    if loss == "softmax":
+        return cross_entropy_sum(z, y) / n
+    t = np.asarray(y, np.float64).reshape(n, -1)
+    if loss == "sigmoid":
+        return float(-(t * np.log(expit(z)) + (1 - t) * np.log(expit(-z))).sum() / n)
+    return float(0.5 * ((z - t) ** 2).sum() / n)
+
+
+def head_grad(logits, y, loss):
+    """d head_loss / d logits (batch, k)."""
+    z = np.asarray(logits, np.float64)
+    n = len(z)
+    if loss == "softmax":
+        return (softmax(z) - onehot(y, z.shape[1])) / n
+    t = np.asarray(y, np.float64).reshape(n, -1)
+    return ((expit(z) if loss == "sigmoid" else z) - t) / n
+
+
+def backprop(weights, biases, X, y, activation="relu", loss="softmax"):
+    """The head's mean loss and its gradients by the chain rule, layer by layer.
 
     Returns (loss, [(grad_weight (in, out), grad_bias (out,)), ...]), float64.
     """
-    acts = forward(weights, biases, X)
-    n = len(y)
+    acts, zs = forward(weights, biases, X, activation, pre=True)
+    derivative = ACTIVATIONS[activation][1]
     logits = acts[-1]
-    dz = (softmax(logits) - onehot(y, logits.shape[1])) / n  # d loss / d logits
+    dz = head_grad(logits, y, loss)  # d loss / d logits
     grads = []
     for i in range(len(weights) - 1, -1, -1):
         a_in = acts[i]
         grads.append((a_in.T @ dz, dz.sum(axis=0)))
         if i > 0:
             da = dz @ np.asarray(weights[i], np.float64).T
-            dz = da * (a_in > 0)  # a_in is a ReLU output: its derivative is a_in > 0
+            dz = da * derivative(zs[i - 1])
     grads.reverse()
-    return cross_entropy_sum(logits, y) / n, grads
+    return head_loss(logits, y, loss), grads
 
 
 # -- optimizers, as torch.optim defines them --------------------------------------------

@@ -83,8 +83,9 @@ def test_file_is_a_plain_npz_without_pickles(tmp_path):
         assert str(npz["format"]) == "sparseprune" and npz["version"].tolist() == [1]
         assert str(npz["dtype"]) == "float32" and npz["sizes"].tolist() == [300, 20, 3]
         assert sorted(npz.files) == sorted(
-            ["format", "version", "dtype", "sizes"]
+            ["format", "version", "dtype", "sizes", "activation", "loss"]
             + [f"layer{i}_{k}" for i in range(2) for k in ("indptr", "indices", "data", "bias")])
+        assert str(npz["activation"]) == "relu" and str(npz["loss"]) == "softmax"
         assert npz["layer0_indices"].dtype == np.uint16  # inputs up to 299
         assert npz["layer1_indices"].dtype == np.uint8
         assert npz["layer1_indptr"].dtype == np.uint8

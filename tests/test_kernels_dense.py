@@ -13,14 +13,23 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import reference as ref
 from helpers import tol
+from sparseprune.activations import ACTIVATIONS
 from sparseprune.kernels.dense import (
+    IDENTITY,
+    RELU,
+    dense_act_backward,
+    dense_act_into,
     dense_bias_act,
     dense_mask_grad,
-    dense_relu_backward,
+    dense_sigmoid,
+    dense_sigmoid_xent,
     dense_softmax,
     dense_softmax_xent,
+    dense_squared_error,
 )
 from strategies import dims, dtypes, logits_and_labels, matrices
+
+NAMES = sorted(ACTIVATIONS)
 
 
 @st.composite
@@ -30,17 +39,58 @@ def z_and_bias(draw):
     return draw(matrices(dtype, (n_out, batch))), draw(matrices(dtype, (n_out,)))
 
 
-@given(z_and_bias(), st.booleans())
-def test_dense_bias_act(case, relu):
+@given(z_and_bias(), st.sampled_from(["relu", "identity"]), st.booleans())
+def test_dense_bias_act_relu_and_identity_are_exact(case, name, with_bias):
     z, bias = case
-    expected = z + bias[:, None]
-    if relu:
+    if not with_bias:
+        bias = np.empty(0, z.dtype)
+    expected = z + bias[:, None] if with_bias else z.copy()
+    if name == "relu":
         expected = np.maximum(expected, 0)
-    dense_bias_act(z, bias, relu)
+    dense_bias_act(z, bias, ACTIVATIONS[name])
     # One correctly rounded addition per entry, in the same dtype: bit-exact.
     assert_array_equal(z, expected)
-    if relu:
+    if name == "relu":
         assert (z >= 0).all()
+
+
+@given(z_and_bias(), st.sampled_from(NAMES))
+def test_dense_bias_act_every_activation(case, name):
+    z, bias = case
+    pre = z.astype(np.float64) + bias.astype(np.float64)[:, None]
+    expected = ref.ACTIVATIONS[name][0](pre)
+    dense_bias_act(z, bias, ACTIVATIONS[name])
+    assert_allclose(z, expected, **tol(z.dtype, scale=np.abs(expected).max(initial=0) + 1))
+
+
+@given(z_and_bias(), st.sampled_from(NAMES))
+def test_dense_act_into_keeps_its_input(case, name):
+    z, _ = case
+    before = z.copy()
+    a = np.full_like(z, np.nan)
+    dense_act_into(z, a, ACTIVATIONS[name])
+    assert_array_equal(z, before)
+    expected = ref.ACTIVATIONS[name][0](z.astype(np.float64))
+    assert_allclose(a, expected, **tol(z.dtype, scale=np.abs(expected).max(initial=0) + 1))
+
+
+@given(z_and_bias(), st.sampled_from(NAMES))
+def test_dense_act_backward_every_activation(case, name):
+    """dZ = dA * act'(Z), from the output a (and z for GELU), against the analytic
+    derivative of the pre-activation."""
+    z = case[0]
+    dtype = z.dtype
+    da = np.linspace(-2, 2, z.size).reshape(z.shape).astype(dtype)
+    a = np.empty_like(z)
+    dense_act_into(z, a, ACTIVATIONS[name])
+    expected = da.astype(np.float64) * ref.ACTIVATIONS[name][1](z.astype(np.float64))
+    grad_bias = np.full(z.shape[0], np.nan, dtype)
+    pre = z if name.startswith("gelu") else np.empty((0, 0), dtype)
+    dense_act_backward(a, pre, da, grad_bias, ACTIVATIONS[name])
+    # tanh and the logistic take their derivative from the rounded output.
+    scale = 10 * (np.abs(expected).max(initial=0) + 1)
+    assert_allclose(da, expected, **tol(dtype, scale=scale))
+    assert_allclose(grad_bias, expected.sum(axis=1), **tol(dtype, scale=scale * z.shape[1]))
 
 
 @given(logits_and_labels())
@@ -133,12 +183,12 @@ def relu_backward_case(draw):
 
 
 @given(relu_backward_case())
-def test_dense_relu_backward(case):
+def test_dense_act_backward_relu_is_a_select(case):
     a, da, dtype = case
     a_before = a.copy()
     expected = da * (a > 0)
     grad_bias = np.full(a.shape[0], np.nan, dtype)
-    dense_relu_backward(a, da, grad_bias)
+    dense_act_backward(a, np.empty((0, 0), dtype), da, grad_bias, RELU)
     assert_array_equal(da, expected)  # a select, no arithmetic
     assert_array_equal(a, a_before)
     assert_allclose(grad_bias, expected.astype(np.float64).sum(axis=1),
@@ -166,6 +216,88 @@ def test_kernels_refuse_non_contiguous_arrays(dtype):
     kernels would read it as if it were contiguous)."""
     z = np.zeros((4, 6), dtype)
     with pytest.raises(TypeError):
-        dense_bias_act(z[:, ::2], np.zeros(4, dtype), True)
+        dense_bias_act(z[:, ::2], np.zeros(4, dtype), RELU)
     with pytest.raises(TypeError):
         dense_softmax(np.asfortranarray(z))
+
+
+@st.composite
+def outputs_and_targets(draw, binary):
+    dtype = draw(dtypes)
+    k, batch = draw(dims), draw(dims)
+    z = draw(matrices(dtype, (k, batch)))
+    if binary:
+        t = draw(hnp.arrays(bool, (k, batch))).astype(dtype)
+    else:
+        t = draw(matrices(dtype, (k, batch)))
+    return z, t
+
+
+@given(outputs_and_targets(binary=True), st.sampled_from([1.0, 0.25]))
+def test_dense_sigmoid_xent(case, scale):
+    z, t = case
+    dtype = z.dtype
+    zs, ts = z.T.astype(np.float64), t.T.astype(np.float64)
+    expected_loss = ref.head_loss(zs, ts, "sigmoid") * zs.shape[0]
+    expected_grad = (ref.head_grad(zs, ts, "sigmoid") * zs.shape[0] * scale).T
+    expected_correct = np.sum(np.all((zs > 0) == (ts > 0.5), axis=1))
+    grad = np.full_like(z, np.nan)
+    grad_bias = np.full(z.shape[0], np.nan, dtype)
+    loss, correct = dense_sigmoid_xent(z, t, scale, grad, grad_bias)
+    assert_allclose(loss, expected_loss, **tol(dtype, scale=expected_loss + z.size))
+    assert correct == expected_correct
+    assert_allclose(grad, expected_grad, **tol(dtype))
+    assert_allclose(grad_bias, expected_grad.sum(axis=1), **tol(dtype, scale=z.shape[1]))
+
+
+def test_dense_sigmoid_xent_is_stable_and_matches_torch():
+    torch = pytest.importorskip("torch")
+    z = np.array([[-800.0, -30.0, 0.0, 30.0, 800.0]])
+    t = np.array([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    grad, grad_bias = np.empty_like(z), np.empty(1)
+    loss, _ = dense_sigmoid_xent(z, t, 1.0, grad, grad_bias)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor(z), torch.tensor(t), reduction="sum").item()
+    assert np.isfinite(loss) and loss == pytest.approx(expected, rel=1e-12)
+    assert np.isfinite(grad).all()
+
+
+@given(outputs_and_targets(binary=False), st.sampled_from([1.0, 0.25]))
+def test_dense_squared_error(case, scale):
+    z, t = case
+    dtype = z.dtype
+    zs, ts = z.T.astype(np.float64), t.T.astype(np.float64)
+    expected_loss = ref.head_loss(zs, ts, "squared") * zs.shape[0]
+    expected_grad = (ref.head_grad(zs, ts, "squared") * zs.shape[0] * scale).T
+    grad = np.full_like(z, np.nan)
+    grad_bias = np.full(z.shape[0], np.nan, dtype)
+    loss, correct = dense_squared_error(z, t, scale, grad, grad_bias)
+    assert correct == 0.0
+    assert_allclose(loss, expected_loss, **tol(dtype, scale=expected_loss + 1))
+    assert_allclose(grad, expected_grad, **tol(dtype, scale=4))
+    assert_allclose(grad_bias, expected_grad.sum(axis=1), **tol(dtype, scale=4 * z.shape[1]))
+
+
+@given(outputs_and_targets(binary=False))
+def test_dense_sigmoid(case):
+    z, _ = case
+    expected = 1 / (1 + np.exp(-z.astype(np.float64)))
+    dense_sigmoid(z)
+    assert_allclose(z, expected, **tol(z.dtype))
+
+
+def test_gelu_derivative_matches_torch_autograd():
+    """The kernels' GELU (exact and tanh) and their derivatives against torch's."""
+    torch = pytest.importorskip("torch")
+    z = np.linspace(-6, 6, 97).reshape(1, -1)
+    for name, approximate in (("gelu", "none"), ("gelu_tanh", "tanh")):
+        zt = torch.tensor(z, requires_grad=True)
+        out = torch.nn.functional.gelu(zt, approximate=approximate)
+        out.sum().backward()
+        a = np.empty_like(z)
+        dense_act_into(z, a, ACTIVATIONS[name])
+        assert_allclose(a, out.detach().numpy(), rtol=1e-12, atol=1e-14)
+        da, grad_bias = np.ones_like(z), np.empty(1)
+        dense_act_backward(a, z, da, grad_bias, ACTIVATIONS[name])
+        assert_allclose(da, zt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    assert IDENTITY == ACTIVATIONS["identity"]

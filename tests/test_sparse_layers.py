@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import sparseprune as spp
+from sparseprune.kernels.dense import IDENTITY, RELU
 from helpers import tol
 BACKENDS = ("auto", "sparse", "dense")
 from strategies import batches, scipy_weights, seeds
@@ -178,7 +179,7 @@ def test_backends_agree_and_auto_records_its_plan(case, batch_list, seed, relu):
         scale = (np.abs(dense.T) @ np.abs(x.astype(np.float64))).max(initial=0.0) + 1.0
         for lay in (layer, *fixed.values()):
             out = np.full((n_out, batch), np.nan, W.dtype)
-            assert lay.forward_fm(x, out, relu) is out
+            assert lay.forward_fm(x, out, RELU if relu else IDENTITY) is out
             assert_allclose(out, expected, **tol(W.dtype, scale=scale))
     buckets = {1 << (b - 1).bit_length() for b in batch_list}
     chosen = layer.plan.as_dict()["backend"]

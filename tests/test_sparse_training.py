@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from strategies import batches, densities, dtypes, seeds
 
+from sparseprune.kernels.dense import IDENTITY, RELU
 from sparseprune.layers import MaskedLinear
 from sparseprune.train import DenseBackend, SparseBackend, choose_backends
 
@@ -141,8 +142,9 @@ def test_sparse_backend_against_dense_backend(case, batch, relu):
     dz = rng.uniform(-2, 2, (layer.out_features, batch)).astype(dtype)
 
     outs = [np.full((layer.out_features, batch), np.nan, dtype) for _ in range(2)]
-    dense.forward_fm(x, outs[0], relu)
-    sparse.forward_fm(x, outs[1], relu)
+    act = RELU if relu else IDENTITY
+    dense.forward_fm(x, outs[0], act)
+    sparse.forward_fm(x, outs[1], act)
     scale = (np.abs(layer.weight.T) @ np.abs(x)).max() + 1.0
     assert_allclose(outs[1], outs[0], **tol(dtype, scale=scale))
 

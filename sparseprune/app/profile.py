@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .._tuning import measure as tuning_measure
 from .._validation import check_dtype
+from ..kernels.dense import IDENTITY, RELU
 from ..layers import SparseLinear
 from ..mdl import log2_binomial
 
@@ -205,7 +206,7 @@ def _chain(layers, X):
     def sparse():
         a = xt
         for i, layer in enumerate(layers):
-            a = layer.sparse.forward_fm(a, outs[i], relu=i < last)
+            a = layer.sparse.forward_fm(a, outs[i], RELU if i < last else IDENTITY)
         return a
 
     return {"dense": sample_major([layer.dense for layer in layers]), "sparse": sparse,

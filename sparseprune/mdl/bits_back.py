@@ -154,12 +154,12 @@ def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):
         noisy = [layer.with_values(kept + w_std * rng.standard_normal(kept.size),
                                   bias + b_std * rng.standard_normal(bias.size))
                  for layer, (kept, bias), (w_std, b_std) in zip(model.layers, params, stds)]
-        samples.append(nll_bits(noisy, model.dtype, xt, y))
+        samples.append(nll_bits(noisy, model.dtype, xt, y, model.activation))
     samples = np.asarray(samples)
     sem = float(samples.std(ddof=1) / math.sqrt(draws)) if draws > 1 else None
     return BitsBack(
         header_bits=float(header_bits(n_layers, bits=False)), layers=tuple(codes),
         data_bits=float(samples.mean()), data_bits_sem=sem,
-        data_bits_at_mean=nll_bits(model.layers, model.dtype, xt, y),
+        data_bits_at_mean=nll_bits(model.layers, model.dtype, xt, y, model.activation),
         n_samples=xt.shape[1], n_classes=model.n_classes, draws=draws, seed=seed,
     )

@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from .._validation import check_labels
+from ..activations import code
 from ..model import MLP, SparseMLP
 from ..passes import chunks, logits_fm
 from .pieces import LN2
@@ -16,9 +16,13 @@ __all__ = ["Code", "check_model", "nll_bits", "parameters", "prepare"]
 
 
 def check_model(model):
-    """``model`` if it is an MLP or a SparseMLP, else a TypeError."""
+    """``model`` if it is an MLP or a SparseMLP with a softmax head, else a TypeError:
+    the codes here send class labels."""
     if not isinstance(model, (MLP, SparseMLP)):
         raise TypeError(f"model must be an MLP or a SparseMLP, got {type(model).__name__}")
+    if model.loss != "softmax":
+        raise TypeError(f"description lengths here code class labels under a softmax "
+                        f"head; this model's loss is {model.loss!r}")
     return model
 
 
@@ -29,12 +33,14 @@ def parameters(layer):
     return layer.kept_values().astype(np.float64), layer.bias.astype(np.float64)
 
 
-def nll_bits(layers, dtype, xt, y):
+def nll_bits(layers, dtype, xt, y, activation):
     """sum_i -log2 p(y_i | x_i) of feature-major ``xt`` (in, n) under ``layers``
-    (ReLU between them, softmax at the end): log-sum-exp of the logits in float64."""
+    (``activation`` between them, softmax at the end): log-sum-exp of the logits in
+    float64."""
+    act = code(activation)
     total = 0.0
     for start, chunk in chunks(xt):
-        z = logits_fm(layers, dtype, chunk).astype(np.float64)
+        z = logits_fm(layers, dtype, chunk, act).astype(np.float64)
         top = z.max(axis=0)
         lse = top + np.log(np.exp(z - top).sum(axis=0))
         labels = y[start : start + z.shape[1]]
@@ -43,10 +49,10 @@ def nll_bits(layers, dtype, xt, y):
 
 
 def prepare(model, X, y):
-    """(xt, y): X feature-major and y int64 labels, checked against ``model``."""
+    """(xt, y): X feature-major and y int64 class indices, checked against ``model``."""
     check_model(model)
     xt = model.feature_major(X)
-    return xt, check_labels(y, xt.shape[1], model.n_classes)
+    return xt, model.targets(y, xt.shape[1])
 
 
 class Code:

@@ -108,5 +108,5 @@ def prequential(make_model, X, y, blocks=8, n_classes=None, progress=False):
             raise ValueError(f"make_model gave a model of {model.n_classes} classes, "
                              f"expected {n_classes}")
         xt, labels = prepare(model, X[start:end], y[start:end])
-        bits.append(nll_bits(model.layers, model.dtype, xt, labels))
+        bits.append(nll_bits(model.layers, model.dtype, xt, labels, model.activation))
     return Prequential(ends=ends, block_bits=tuple(bits), n_classes=n_classes)

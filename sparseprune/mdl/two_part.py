@@ -82,7 +82,7 @@ def _two_part(model, xt, y, bits):
         ))
     return DescriptionLength(
         bits=bits, header_bits=float(header_bits(len(model.layers))), layers=tuple(codes),
-        data_bits=nll_bits(layers, model.dtype, xt, y), n_samples=xt.shape[1],
+        data_bits=nll_bits(layers, model.dtype, xt, y, model.activation), n_samples=xt.shape[1],
         n_classes=model.n_classes,
     )
 

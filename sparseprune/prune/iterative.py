@@ -4,7 +4,7 @@ from dataclasses import dataclass, fields
 
 from tqdm.auto import tqdm
 
-from .._validation import check_int, check_labels, check_sparsity
+from .._validation import check_int, check_sparsity
 from ..mdl.pieces import check_bits
 from ..mdl.two_part import DescriptionLength, description_length_fm
 from ..train import FitOptions, check_validation_data, fit_fm
@@ -63,7 +63,8 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     Every step also measures the description length of the training labels
     (:func:`sparseprune.mdl.description_length` with ``bits=mdl_bits``; None chooses
     the precision at each step); ``sparseprune.mdl.best(records)`` picks the step the
-    MDL principle prefers.
+    MDL principle prefers. (Softmax classifiers only: other heads' records carry None.)
+    ``train_accuracy`` and ``val_accuracy`` are the model's score: R^2 for regression.
 
     ``callback(record, model)``, if given, is called after each step, e.g. to keep a
     copy of the model of every step.
@@ -87,7 +88,7 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     options = FitOptions.from_kwargs("iterative", epochs=finetune_epochs, lr=lr,
                                      progress=False, **fit_kwargs)
     xt = model.feature_major(X)
-    y = check_labels(y, xt.shape[1], model.n_classes)
+    y = model.targets(y, xt.shape[1])
     validation = check_validation_data(model, validation_data)
     # "random" draws from the fit seed if given, else the model's, as shuffling does.
     seed = options.seed if options.seed is not None else model.seed
@@ -116,7 +117,8 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
             step=step, target=goal, sparsity=model.sparsity, active=active, total=total,
             loss=history.loss[-1] if len(history) else float("nan"),
             train_accuracy=train_acc, val_accuracy=val_acc,
-            description_length=description_length_fm(model, xt, y, mdl_bits),
+            description_length=(description_length_fm(model, xt, y, mdl_bits)
+                                if model.loss == "softmax" else None),
         ))
         postfix = {"sparsity": f"{model.sparsity:.3f}", "acc": f"{train_acc:.3f}"}
         if val_acc is not None:

@@ -4,7 +4,7 @@
 the surviving weights through the CSR kernels and writes them back when training ends.
 Both present the same interface to the training loop:
 
-- ``forward_fm(x, out, relu)`` and ``backward_fm(x, dz, dx)`` on feature-major buffers;
+- ``forward_fm(x, out, act)`` and ``backward_fm(x, dz, dx)`` on feature-major buffers;
 - ``parameters``: [(values, live)] flat arrays for the optimizer, the weight's then
   the bias's; ``grads``: the matching gradient buffers (the bias gradient is the loop's);
 - ``finish()``: put the trained weights back into the layer.
@@ -13,6 +13,7 @@ Both present the same interface to the training loop:
 import numpy as np
 
 from .._tuning import measure
+from ..kernels.dense import RELU
 from ..layers import SparseLinear
 from ..ops import aligned_empty
 
@@ -30,8 +31,8 @@ class DenseBackend:
         self.parameters = layer.parameters()
         self.grads = [self.grad_weight.ravel()]
 
-    def forward_fm(self, x, out, relu):
-        return self.layer.forward_fm(x, out, relu)
+    def forward_fm(self, x, out, act):
+        return self.layer.forward_fm(x, out, act)
 
     def backward_fm(self, x, dz, dx):
         self.layer.backward_fm(x, dz, self.grad_weight, dx)
@@ -57,8 +58,8 @@ class SparseBackend:
         self.parameters = self.sparse.parameters()
         self.grads = [self.grad_data]
 
-    def forward_fm(self, x, out, relu):
-        return self.sparse.forward_fm(x, out, relu)
+    def forward_fm(self, x, out, act):
+        return self.sparse.forward_fm(x, out, act)
 
     def backward_fm(self, x, dz, dx):
         self.sparse.backward_fm(x, dz, self.grad_data, dx)
@@ -70,7 +71,7 @@ class SparseBackend:
 BACKENDS = {"dense": DenseBackend, "sparse": SparseBackend}
 
 
-def time_backends(backends, batch, relu=True, seed=0):
+def time_backends(backends, batch, act=RELU, seed=0):
     """Seconds for one forward and backward pass of each of ``backends`` (of one layer)
     at ``batch`` samples, best of interleaved repetitions on random data (the layer's
     weights are not changed)."""
@@ -84,7 +85,7 @@ def time_backends(backends, batch, relu=True, seed=0):
     dz[...] = rng.standard_normal(dz.shape)
 
     def step(backend):
-        backend.forward_fm(x, out, relu)
+        backend.forward_fm(x, out, act)
         backend.backward_fm(x, dz, dx)
 
     times = measure({i: (lambda b=backend: step(b)) for i, backend in enumerate(backends)})

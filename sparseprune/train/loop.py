@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import check_labels
 from ..passes import Workspace, forward_backward
 from .backends import choose_backends
 from .options import FitOptions
@@ -19,7 +18,10 @@ class History:
 
     ``loss`` and ``accuracy`` are over the training batches as they were seen during the
     epoch (before each batch's update, like Keras); ``val_loss`` and ``val_accuracy``
-    are measured after the epoch, and stay empty without validation data.
+    are measured after the epoch, and stay empty without validation data. ``accuracy``
+    is the model's score: the fraction predicted right for a classifier (subset accuracy
+    for multi-label), R^2 for regression (over the epoch's batches: weighted by each
+    output's variance; on validation data: :meth:`~sparseprune.MLP.score`'s average).
     """
 
     epoch: list = field(default_factory=list)
@@ -48,16 +50,16 @@ def check_validation_data(model, validation_data):
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise TypeError("validation_data must be a pair (X_val, y_val)")
     xv = model.feature_major(validation_data[0], name="validation_data[0]")
-    yv = check_labels(validation_data[1], xv.shape[1], model.n_classes,
-                      name="validation_data[1]")
+    yv = model.targets(validation_data[1], xv.shape[1], name="validation_data[1]")
     return xv, yv
 
 
 def fit(model, X, y, validation_data=None, **options):
-    """Train ``model`` on X (n_samples, n_features), y (n_samples,) integer labels.
+    """Train ``model`` on X (n_samples, n_features) and targets y (see
+    :meth:`sparseprune.MLP.fit`).
 
-    Minimizes the mean softmax cross-entropy over each mini-batch; pruned weights stay
-    exactly zero. ``validation_data`` (X_val, y_val) is measured after every epoch.
+    Minimizes the head's mean loss over each mini-batch; pruned weights stay exactly
+    zero. ``validation_data`` (X_val, y_val) is measured after every epoch.
     ``options`` are those of :class:`FitOptions` (epochs, lr, batch_size, optimizer,
     momentum, weight_decay, progress, seed, backend), all checked before anything runs.
 
@@ -67,9 +69,9 @@ def fit(model, X, y, validation_data=None, **options):
     """
     options = FitOptions.from_kwargs("fit", **options)
     xt = model.feature_major(X)
-    y = check_labels(y, xt.shape[1], model.n_classes)
+    targets = model.targets(y, xt.shape[1])
     validation = check_validation_data(model, validation_data)
-    return fit_fm(model, xt, y, validation, options)
+    return fit_fm(model, xt, targets, validation, options)
 
 
 def bind(optimizer, backends, ws):
@@ -86,28 +88,29 @@ def bind(optimizer, backends, ws):
     return grads
 
 
-def fit_fm(model, xt, y, validation, options):
+def fit_fm(model, xt, targets, validation, options):
     """``fit`` on data already validated: xt (n_features, n) feature-major of the model's
-    dtype, y (n,) int64 labels, validation None or such a pair, ``options`` a
-    :class:`FitOptions`."""
+    dtype, targets as ``model.targets`` gives them, validation None or such a pair,
+    ``options`` a :class:`FitOptions`."""
     n = xt.shape[1]
     batch = n if options.batch_size is None else min(options.batch_size, n)
     seed = model.rng.integers(2**63) if options.seed is None else options.seed
     rng = np.random.default_rng(seed)
     optimizer = options.make_optimizer()
 
-    ws = Workspace(model.sizes, batch, model.dtype)
+    ws = Workspace(model.sizes, batch, model.dtype, model.activation, model.head)
     backends = choose_backends(model, options.backend, batch)
     grads = bind(optimizer, backends, ws)
     try:
-        return _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws,
+        return _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws,
                        backends, grads)
     finally:
         for backend in backends:
             backend.finish()
 
 
-def _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws, backends, grads):
+def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, backends,
+            grads):
     n = xt.shape[1]
     history = History()
     bar = tqdm(range(1, options.epochs + 1), desc="fit", unit="epoch",
@@ -121,15 +124,16 @@ def _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws, backen
             # mode="clip" skips the bounds check (idx is a permutation) and the copy of
             # ``out`` that numpy makes under the default mode.
             np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
-            np.take(y, idx, out=ws.y[:b], mode="clip")
+            model.head.gather(targets, idx, ws.targets(b))
             batch_loss, batch_correct = forward_backward(backends, ws, b)
             optimizer.step(grads)
             loss += batch_loss
             correct += batch_correct
         history.epoch.append(epoch)
+        score = model.head.epoch_score(loss, correct, n, targets)
         history.loss.append(loss / n)
-        history.accuracy.append(correct / n)
-        postfix = {"loss": f"{loss / n:.4f}", "acc": f"{correct / n:.3f}"}
+        history.accuracy.append(score)
+        postfix = {"loss": f"{loss / n:.4f}", "acc": f"{score:.3f}"}
         if validation is not None:
             for backend in backends:
                 backend.finish()
