@@ -80,7 +80,7 @@ def test_bad_y(model, data, method, bad, error, match):
     (dict(lr=0.0), ValueError, "lr must be > 0"),
     (dict(lr="fast"), TypeError, "lr must be a real number"),
     (dict(lr=np.nan), ValueError, "lr must be finite"),
-    (dict(momentum=1.0), ValueError, "momentum must be < 1"),
+    (dict(optimizer="sgd", momentum=1.0), ValueError, "momentum must be < 1"),
     (dict(weight_decay=-1e-4), ValueError, "weight_decay must be >= 0"),
     (dict(epochs=-1), ValueError, "epochs must be >= 0"),
     (dict(epochs=2.5), TypeError, "epochs must be an integer"),
@@ -220,7 +220,7 @@ def test_numpy_float_sparsity_is_fine(model):
     (dict(backend="gpu"), ValueError, "backend must be one of 'auto', 'sparse', 'dense', got 'gpu'"),
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
     (dict(lr=-0.1), ValueError, "lr must be > 0"),
-    (dict(momentum=1.5), ValueError, "momentum must be < 1"),
+    (dict(optimizer="sgd", momentum=1.5), ValueError, "momentum must be < 1"),
 ], ids=lambda v: None if not isinstance(v, dict) else "-".join(v))
 def test_bad_iterative_options(model, data, kwargs, error, match):
     X, y = data

@@ -49,7 +49,8 @@ def test_mini_batches_are_mean_gradient_steps(batch_size):
     model = random_model([3, 4, 3], np.float64, 0)
     X, y = np.repeat(random_problem(1, 3, 3, 0)[0], 5, axis=0), np.full(5, 2)
     weights, biases, masks = params(model)
-    model.fit(X, y, epochs=1, lr=0.1, momentum=0.0, batch_size=batch_size, progress=False)
+    model.fit(X, y, epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, batch_size=batch_size,
+              progress=False)
     steps = -(-5 // batch_size)
     exp_w, exp_b = ref.train_full_batch(weights, biases, masks, X, y, ref.TorchSGD(0.1), steps)
     assert_same_params(model, exp_w, exp_b, rtol=1e-12, atol=1e-14)
@@ -222,8 +223,8 @@ def test_zero_epochs_changes_nothing(blobs):
 def test_an_optimizer_object_trains_like_its_name(blobs):
     X, y, _, _ = blobs
     by_name, by_object = spp.MLP([6, 8, 4], seed=0), spp.MLP([6, 8, 4], seed=0)
-    by_name.fit(X, y, epochs=3, lr=0.05, momentum=0.5, weight_decay=1e-3, seed=1,
-                progress=False)
+    by_name.fit(X, y, epochs=3, lr=0.05, optimizer="sgd", momentum=0.5, weight_decay=1e-3,
+                seed=1, progress=False)
     by_object.fit(X, y, epochs=3, optimizer=spp.SGD(0.05, momentum=0.5, weight_decay=1e-3),
                   seed=1, progress=False)
     for a, b in zip(by_name.layers, by_object.layers):

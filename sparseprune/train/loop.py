@@ -29,11 +29,13 @@ class History:
     accuracy: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
+    #: Whether the stopping rule (``tol``) ended training before ``epochs``.
+    stopped_early: bool = False
 
     @property
     def history(self):
-        """The record as a dict of lists, keyed as the attributes."""
-        return {k: list(v) for k, v in self.__dict__.items()}
+        """The per-epoch record as a dict of lists, keyed as the attributes."""
+        return {k: list(v) for k, v in self.__dict__.items() if isinstance(v, list)}
 
     def __getitem__(self, key):
         return self.history[key]
@@ -93,7 +95,7 @@ def fit_fm(model, xt, targets, validation, options):
     dtype, targets as ``model.targets`` gives them, validation None or such a pair,
     ``options`` a :class:`FitOptions`."""
     n = xt.shape[1]
-    batch = n if options.batch_size is None else min(options.batch_size, n)
+    batch = options.batch_for(n)
     seed = model.rng.integers(2**63) if options.seed is None else options.seed
     rng = np.random.default_rng(seed)
     optimizer = options.make_optimizer()
@@ -113,6 +115,7 @@ def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, 
             grads):
     n = xt.shape[1]
     history = History()
+    best, stale = np.inf, 0
     bar = tqdm(range(1, options.epochs + 1), desc="fit", unit="epoch",
                disable=not options.progress, dynamic_ncols=True)
     for epoch in bar:
@@ -142,5 +145,13 @@ def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, 
             history.val_accuracy.append(val_acc)
             postfix["val_acc"] = f"{val_acc:.3f}"
         bar.set_postfix(postfix, refresh=False)
+        if options.tol is not None:
+            # scikit-learn's rule: an epoch that does not beat the best loss by tol is
+            # stale; more than n_iter_no_change stale epochs in a row end training.
+            stale = stale + 1 if loss / n > best - options.tol else 0
+            best = min(best, loss / n)
+            if stale > options.n_iter_no_change:
+                history.stopped_early = True
+                break
     bar.close()
     return history

@@ -76,7 +76,7 @@ def make_optimizer(optimizer, lr=None, momentum=None, weight_decay=None):
     """An optimizer by name ("sgd" or "adam"), or ``optimizer`` itself if it already is
     one (anything with ``bind`` and ``step``).
 
-    Options left None take the defaults: lr 0.01 (SGD) or 0.001 (Adam), momentum 0.9,
+    Options left None take the defaults: lr 0.001 (Adam) or 0.01 (SGD), momentum 0.9,
     weight_decay 0. An option that would be ignored is an error rather than a surprise:
     any of them with an optimizer object (it carries its own), momentum with Adam.
     """

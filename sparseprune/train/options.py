@@ -8,25 +8,34 @@ them all before anything runs.
 import dataclasses
 
 from .._tuning import check_backend
-from .._validation import check_int
+from .._validation import check_int, check_real
 from .optimizers import make_optimizer
 
-__all__ = ["FitOptions"]
+__all__ = ["AUTO_BATCH", "FitOptions"]
+
+#: batch_size=None trains on mini-batches of min(AUTO_BATCH, n): scikit-learn's "auto".
+AUTO_BATCH = 200
 
 
 @dataclasses.dataclass(frozen=True)
 class FitOptions:
     """How ``fit`` trains; every field checked when made.
 
+    The defaults are scikit-learn's MLP's, which train small and medium data well with
+    no options: Adam at 1e-3, mini-batches of min(200, n), up to 200 epochs, stopping
+    once the training loss has not improved by ``tol`` for more than
+    ``n_iter_no_change`` epochs.
+
     Parameters
     ----------
     epochs : int >= 0
+        At most this many epochs (fewer if the loss stops improving, see ``tol``).
     lr : float > 0, optional
-        Learning rate; 0.01 for SGD and 0.001 for Adam by default.
-    batch_size : int >= 1, optional
-        Mini-batch size; the whole set (full-batch gradient descent) if None. The last
-        batch of an epoch may be smaller.
-    optimizer : "sgd", "adam", or an optimizer object
+        Learning rate; 0.001 for Adam and 0.01 for SGD by default.
+    batch_size : int >= 1, "full" or None
+        Mini-batch size; "full" is the whole set (full-batch gradient descent), None
+        min(200, n). The last batch of an epoch may be smaller.
+    optimizer : "adam", "sgd", or an optimizer object
         With ``"sgd"`` and ``momentum=0`` a step is exactly ``w -= lr * grad``. An
         object (``spp.SGD(...)``, ``spp.Adam(...)``) carries its own lr, momentum and
         weight decay; giving them here too is an error.
@@ -37,6 +46,11 @@ class FitOptions:
         A progress bar over epochs, with the loss and validation accuracy.
     seed : int >= 0, optional
         Seeds the shuffling; by default it is drawn from the model's own seeded stream.
+    tol : float >= 0 or None
+        Stop once the epoch's training loss has failed to fall below the best so far
+        minus ``tol`` for more than ``n_iter_no_change`` epochs in a row
+        (scikit-learn's rule); None trains every epoch.
+    n_iter_no_change : int >= 1
     backend : "dense", "sparse" or "auto"
         How the layers train. "dense": the masked weight matrices through BLAS.
         "sparse": only the surviving weights, through the CSR kernels (same results to
@@ -44,23 +58,32 @@ class FitOptions:
         backward pass at this batch size.
     """
 
-    epochs: int = 10
+    epochs: int = 200
     lr: float | None = None
-    batch_size: int | None = None
-    optimizer: object = "sgd"
+    batch_size: int | str | None = None
+    optimizer: object = "adam"
     momentum: float | None = None
     weight_decay: float | None = None
     progress: bool = True
     seed: int | None = None
     backend: str = "dense"
+    tol: float | None = 1e-4
+    n_iter_no_change: int = 10
 
     def __post_init__(self):
         def set_(name, value):
             object.__setattr__(self, name, value)
 
         set_("epochs", check_int(self.epochs, "epochs", minimum=0))
-        if self.batch_size is not None:
+        if self.batch_size is not None and self.batch_size != "full":
+            if isinstance(self.batch_size, str):
+                raise ValueError(f"batch_size must be a positive integer, 'full' or None, "
+                                 f"got {self.batch_size!r}")
             set_("batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+        if self.tol is not None:
+            set_("tol", check_real(self.tol, "tol", low=0.0))
+        set_("n_iter_no_change", check_int(self.n_iter_no_change, "n_iter_no_change",
+                                           minimum=1))
         if self.seed is not None:
             set_("seed", check_int(self.seed, "seed", minimum=0))
         check_backend(self.backend)
@@ -81,6 +104,12 @@ class FitOptions:
     def replace(self, **changes):
         """A copy with ``changes``, checked like any other."""
         return dataclasses.replace(self, **changes)
+
+    def batch_for(self, n):
+        """The mini-batch size for ``n`` training samples."""
+        if self.batch_size == "full":
+            return n
+        return min(AUTO_BATCH if self.batch_size is None else self.batch_size, n)
 
     def make_optimizer(self):
         """The optimizer these options describe: a new one by name, or the given object."""
