@@ -9,7 +9,7 @@ import math
 
 from ._jit import EXACT, jit
 
-__all__ = ["adam_step", "sgd_step"]
+__all__ = ["adam_step", "sgd_step", "soft_threshold"]
 
 # Elementwise updates vectorize without reassociation, and reassociating them lets LLVM
 # regroup the moment updates in ways that cancel: these kernels stay IEEE-exact.
@@ -58,3 +58,20 @@ def adam_step(param, grad, m1, m2, mask, step_size, beta1_c, beta2, beta2_c, roo
         m1[i] = m
         m2[i] = v
         param[i] -= step_size * m / (math.sqrt(v) / root_bc2 + eps)
+
+
+@jit("void({T}[::1], boolean[::1], {T})", fastmath=EXACT)
+def soft_threshold(param, mask, threshold):
+    """The L1 proximal step, in place: ``param = sign(param) * max(|param| - t, 0)`` on
+    live entries (pruned ones are zero already). Weights it brings to zero stay exactly
+    zero until a gradient step moves them again."""
+    for i in range(param.size):
+        if not mask[i]:
+            continue
+        p = param[i]
+        if p > threshold:
+            param[i] = p - threshold
+        elif p < -threshold:
+            param[i] = p + threshold
+        else:
+            param[i] = 0

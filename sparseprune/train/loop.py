@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..kernels.optim import soft_threshold
 from ..passes import Workspace, forward_backward
 from .backends import choose_backends
 from .options import FitOptions
 
-__all__ = ["History", "bind", "check_validation_data", "fit", "fit_fm"]
+__all__ = ["History", "bind", "check_validation_data", "fit", "fit_fm", "l1_step"]
 
 
 @dataclass
@@ -90,6 +91,25 @@ def bind(optimizer, backends, ws):
     return grads
 
 
+def l1_step(optimizer, backends, l1):
+    """The proximal step of an L1 penalty ``l1`` on the backends' weights, as a function
+    to call after every optimizer step; None when ``l1`` is 0."""
+    if l1 == 0:
+        return None
+    lr = getattr(optimizer, "lr", None)
+    if lr is None:
+        raise ValueError(f"l1 needs the optimizer's learning rate: {type(optimizer).__name__} "
+                         f"has no lr attribute")
+    weights = [backend.parameters[0] for backend in backends]
+    threshold = lr * l1
+
+    def step():
+        for values, live in weights:
+            soft_threshold(values, live, threshold)
+
+    return step
+
+
 def fit_fm(model, xt, targets, validation, options):
     """``fit`` on data already validated: xt (n_features, n) feature-major of the model's
     dtype, targets as ``model.targets`` gives them, validation None or such a pair,
@@ -103,16 +123,21 @@ def fit_fm(model, xt, targets, validation, options):
     ws = Workspace(model.sizes, batch, model.dtype, model.activation, model.head)
     backends = choose_backends(model, options.backend, batch)
     grads = bind(optimizer, backends, ws)
+    prox = l1_step(optimizer, backends, options.l1)
     try:
         return _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws,
-                       backends, grads)
+                       backends, grads, prox)
     finally:
         for backend in backends:
             backend.finish()
+        if prox is not None:
+            # The mask follows the weights the penalty brought to zero.
+            for layer in model.layers:
+                layer.mask = layer.mask & (layer.weight != 0)
 
 
 def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, backends,
-            grads):
+            grads, prox):
     n = xt.shape[1]
     history = History()
     best, stale = np.inf, 0
@@ -130,6 +155,8 @@ def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, 
             model.head.gather(targets, idx, ws.targets(b))
             batch_loss, batch_correct = forward_backward(backends, ws, b)
             optimizer.step(grads)
+            if prox is not None:
+                prox()
             loss += batch_loss
             correct += batch_correct
         history.epoch.append(epoch)

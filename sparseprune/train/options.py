@@ -51,6 +51,11 @@ class FitOptions:
         minus ``tol`` for more than ``n_iter_no_change`` epochs in a row
         (scikit-learn's rule); None trains every epoch.
     n_iter_no_change : int >= 1
+    l1 : float >= 0
+        L1 penalty on the weights (not the biases), ``l1 * sum |w|`` added to the loss
+        and minimized by a proximal step: after every optimizer step each weight is
+        soft-thresholded by ``lr * l1``, so weights reach exactly zero; when training
+        ends, the mask drops the weights that are zero (they are pruned).
     backend : "dense", "sparse" or "auto"
         How the layers train. "dense": the masked weight matrices through BLAS.
         "sparse": only the surviving weights, through the CSR kernels (same results to
@@ -69,6 +74,7 @@ class FitOptions:
     backend: str = "dense"
     tol: float | None = 1e-4
     n_iter_no_change: int = 10
+    l1: float = 0.0
 
     def __post_init__(self):
         def set_(name, value):
@@ -84,6 +90,7 @@ class FitOptions:
             set_("tol", check_real(self.tol, "tol", low=0.0))
         set_("n_iter_no_change", check_int(self.n_iter_no_change, "n_iter_no_change",
                                            minimum=1))
+        set_("l1", check_real(self.l1, "l1", low=0.0))
         if self.seed is not None:
             set_("seed", check_int(self.seed, "seed", minimum=0))
         check_backend(self.backend)
