@@ -24,10 +24,12 @@ from .pieces import (
 )
 from .prequential import Prequential, block_ends, prequential
 from .two_part import DescriptionLength, LayerCode, best, description_length
+from .noisy_weights import Posterior, VariationalCode, variational
 
 __all__ = [
     "BITS_BACK_SAMPLES", "BitsBack", "CANDIDATE_BITS", "Code", "DescriptionLength",
     "FIELD_BITS", "FLOAT_BITS", "LayerBitsBack", "LayerCode", "Prequential", "best",
     "bits_back", "block_ends", "dequantize", "description_length", "gaussian_kl_bits",
-    "header_bits", "log2_binomial", "prequential", "quantize",
+    "header_bits", "log2_binomial", "prequential", "quantize", "Posterior", "VariationalCode",
+    "variational",
 ]

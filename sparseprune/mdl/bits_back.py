@@ -10,7 +10,7 @@ from .._validation import check_int, check_real
 from .code import Code, nll_bits, parameters, prepare
 from .pieces import BITS_BACK_SAMPLES, FLOAT_BITS, gaussian_kl_bits, header_bits, log2_binomial
 
-__all__ = ["BitsBack", "LayerBitsBack", "bits_back"]
+__all__ = ["BitsBack", "LayerBitsBack", "bits_back", "expected_misfit_bits"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,20 @@ def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):
             prior_bits=2.0 * FLOAT_BITS, prior_mean=prior_mean, prior_std=prior_std,
         ))
 
+    mean, sem = expected_misfit_bits(model, xt, y, params, stds, draws, seed)
+    return BitsBack(
+        header_bits=float(header_bits(n_layers, bits=False)), layers=tuple(codes),
+        data_bits=mean, data_bits_sem=sem,
+        data_bits_at_mean=nll_bits(model.layers, model.dtype, xt, y, model.activation),
+        n_samples=xt.shape[1], n_classes=model.n_classes, draws=draws, seed=seed,
+    )
+
+
+def expected_misfit_bits(model, xt, y, params, stds, draws, seed):
+    """(mean, standard error or None) over ``draws`` Monte Carlo draws of
+    ``sum_i -log2 p(y_i | x_i, w)`` with every kept weight and bias drawn from its
+    posterior: ``params`` and ``stds`` per layer (kept weights (k,), bias (out,)), in
+    the layers' kept order, draws from ``numpy.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(draws):
@@ -157,9 +171,4 @@ def bits_back(model, X, y, sigma, draws=BITS_BACK_SAMPLES, seed=0):
         samples.append(nll_bits(noisy, model.dtype, xt, y, model.activation))
     samples = np.asarray(samples)
     sem = float(samples.std(ddof=1) / math.sqrt(draws)) if draws > 1 else None
-    return BitsBack(
-        header_bits=float(header_bits(n_layers, bits=False)), layers=tuple(codes),
-        data_bits=float(samples.mean()), data_bits_sem=sem,
-        data_bits_at_mean=nll_bits(model.layers, model.dtype, xt, y, model.activation),
-        n_samples=xt.shape[1], n_classes=model.n_classes, draws=draws, seed=seed,
-    )
+    return float(samples.mean()), sem
