@@ -248,3 +248,35 @@ def test_options_that_would_be_ignored_are_refused(options, match, blobs):
         model.fit(X, y, epochs=1, progress=False, **options)
     for layer, weight in zip(model.layers, before):
         assert_array_equal(layer.weight, weight)
+
+
+@pytest.mark.parametrize("make", [lambda: spp.SGD(0.1, momentum=0.9), lambda: spp.Adam(0.01)])
+def test_remap_keeps_the_state_of_surviving_entries(make):
+    """A parameter replaced by one of another pattern: entries that continue an old one
+    step exactly as they would have, new entries step as if fresh (for Adam, fresh
+    moments at the global step count)."""
+    rng = np.random.default_rng(0)
+    old = rng.normal(size=6)
+    grads = [rng.normal(size=6) for _ in range(3)]
+    source = np.array([4, -1, 0, 2, -1], np.int64)
+    new_grad = np.array([1.5, -0.5])
+    # The reference goes on with the old array; `fresh` steps the new entries alone.
+    reference, opt, fresh = make(), make(), make()
+    ref_param, param, entries = old.copy(), old.copy(), np.zeros(2)
+    reference.bind([ref_param], [np.ones(6, bool)])
+    opt.bind([param], [np.ones(6, bool)])
+    fresh.bind([entries], [np.ones(2, bool)])
+    for g in grads[:2]:
+        reference.step([g.copy()])
+        opt.step([g.copy()])
+    new = np.where(source >= 0, param[np.maximum(source, 0)], 0.0)
+    opt.remap(0, new, np.ones(5, bool), source)
+    g_new = grads[2][np.maximum(source, 0)]
+    g_new[source < 0] = new_grad
+    opt.step([g_new])
+    reference.step([grads[2].copy()])
+    if isinstance(fresh, spp.Adam):
+        fresh._t = 2  # the step count is global: bias correction as at step 3
+    fresh.step([new_grad.copy()])
+    assert_allclose(new[source >= 0], ref_param[source[source >= 0]], rtol=1e-15)
+    assert_allclose(new[source < 0], entries, rtol=1e-15)

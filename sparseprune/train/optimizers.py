@@ -1,7 +1,10 @@
 """Optimizers: SGD with momentum and Adam, each step one fused kernel per parameter.
 
 An optimizer is anything with ``bind(params, masks)`` (flat C-contiguous arrays it will
-update in place, and their flat bool masks of live entries) and ``step(grads)``.
+update in place, and their flat bool masks of live entries) and ``step(grads)``. The two
+here also ``remap`` one parameter's state when its array is replaced by one of another
+pattern (dynamic sparse training): surviving entries keep their state, new ones start
+from zero.
 """
 
 import math
@@ -15,6 +18,15 @@ __all__ = ["Adam", "DEFAULT_LR", "OPTIMIZERS", "SGD", "make_optimizer"]
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+
+
+def _remapped(state, source):
+    """State for a new parameter: entry i continues ``state[source[i]]``, or starts at
+    zero where ``source[i]`` is -1."""
+    new = np.zeros(source.shape, state.dtype)
+    keep = source >= 0
+    new[keep] = state[source[keep]]
+    return new
 
 
 class SGD:
@@ -37,6 +49,13 @@ class SGD:
         for p, g, v, m in zip(self._params, grads, self._state, self._masks):
             sgd_step(p, g, v, m, self.lr, self.momentum, self.weight_decay)
 
+    def remap(self, index, param, mask, source):
+        """Replace bound parameter ``index`` by ``param`` (flat) with live ``mask``; its
+        momentum follows ``source`` (int64 like param: the old entry each new one
+        continues, -1 for a new entry, which starts with no momentum)."""
+        self._params[index], self._masks[index] = param, mask
+        self._state[index] = _remapped(self._state[index], source)
+
 
 class Adam:
     """Adam (Kingma & Ba 2015) with coupled L2, as ``torch.optim.Adam``."""
@@ -55,6 +74,15 @@ class Adam:
         self._params, self._masks = params, masks
         self._state = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
         self._t = 0
+
+    def remap(self, index, param, mask, source):
+        """Replace bound parameter ``index`` by ``param`` (flat) with live ``mask``; both
+        moments follow ``source`` (int64 like param: the old entry each new one continues,
+        -1 for a new entry, which starts with zero moments). The step count is global
+        and goes on."""
+        self._params[index], self._masks[index] = param, mask
+        m1, m2 = self._state[index]
+        self._state[index] = (_remapped(m1, source), _remapped(m2, source))
 
     def step(self, grads):
         self._t += 1
