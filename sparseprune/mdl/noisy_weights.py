@@ -431,8 +431,8 @@ class _Adam:
             p -= step * m / (np.sqrt(v) + self.eps)
 
 
-def variational(model, X, y, epochs=100, prior="gaussian", lr=1e-3, batch_size=None,
-                init_sigma=1e-3, components=4, warmup=0.25, kl_weight=1.0, seed=None,
+def variational(model, X, y, epochs=200, prior="gaussian", lr=3e-3, batch_size=None,
+                init_sigma=0.05, components=4, warmup=0.25, kl_weight=1.0, seed=None,
                 progress=True):
     """Train Gaussian posteriors for the weights of ``model`` to minimize the bits-back
     description length of ``y`` given ``X``: expected misfit plus KL from ``prior``.
