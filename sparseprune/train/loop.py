@@ -86,10 +86,15 @@ def bind(optimizer, backends, ws):
     return grads
 
 
-def fit_fm(model, xt, y, validation, options):
+def fit_fm(model, xt, y, validation, options, on_batch=None):
     """``fit`` on data already validated: xt (n_features, n) feature-major of the model's
     dtype, y (n,) int64 labels, validation None or such a pair, ``options`` a
-    :class:`FitOptions`."""
+    :class:`FitOptions`.
+
+    ``on_batch(backends)``, if given, is called after every batch's backward pass and
+    before its update: each backend's weight (``parameters[0][0]``) still holds the
+    values the gradient (``grads[0]``) was computed at (pruning criteria that accumulate
+    during training, and lottery tickets' rewind points, read them there)."""
     n = xt.shape[1]
     batch = n if options.batch_size is None else min(options.batch_size, n)
     seed = model.rng.integers(2**63) if options.seed is None else options.seed
@@ -101,13 +106,14 @@ def fit_fm(model, xt, y, validation, options):
     grads = bind(optimizer, backends, ws)
     try:
         return _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws,
-                       backends, grads)
+                       backends, grads, on_batch)
     finally:
         for backend in backends:
             backend.finish()
 
 
-def _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws, backends, grads):
+def _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws, backends, grads,
+            on_batch=None):
     n = xt.shape[1]
     history = History()
     bar = tqdm(range(1, options.epochs + 1), desc="fit", unit="epoch",
@@ -123,6 +129,8 @@ def _epochs(model, xt, y, validation, options, batch, optimizer, rng, ws, backen
             np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
             np.take(y, idx, out=ws.y[:b], mode="clip")
             batch_loss, batch_correct = forward_backward(backends, ws, b)
+            if on_batch is not None:
+                on_batch(backends)
             optimizer.step(grads)
             loss += batch_loss
             correct += batch_correct
