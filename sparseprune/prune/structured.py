@@ -88,7 +88,7 @@ def unit_counts(model, amount, layers=None, scope="layer"):
     counts = {}
     for l, a in sorted(amounts.items()):
         n = model.sizes[l + 1]
-        counts[l] = _count(a, n, f"amount for layer {l}")
+        counts[l] = _count(a, n, f"amount[{l}]" if isinstance(amount, Mapping) else "amount")
         if counts[l] >= n:
             raise ValueError(f"amount for layer {l} would remove {counts[l]} of its {n} "
                              f"units; a layer keeps at least one")
