@@ -250,8 +250,8 @@ def lottery_verdict(results):
     control, seed by seed (the same seed's networks side by side)."""
     seeds = results["seeds"]
     dense = np.array([s["dense"] for s in seeds])
-    lines = [f"| sparsity | ticket - dense (points) | reinit - dense | ticket - reinit | "
-             f"ticket above reinit |", "|---:|---:|---:|---:|---:|"]
+    lines = ["| sparsity | ticket - dense (points) | reinit - dense | ticket - reinit | "
+             "ticket above reinit |", "|---:|---:|---:|---:|---:|"]
     for sp in SPARSITIES:
         ticket = np.array([s["rows"]["lottery"][str(sp)] for s in seeds])
         control = np.array([s["rows"]["reinit"][str(sp)] for s in seeds])
@@ -288,7 +288,8 @@ def main(argv=None):
             seeds = [run_seed(s, data, dense_epochs, tune, warm, say)
                      for s in range(args.seeds)]
         results = {"settings": {"sizes": SIZES, "fit": FIT, "dense_epochs": dense_epochs,
-                                "tune_epochs": tune, "warm_epochs": warm, "sparsities": list(SPARSITIES),
+                                "tune_epochs": tune, "warm_epochs": warm,
+                                "sparsities": list(SPARSITIES),
                                 "lottery_rounds": {str(k): v for k, v in ROUNDS.items()},
                                 "unit_fractions": list(UNIT_FRACTIONS), "data": "digits, seed 0",
                                 "quick": args.quick},
