@@ -224,6 +224,10 @@ def tables(results):
             out.append(f"{np.median(t):.3f} ({base / np.median(t):.2f}x)")
         return out
 
+    def spread(name):
+        return ", ".join(f"batch {b}: {min(timing_data[name][str(b)]):.3f}-"
+                         f"{max(timing_data[name][str(b)]):.3f}" for b in TIMING_BATCHES)
+
     first = seeds[0]["structured"][UNIT_CRITERIA[0]]
     row = ["0%", "-".join(map(str, SIZES)), f"{sum(a * b + b for a, b in zip(SIZES, SIZES[1:])):,}"]
     row += [cell([s["dense"] for s in seeds])] * len(UNIT_CRITERIA)
@@ -239,9 +243,14 @@ def tables(results):
             row += times(f"units -{f:.0%}")
         lines.append("| " + " | ".join(row) + " |")
     if timing_data:
-        lines += ["", "For comparison, the 90%-sparse network as a SparseMLP: " + ", ".join(
-            f"{t} ms at batch {b}" for b, t in zip(
-                TIMING_BATCHES, times("sparse 90% (SparseMLP)")))]
+        settings = results.get("timing_settings", {})
+        lines += ["", f"Times: median ms of `predict_proba` (speedup over the full network), "
+                  f"BLAS threads: {settings.get('blas_threads', '?')}; the medians of "
+                  f"{settings.get('repeats', '?')} repeats ranged: full network "
+                  f"{spread('dense')}; half the units {spread('units -50%')}.",
+                  "", "For comparison, the 90%-sparse network as a SparseMLP: " + ", ".join(
+                      f"{t} ms at batch {b}" for b, t in zip(
+                          TIMING_BATCHES, times("sparse 90% (SparseMLP)")))]
     return "\n".join(lines)
 
 
@@ -269,6 +278,9 @@ def main(argv=None):
     parser.add_argument("--timing-only", action="store_true",
                         help="time the shrunk networks, add to OUT/results.json")
     parser.add_argument("--timing-repeats", type=int, default=5)
+    parser.add_argument("--blas-threads", choices=("all", "1"), default="1",
+                        help="time with BLAS on every core or held to one (default: one, "
+                             "the reproducible setting on a shared machine)")
     args = parser.parse_args(argv)
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     path = os.path.join(args.out, "results.json")
@@ -276,7 +288,13 @@ def main(argv=None):
     if args.timing_only:
         with open(path) as f:
             results = json.load(f)
-        results["timing"] = timing(args.timing_repeats, 0.3, say)
+        if args.blas_threads == "1":
+            with spp.single_threaded_blas():
+                results["timing"] = timing(args.timing_repeats, 0.3, say)
+        else:
+            results["timing"] = timing(args.timing_repeats, 0.3, say)
+        results["timing_settings"] = {"blas_threads": args.blas_threads,
+                                      "repeats": args.timing_repeats, "budget_s": 0.3}
     else:
         dense_epochs, tune, warm = ((DENSE_EPOCHS // 10, 5, 1) if args.quick
                                     else (DENSE_EPOCHS, TUNE_EPOCHS, WARM_EPOCHS))
