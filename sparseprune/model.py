@@ -296,6 +296,43 @@ class MLP(_Network):
         return SparseMLP([SparseLinear.from_masked(layer, backend) for layer in self.layers],
                          activation=self.activation, loss=self.loss, classes=self.classes)
 
+    def remove_units(self, layer, units):
+        """Remove hidden units, in place: ``units`` (int indices) of the outputs of
+        ``layers[layer]``, a hidden layer (not the last).
+
+        Each unit's column of ``layers[layer]``'s weight, mask and bias and its row of
+        ``layers[layer + 1]``'s weight and mask go; ``sizes[layer + 1]`` shrinks by their
+        number. The model then computes what it computed with those units' outgoing
+        weights set to zero. Returns the model.
+        """
+        n_hidden = len(self.layers) - 1
+        layer = check_int(layer, "layer", minimum=0)
+        if layer >= n_hidden:
+            raise ValueError(f"layer must name a hidden layer, 0..{n_hidden - 1} (the last "
+                             f"layer's outputs are the classes), got {layer}")
+        n_units = self.sizes[layer + 1]
+        units = np.asarray(units)
+        if units.ndim != 1 or not (units.size == 0 or np.issubdtype(units.dtype, np.integer)):
+            raise TypeError(f"units must be a 1-D array of unit indices, got "
+                            f"{units.dtype} of shape {units.shape}")
+        if units.size and (units.min() < 0 or units.max() >= n_units):
+            raise ValueError(f"units must lie in [0, {n_units}) for layer {layer}, got "
+                             f"values in [{units.min()}, {units.max()}]")
+        keep = np.ones(n_units, dtype=bool)
+        keep[units] = False
+        if not keep.any():
+            raise ValueError(f"units would remove all {n_units} units of layer {layer}; "
+                             f"a layer keeps at least one")
+        first, second = self.layers[layer], self.layers[layer + 1]
+        self.layers[layer] = MaskedLinear(first.weight[:, keep], first.bias[keep],
+                                          mask=first.mask[:, keep], dtype=self.dtype)
+        self.layers[layer + 1] = MaskedLinear(second.weight[keep], second.bias,
+                                              mask=second.mask[keep], dtype=self.dtype)
+        sizes = list(self.sizes)
+        sizes[layer + 1] = int(keep.sum())
+        self.sizes = tuple(sizes)
+        return self
+
     def fit(self, X, y, validation_data=None, **options):
         """Train on X (n_samples, n_features) and targets y: class labels (n_samples,),
         0/1 labels for a sigmoid head, values for regression.

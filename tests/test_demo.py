@@ -12,10 +12,11 @@ import pytest
 import sparseprune as spp
 from fake_results import result, step
 from sparseprune.app import demo, report
+from sparseprune.app import methods as demo_methods
 from sparseprune.app.cli import main
 
 PLOTS = ["accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
-         "masks.png", "description_length.png"]
+         "masks.png", "description_length.png", "methods.png"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,9 @@ def test_demo_prints_the_story(quick_run):
     for text in ["data: blobs, 1000 train and 500 test samples", "baseline: test accuracy",
                  "one-shot magnitude 50%", "+ fine-tuned", "linear schedule to 90%",
                  "cubic schedule to 90%", "how far to prune", "MDL prefers step",
-                 "prequential", "uniform (no model)", "as a SparseMLP", "wrote"]:
+                 "prequential", "uniform (no model)", "pruning methods side by side",
+                 "lottery ticket, random reinit", "units removed", "as a SparseMLP",
+                 "wrote"]:
         assert text in out
 
 
@@ -62,7 +65,8 @@ def test_demo_writes_every_file(quick_run):
     for name in PLOTS:
         assert f"]({name})" in text
     for heading in ["## Reading", "## Pruning", "## How far to prune", "## Codes against",
-                    "## The pruned model, sparse", "## Plots"]:
+                    "## Pruning methods side by side", "## The pruned model, sparse",
+                    "## Plots"]:
         assert heading in text
     assert "| step | sparsity |" in text
 
@@ -86,6 +90,14 @@ def test_demo_results_hold_together(quick_run):
         code = s["description_length"]
         assert code["total_bits"] == pytest.approx(code["model_bits"] + code["data_bits"])
         assert code["total_bits"] == min(code["candidates"].values())
+    methods = results["methods"]
+    assert [c["name"] for c in methods["curves"]] == list(demo_methods.METHODS)
+    for curve in methods["curves"]:
+        # Every method lands on each sparsity of the grid (to the count's rounding).
+        assert curve["sparsity"] == pytest.approx(methods["settings"]["sparsities"], abs=2e-3)
+        assert all(0 <= a <= 1 for a in curve["test_accuracy"])
+    removed = methods["structured"]["sparsity"]
+    assert removed == sorted(removed) and 0 < removed[0] and removed[-1] < 1
     bb = results["codes"]["bits_back"]
     assert bb["total_bits"] == min(bb["by_sigma"].values())
     preq = results["codes"]["prequential"]
@@ -113,6 +125,8 @@ def test_demo_without_matplotlib(tmp_path, capsys, monkeypatch):
     # A smaller story: the point is what gets written, not the numbers.
     small = dict(demo.SETUPS["blobs"], sweep=dict(target=0.9, steps=3, epochs=5))
     monkeypatch.setitem(demo.SETUPS, "blobs", small)
+    monkeypatch.setattr(demo_methods, "SPARSITIES", (0.5,))
+    monkeypatch.setattr(demo_methods, "UNIT_FRACTIONS", (0.5,))
     assert main(["demo", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     out, _ = capsys.readouterr()
     assert "no plots" in out and "matplotlib" in out

@@ -12,7 +12,8 @@ pytest.importorskip("matplotlib")
 from matplotlib.image import imread
 
 from fake_results import result, step
-from sparseprune.app import plots
+from sparseprune.app import methods, plots
+from sparseprune.app.results import MethodCurve, Methods
 
 SIZES = [20, 64, 5]  # blobs-like
 SHAPES = list(itertools.pairwise(SIZES))
@@ -103,16 +104,42 @@ def test_description_length(tmp_path):
     _check_png(plots.demo_description_length(sweep, str(tmp_path / "d2.png"), 500.0, 3))
 
 
-def test_demo_figures_writes_the_five_files(tmp_path, layers):
+def _methods():
+    """A hand-made methods comparison: every method of the demo, five sparsities."""
+    grid = (0.5, 0.8, 0.9, 0.95, 0.98)
+    curves = tuple(MethodCurve(name=name, sparsity=grid,
+                               test_accuracy=tuple(0.99 - (0.02 + 0.01 * i) * k
+                                                   for k in range(len(grid))))
+                   for i, name in enumerate(methods.METHODS))
+    structured = MethodCurve(name=methods.STRUCTURED, sparsity=(0.25, 0.5, 0.75, 0.9),
+                             test_accuracy=(0.99, 0.98, 0.95, 0.6))
+    return Methods(baseline_accuracy=0.99, curves=curves, structured=structured,
+                   settings={"sparsities": list(grid), "unit_fractions": [0.25, 0.5, 0.75, 0.9],
+                             "lottery_rounds": 3, "seed": 0})
+
+
+def test_methods_figure(tmp_path):
+    results = dataclasses.replace(_results(), methods=_methods())
+    _check_png(plots.demo_methods(results, str(tmp_path / "m.png")), min_width=1200)
+    with pytest.raises(ValueError, match="no methods comparison"):
+        plots.demo_methods(_results(), str(tmp_path / "none.png"))
+
+
+def test_demo_figures_writes_the_six_files(tmp_path, layers):
     before, after, masks, names = layers
     out = tmp_path / "report"  # created if missing
-    paths = plots.demo_figures(_results(), str(out), before, after, masks, names)
+    results = dataclasses.replace(_results(), methods=_methods())
+    paths = plots.demo_figures(results, str(out), before, after, masks, names)
     assert [p.rsplit("/", 1)[-1] for p in paths] == list(plots.FIGURES) == [
         "accuracy_vs_sparsity.png", "accuracy_vs_active.png", "weight_histograms.png",
-        "masks.png", "description_length.png"]
+        "masks.png", "description_length.png", "methods.png"]
     for path in paths:
         assert (out / path.rsplit("/", 1)[-1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         _check_png(path)
+    # Without a methods comparison, the figure is not drawn (nor named).
+    paths = plots.demo_figures(_results(), str(tmp_path / "old"), before, after, masks, names)
+    assert [p.rsplit("/", 1)[-1] for p in paths] == list(plots.FIGURES)[:5]
+    assert not (tmp_path / "old" / "methods.png").exists()
 
 
 # -- bad input -----------------------------------------------------------------------------

@@ -273,7 +273,9 @@ def test_iterative_follows_the_schedule(name, blobs):
         assert r.active == r.total - round(r.target * n)
         assert np.isfinite(r.loss) and 0 <= r.train_accuracy <= 1 and 0 <= r.val_accuracy <= 1
         assert set(r.as_dict()) == {"step", "target", "sparsity", "active", "total", "loss",
-                                    "train_accuracy", "val_accuracy", "description_length"}
+                                    "train_accuracy", "val_accuracy", "description_length",
+                                    "sizes"}
+        assert r.sizes == (6, 12, 4)
     assert n_pruned(model) == round(target * n)
     assert records[-1].val_accuracy == model.score(Xt, yt)
     assert records[-1].train_accuracy == model.score(X, y)

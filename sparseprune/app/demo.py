@@ -3,7 +3,8 @@
 Baseline training; one-shot 50% magnitude pruning and fine-tuning; iterative pruning
 along the linear and cubic schedules; a deeper pruning sweep with the description
 length at every step and the sparsity MDL prefers; the other codes (bits back,
-prequential) against the uniform one; the pruned model made sparse, its speed and size.
+prequential) against the uniform one; the pruning methods side by side
+(:mod:`~sparseprune.app.methods`); the pruned model made sparse, its speed and size.
 :func:`run` does the work and returns a :class:`~sparseprune.app.results.DemoResult`;
 :func:`write` saves it as ``results.json``, ``report.md``, the plots and the sparse
 model.
@@ -20,9 +21,13 @@ import numpy as np
 
 from .. import data, mdl, prune
 from ..model import MLP
+from .methods import compare
 from .plots import demo_figures
 from .profile import measure
-from .report import codes_table, markdown, one_shot_table, steps_table, timing_table
+from .report import (
+    codes_table, markdown, methods_table, one_shot_table, steps_table, structured_table,
+    timing_table,
+)
 from .results import (
     Baseline, BitsBackSearch, Codes, DataInfo, DemoResult, OneShot, SparsePayoff, Sweep, Timing,
 )
@@ -225,6 +230,12 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
         f"{time.perf_counter() - codes_started:.1f} s):")
     say(codes_table(codes).text())
 
+    say("\npruning methods side by side (test accuracy):")
+    methods = compare(base, setup["sizes"], X, y, Xt, yt, fit, tune, seed=seed,
+                      progress=progress)
+    say(methods_table(methods).text())
+    say(structured_table(methods).text())
+
     smodel, sparse = _sparse_payoff(pruned, Xt, 0.05 if quick else 0.3)
     say(f"\nthe {pruned.sparsity:.0%} model as a SparseMLP: weights and biases take "
         f"{sparse.sparse_bytes / 1024:.1f} KiB against {sparse.dense_bytes / 1024:.1f} KiB "
@@ -241,7 +252,7 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
                   "sweep": dict(sweep, epochs=_epochs(sweep["epochs"], quick)),
                   "bits_back_sigmas": list(SIGMAS)},
         baseline=baseline, one_shot=one_shot, paths=paths, mdl=mdl_sweep, codes=codes,
-        sparse=sparse, seconds=elapsed, quick=quick)
+        sparse=sparse, seconds=elapsed, quick=quick, methods=methods)
     names = [f"layer {i + 1}: {layer.in_features} x {layer.out_features}"
              for i, layer in enumerate(base.layers)]
     artifacts = {

@@ -10,8 +10,8 @@ import os
 import numpy as np
 
 __all__ = ["DEMO_DPI", "FIGURES", "demo_accuracy_vs_active", "demo_accuracy_vs_sparsity",
-           "demo_description_length", "demo_figures", "demo_masks", "demo_weight_histograms",
-           "profile_bytes", "profile_figures", "profile_speedup"]
+           "demo_description_length", "demo_figures", "demo_masks", "demo_methods",
+           "demo_weight_histograms", "profile_bytes", "profile_figures", "profile_speedup"]
 
 
 def _matplotlib():
@@ -136,6 +136,7 @@ FIGURES = {
     "weight_histograms.png": "Weights before and after pruning",
     "masks.png": "Masks of the pruned model",
     "description_length.png": "Description length per pruning step",
+    "methods.png": "Pruning methods side by side",
 }
 
 
@@ -442,9 +443,69 @@ def _mark_preferred(ax, low, high, total, step):
     return star
 
 
+# The methods figure's zoom: this many points of accuracy below the dense baseline.
+ZOOM_POINTS = 8.0
+# One look per method: the lottery ticket's control shares its colour, dashed; the
+# structured method, on a different footing (units, not weights), is drawn apart.
+_METHOD_STYLES = {
+    "one-shot magnitude": dict(color="tab:blue", marker="o"),
+    "one-shot magnitude, ERK": dict(color="tab:cyan", marker="v"),
+    "gradual magnitude (cubic)": dict(color="tab:green", marker="s"),
+    "one-shot Taylor": dict(color="tab:orange", marker="^"),
+    "SNIP at init": dict(color="tab:purple", marker="D"),
+    "movement (cubic)": dict(color="tab:brown", marker="P"),
+    "lottery ticket": dict(color="tab:red", marker="*", markersize=11),
+    "lottery ticket, random reinit": dict(color="tab:red", marker="x", linestyle="--"),
+}
+
+
+def demo_methods(result, path):
+    """Test accuracy against sparsity, one line per pruning method of the demo's
+    methods comparison (``result.methods``), the dense baseline dashed, and structured
+    pruning at the fraction of the weights its removed units took along (thick grey).
+
+    Two panels share the lines: the whole range (where the methods that collapse
+    show), and a zoom on the few points below the baseline where most methods sit
+    and differ. The x axis is that of :func:`demo_accuracy_vs_sparsity` (the fraction
+    kept, on a reversed log scale, labelled in sparsity).
+    """
+    methods = result.methods
+    if methods is None:
+        raise ValueError("result has no methods comparison (result.methods is None)")
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=(15.0, 6.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    base = 100 * methods.baseline_accuracy
+    curves = methods.curves + (methods.structured,)
+    densities = [max(1.0 - s, 1e-6) for c in curves for s in c.sparsity]
+    for ax in axes:
+        ax.axhline(base, color="0.35", linestyle="--", linewidth=1.2,
+                   label=f"dense baseline ({_percent(methods.baseline_accuracy)})")
+        for curve in curves:
+            style = _METHOD_STYLES.get(curve.name, dict(marker="o"))
+            if curve is methods.structured:
+                style = dict(color="0.3", marker="s", linewidth=3.0, alpha=0.8)
+            ax.plot([max(1.0 - s, 1e-6) for s in curve.sparsity],
+                    [100 * a for a in curve.test_accuracy], label=curve.name,
+                    **{"markersize": 7, "linewidth": 1.6, **style})
+        _density_axis(ax, densities)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, which="major", alpha=0.35)
+    axes[0].set_ylim(0, 102)
+    axes[0].set_title("the whole range", fontsize=11)
+    axes[1].set_ylim(base - ZOOM_POINTS, min(base + 1.5, 100.5))
+    axes[1].set_title(f"zoom: within {ZOOM_POINTS:g} points of the baseline", fontsize=11)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9, framealpha=0.9)
+    fig.suptitle(f"pruning methods side by side ({result.data.name}, seed "
+                 f"{methods.settings['seed']}): test accuracy against sparsity", fontsize=12)
+    return _save_demo(fig, FigureCanvasAgg, path)
+
+
 def demo_figures(result, out_dir, before, after, masks, names):
     """Draw the demo report's figures into ``out_dir`` (created if missing) under the
-    names of :data:`FIGURES`; return their paths in that order."""
+    names of :data:`FIGURES`; return their paths in that order (the methods figure
+    only if the result has a methods comparison)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, name) for name in FIGURES]
     demo_accuracy_vs_sparsity(result, paths[0])
@@ -453,4 +514,7 @@ def demo_figures(result, out_dir, before, after, masks, names):
     demo_masks(masks, paths[3], names)
     demo_description_length(result.mdl.records, paths[4], result.codes.uniform_bits,
                             result.mdl.preferred_step)
+    if result.methods is None:
+        return paths[:5]
+    demo_methods(result, paths[5])
     return paths

@@ -4,8 +4,8 @@ them as text, ``report.md`` as Markdown), a reading of the numbers, and the repo
 from .plots import FIGURES
 from .tables import Table, bits, kib, percent
 
-__all__ = ["bytes_table", "codes_table", "markdown", "one_shot_table", "reading",
-           "steps_table", "timing_table"]
+__all__ = ["bytes_table", "codes_table", "markdown", "methods_table", "one_shot_table",
+           "reading", "steps_table", "structured_table", "timing_table"]
 
 
 def one_shot_table(shot, baseline=None):
@@ -48,6 +48,22 @@ def codes_table(codes):
                  "1.000"])
     return Table(("code", "model bits", "data bits", "total bits", "compression"),
                  tuple(rows))
+
+
+def methods_table(methods):
+    """Test accuracy of each pruning method (a row) at each sparsity (a column)."""
+    columns = methods.settings["sparsities"]
+    return Table(("method",) + tuple(percent(s, 0) for s in columns),
+                 tuple([c.name] + [percent(a) for a in c.test_accuracy]
+                       for c in methods.curves))
+
+
+def structured_table(methods):
+    """Structured pruning: units removed, the weights they took along, test accuracy."""
+    curve = methods.structured
+    return Table(("units removed", "weights removed", "test accuracy"),
+                 tuple([percent(f, 0), percent(s), percent(a)] for f, s, a in zip(
+                     methods.settings["unit_fractions"], curve.sparsity, curve.test_accuracy)))
 
 
 def timing_table(sparse):
@@ -126,6 +142,31 @@ def reading(result):
     return " ".join(parts)
 
 
+def _methods_section(result):
+    methods = result.methods
+    if methods is None:
+        return []
+    return [
+        "## Pruning methods side by side",
+        "",
+        f"Test accuracy (dense baseline {percent(methods.baseline_accuracy)}), one seed; "
+        "after-training methods start from the baseline and fine-tune as above, SNIP "
+        "prunes at initialization and trains for the baseline's and the fine-tuning's "
+        "epochs, the lottery ticket comes from "
+        f"{methods.settings['lottery_rounds']} rounds of iterative magnitude pruning "
+        "rewound to the initialization. The README's table has the spread over seeds.",
+        "",
+        methods_table(methods).markdown(),
+        "",
+        "Structured pruning removes whole hidden units (the same fraction of every hidden "
+        "layer, lowest L2 norm first) and fine-tunes; the layers shrink, so the network "
+        "stays dense and fast:",
+        "",
+        structured_table(methods).markdown(),
+        "",
+    ]
+
+
 def markdown(result, figures):
     """The report: a reading, the tables, and ``figures`` (file names in the same
     directory, titled as :data:`~sparseprune.app.plots.FIGURES` names them) embedded."""
@@ -173,6 +214,7 @@ def markdown(result, figures):
         "",
         codes_table(codes).markdown(),
         "",
+        *_methods_section(result),
         "## The pruned model, sparse",
         "",
         f"The cubic path's {percent(sparse.sparsity)}-sparse model as a `SparseMLP`: "

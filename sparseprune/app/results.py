@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 from ..mdl import BitsBack, DescriptionLength, Prequential
 
-__all__ = ["Baseline", "BitsBackSearch", "Codes", "DataInfo", "DemoResult", "OneShot",
-           "SparsePayoff", "Sweep", "Timing"]
+__all__ = ["Baseline", "BitsBackSearch", "Codes", "DataInfo", "DemoResult", "MethodCurve",
+           "Methods", "OneShot", "SparsePayoff", "Sweep", "Timing"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,35 @@ class SparsePayoff:
 
 
 @dataclass(frozen=True)
+class MethodCurve:
+    """One pruning method's test accuracy at each sparsity it reached (the fraction of
+    the weights pruned, or removed with their units)."""
+
+    name: str
+    sparsity: tuple
+    test_accuracy: tuple
+
+    def as_dict(self):
+        return {"name": self.name, "sparsity": list(self.sparsity),
+                "test_accuracy": list(self.test_accuracy)}
+
+
+@dataclass(frozen=True)
+class Methods:
+    """The pruning methods side by side (:func:`sparseprune.app.methods.compare`)."""
+
+    baseline_accuracy: float
+    curves: tuple  # of MethodCurve, each at the sparsities of settings["sparsities"]
+    structured: MethodCurve  # at the fractions of the weights its units took along
+    settings: dict
+
+    def as_dict(self):
+        return {"baseline_accuracy": self.baseline_accuracy, "settings": self.settings,
+                "curves": [c.as_dict() for c in self.curves],
+                "structured": self.structured.as_dict()}
+
+
+@dataclass(frozen=True)
 class DemoResult:
     """Every number of one ``sparseprune demo`` run."""
 
@@ -179,9 +208,11 @@ class DemoResult:
     sparse: SparsePayoff
     seconds: float
     quick: bool = False
+    methods: Methods | None = None
 
     def as_dict(self):
         """The JSON document ``results.json`` holds."""
+        methods = {} if self.methods is None else {"methods": self.methods.as_dict()}
         return {
             "data": asdict(self.data),
             "network": {"sizes": list(self.sizes), "dtype": self.dtype, "seed": self.seed},
@@ -193,6 +224,7 @@ class DemoResult:
             "mdl": self.mdl.as_dict(),
             "codes": self.codes.as_dict(),
             "sparse": self.sparse.as_dict(),
+            **methods,
             "seconds": self.seconds,
         }
 

@@ -4,15 +4,19 @@ from dataclasses import dataclass, fields
 
 from tqdm.auto import tqdm
 
-from .._validation import check_int, check_sparsity
+from .._validation import check_choice, check_int, check_sparsity
 from ..mdl.pieces import check_bits
 from ..mdl.two_part import DescriptionLength, description_length_fm
 from ..train import FitOptions, check_validation_data, fit_fm
 from .criteria import get_criterion
 from .schedules import get_schedule
-from .unstructured import check_model, unstructured
+from .scopes import check_scope, layer_counts
+from .structured import UnitPlan
+from .unstructured import apply_counts, check_model, check_scores
 
-__all__ = ["PruneStep", "iterative"]
+__all__ = ["STRUCTURES", "PruneStep", "WeightPlan", "iterative"]
+
+STRUCTURES = ("weights", "neurons")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class PruneStep:
     val_accuracy: float | None = None
     # Of the training labels, by sparseprune.mdl.description_length.
     description_length: DescriptionLength | None = None
+    sizes: tuple = ()  # the layer widths after the step (they shrink with neurons)
 
     @property
     def total_bits(self):
@@ -39,14 +44,60 @@ class PruneStep:
     def as_dict(self):
         """Every field, JSON-ready; the description length as its own dict."""
         record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["sizes"] = list(self.sizes)
         if self.description_length is not None:
             record["description_length"] = self.description_length.as_dict()
         return record
 
 
+class WeightPlan:
+    """The iterative driver's plan for pruning weights (``structure="weights"``).
+
+    With ``scope="global"`` the schedule runs over the model's sparsity, from where it
+    is to ``target``, one ranking over all layers at every step. With a per-layer scope
+    ("layer", "erk", a mapping) each layer runs the schedule from its own sparsity to
+    its own final count (:func:`~sparseprune.prune.scopes.layer_counts` of ``target``);
+    a layer already past it stays as it is. The last step lands on the final counts
+    exactly, whatever the schedule's rounding.
+    """
+
+    def __init__(self, model, target, scope, criterion):
+        layers = model.layers
+        self.scope = check_scope(scope, len(layers))
+        self.criterion = criterion
+        self.target = target
+        self.sizes = [layer.n_weights for layer in layers]
+        self.final = layer_counts(self.scope, [layer.shape for layer in layers], target)
+        self.initial = [layer.n_weights - layer.n_active for layer in layers]
+        n_weights, n_pruned = sum(self.sizes), sum(self.initial)
+        if self.final is None and round(target * n_weights) < n_pruned:
+            raise ValueError(
+                f"target_sparsity {target} is below the model's current sparsity "
+                f"{model.sparsity:.4f} ({n_pruned} of {n_weights} weights pruned); pruning "
+                f"never restores weights"
+            )
+
+    def prune(self, model, step, steps, schedule):
+        """Prune for ``step`` (1..steps), in place; returns the step's target sparsity."""
+        scores = check_scores(self.criterion, self.criterion.scores(model), model.layers)
+        last = step == steps
+        n_weights = sum(self.sizes)
+        if self.final is None:
+            initial = sum(self.initial) / n_weights
+            goal = self.target if last else min(
+                schedule(step, steps, self.target, initial), self.target)
+            apply_counts(model, scores, round(goal * n_weights))
+            return goal
+        goals = [final if last else
+                 min(round(schedule(step, steps, final / n, start / n) * n), final)
+                 for n, start, final in zip(self.sizes, self.initial, self.final)]
+        apply_counts(model, scores, goals)
+        return sum(goals) / n_weights
+
+
 def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_epochs=10,
-              lr=None, criterion="magnitude", scope="global", validation_data=None,
-              progress=True, mdl_bits=32, callback=None, **fit_kwargs):
+              lr=None, criterion=None, scope=None, validation_data=None,
+              progress=True, mdl_bits=32, callback=None, structure="weights", **fit_kwargs):
     """Prune ``model`` to ``target_sparsity`` in ``steps`` steps, fine-tuning after each.
 
     At step t = 1..steps the weights are pruned (in place, by ``criterion``, over
@@ -59,6 +110,20 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     Schedules: "linear" (the notebook's), "cubic" (Zhu & Gupta 2017), "constant"
     (one-shot, then fine-tuning), "geometric" (a constant fraction of what remains), or a
     callable ``f(step, steps, target, initial)``.
+
+    Criteria (default "magnitude"): any of :func:`~sparseprune.prune.prune`'s; those
+    that score by gradients take them on (X, y). "movement" also accumulates ``-w * g``
+    at every fine-tuning step (Sanh et al. 2020; :class:`~sparseprune.prune.Movement`).
+    Scopes (default "global"): "global", "layer", "erk" or {layer index: sparsity}
+    (:class:`WeightPlan` says how each follows the schedule).
+
+    ``structure="neurons"`` removes whole hidden units instead
+    (:func:`~sparseprune.prune.neurons`; the layers shrink): ``target_sparsity`` is then
+    the fraction of the hidden units (as they are at the start) to remove, the schedule
+    runs from 0 to it, ``criterion`` is a unit criterion ("l2" by default, "l1",
+    "taylor", "activation") and ``scope`` "layer" (default), "global" or {layer index:
+    fraction} (:class:`~sparseprune.prune.structured.UnitPlan`). To shrink and then
+    sparsify, run it and then the weights' driver.
 
     Every step also measures the description length of the training labels
     (:func:`sparseprune.mdl.description_length` with ``bits=mdl_bits``; None chooses
@@ -76,6 +141,7 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     steps = check_int(steps, "steps", minimum=1)
     finetune_epochs = check_int(finetune_epochs, "finetune_epochs", minimum=0)
     schedule = get_schedule(schedule)
+    check_choice(structure, "structure", STRUCTURES)
     if mdl_bits is not None:
         mdl_bits = check_bits(mdl_bits, "mdl_bits")
     if callback is not None and not callable(callback):
@@ -90,26 +156,24 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     xt = model.feature_major(X)
     y = model.targets(y, xt.shape[1])
     validation = check_validation_data(model, validation_data)
-    # "random" draws from the fit seed if given, else the model's, as shuffling does.
-    seed = options.seed if options.seed is not None else model.seed
-    criterion = get_criterion(criterion, seed=seed)
-    initial = model.sparsity
-    n_weights = sum(layer.n_weights for layer in model.layers)
-    n_pruned = n_weights - sum(layer.n_active for layer in model.layers)
-    if round(target * n_weights) < n_pruned:
-        raise ValueError(
-            f"target_sparsity {target} is below the model's current sparsity "
-            f"{initial:.4f} ({n_pruned} of {n_weights} weights pruned); pruning never "
-            f"restores weights"
-        )
+    on_batch = None
+    if structure == "neurons":
+        plan = UnitPlan(model, target, "layer" if scope is None else scope,
+                        "l2" if criterion is None else criterion, (X, y))
+    else:
+        # "random" draws from the fit seed if given, else the model's, as shuffling does.
+        seed = options.seed if options.seed is not None else model.seed
+        criterion = get_criterion("magnitude" if criterion is None else criterion, seed=seed,
+                                  data=(X, y))
+        plan = WeightPlan(model, target, "global" if scope is None else scope, criterion)
+        if criterion.observes_training:
+            on_batch = criterion.observe
 
     records = []
     bar = tqdm(range(1, steps + 1), desc="prune", unit="step", disable=not progress)
     for step in bar:
-        # The last step lands on the target exactly, whatever the schedule's rounding.
-        goal = target if step == steps else min(schedule(step, steps, target, initial), target)
-        unstructured(model, goal, criterion=criterion, scope=scope)
-        history = fit_fm(model, xt, y, validation, options)
+        goal = plan.prune(model, step, steps, schedule)
+        history = fit_fm(model, xt, y, validation, options, on_batch=on_batch)
         total, active = model.count_parameters()
         _, train_acc = model.evaluate_fm(xt, y)
         val_acc = model.evaluate_fm(*validation)[1] if validation is not None else None
@@ -119,8 +183,11 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
             train_accuracy=train_acc, val_accuracy=val_acc,
             description_length=(description_length_fm(model, xt, y, mdl_bits)
                                 if model.loss == "softmax" else None),
+            sizes=tuple(model.sizes),
         ))
         postfix = {"sparsity": f"{model.sparsity:.3f}", "acc": f"{train_acc:.3f}"}
+        if structure == "neurons":
+            postfix["sizes"] = "-".join(map(str, model.sizes))
         if val_acc is not None:
             postfix["val_acc"] = f"{val_acc:.3f}"
         bar.set_postfix(postfix, refresh=False)

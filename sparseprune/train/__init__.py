@@ -6,9 +6,11 @@ run each layer's passes.
 """
 
 from .backends import DenseBackend, SparseBackend, choose_backends
+from .gradients import BatchGradients, batch_gradients_fm
 from .loop import History, check_validation_data, fit, fit_fm
 from .optimizers import SGD, Adam, make_optimizer
 from .options import FitOptions
 
-__all__ = ["Adam", "DenseBackend", "FitOptions", "History", "SGD", "SparseBackend",
-           "check_validation_data", "choose_backends", "fit", "fit_fm", "make_optimizer"]
+__all__ = ["Adam", "BatchGradients", "DenseBackend", "FitOptions", "History", "SGD",
+           "SparseBackend", "batch_gradients_fm", "check_validation_data", "choose_backends",
+           "fit", "fit_fm", "make_optimizer"]

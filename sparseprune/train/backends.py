@@ -7,7 +7,9 @@ Both present the same interface to the training loop:
 - ``forward_fm(x, out, act)`` and ``backward_fm(x, dz, dx)`` on feature-major buffers;
 - ``parameters``: [(values, live)] flat arrays for the optimizer, the weight's then
   the bias's; ``grads``: the matching gradient buffers (the bias gradient is the loop's);
-- ``finish()``: put the trained weights back into the layer.
+- ``finish()``: put the trained weights back into the layer;
+- ``as_matrix(flat)``: an array in the order of the weight's parameter (its values,
+  its gradient) as a dense (in, out) float64 array, zero off the pattern.
 """
 
 import numpy as np
@@ -40,6 +42,9 @@ class DenseBackend:
     def finish(self):
         pass
 
+    def as_matrix(self, flat):
+        return np.asarray(flat, dtype=np.float64).reshape(self.layer.shape)
+
 
 class SparseBackend:
     """The surviving weights of a masked layer as CSR; the optimizer sees only them.
@@ -57,6 +62,8 @@ class SparseBackend:
         self.grad_data = np.empty_like(data)
         self.parameters = self.sparse.parameters()
         self.grads = [self.grad_data]
+        # The pattern is fixed while the backend lives: where each stored weight sits.
+        self.positions = layer.kept_positions()
 
     def forward_fm(self, x, out, act):
         return self.sparse.forward_fm(x, out, act)
@@ -66,6 +73,11 @@ class SparseBackend:
 
     def finish(self):
         self.layer.assign_kept(self.sparse.data)
+
+    def as_matrix(self, flat):
+        matrix = np.zeros(self.layer.shape)
+        matrix[self.positions] = flat
+        return matrix
 
 
 BACKENDS = {"dense": DenseBackend, "sparse": SparseBackend}

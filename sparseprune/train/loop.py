@@ -110,10 +110,15 @@ def l1_step(optimizer, backends, l1):
     return step
 
 
-def fit_fm(model, xt, targets, validation, options):
+def fit_fm(model, xt, targets, validation, options, on_batch=None):
     """``fit`` on data already validated: xt (n_features, n) feature-major of the model's
     dtype, targets as ``model.targets`` gives them, validation None or such a pair,
-    ``options`` a :class:`FitOptions`."""
+    ``options`` a :class:`FitOptions`.
+
+    ``on_batch(backends)``, if given, is called after every batch's backward pass and
+    before its update: each backend's weight (``parameters[0][0]``) still holds the
+    values the gradient (``grads[0]``) was computed at (pruning criteria that accumulate
+    during training, and lottery tickets' rewind points, read them there)."""
     n = xt.shape[1]
     batch = options.batch_for(n)
     seed = model.rng.integers(2**63) if options.seed is None else options.seed
@@ -126,7 +131,7 @@ def fit_fm(model, xt, targets, validation, options):
     prox = l1_step(optimizer, backends, options.l1)
     try:
         return _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws,
-                       backends, grads, prox)
+                       backends, grads, prox, on_batch)
     finally:
         for backend in backends:
             backend.finish()
@@ -137,7 +142,7 @@ def fit_fm(model, xt, targets, validation, options):
 
 
 def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, backends,
-            grads, prox):
+            grads, prox, on_batch):
     n = xt.shape[1]
     history = History()
     best, stale = np.inf, 0
@@ -154,6 +159,8 @@ def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, 
             np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
             model.head.gather(targets, idx, ws.targets(b))
             batch_loss, batch_correct = forward_backward(backends, ws, b)
+            if on_batch is not None:
+                on_batch(backends)
             optimizer.step(grads)
             if prox is not None:
                 prox()
