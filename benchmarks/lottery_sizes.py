@@ -18,7 +18,7 @@ import numpy as np
 
 import sparseprune as spp
 
-FIT = dict(optimizer="adam", lr=1e-3, batch_size=64)
+FIT = dict(optimizer="adam", lr=1e-3, batch_size=64, tol=None)  # every epoch trains
 EPOCHS = 60
 ROUNDS = {0.5: 2, 0.8: 4, 0.9: 5, 0.95: 6, 0.98: 8}
 
