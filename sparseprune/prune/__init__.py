@@ -5,7 +5,8 @@ schedules say how fast, drivers apply them.
 once; ``neurons(model, amount, criterion)`` removes whole hidden units, shrinking the
 layers; ``iterative(model, X, y, ...)`` does either along a schedule with fine-tuning;
 ``lottery(model, X, y, ...)`` finds a lottery ticket and ``reinit(ticket)`` its control;
-``l0(model, X, y, lam)`` learns the mask with hard-concrete gates.
+``l0(model, X, y, lam)`` learns the mask with hard-concrete gates; ``dynamic(model, X,
+y, sparsity, method="rigl"|"set")`` trains sparse from the start, moving connections.
 """
 
 from .criteria import (
@@ -13,6 +14,7 @@ from .criteria import (
     get_criterion,
 )
 from .iterative import PruneStep, iterative
+from .regrowth import DynamicHistory, MaskUpdate, dynamic
 from .gates import L0History, l0
 from .lottery import LotteryRound, Ticket, lottery, reinit
 from .schedules import SCHEDULES, constant, cubic, geometric, get_schedule, linear
@@ -24,7 +26,8 @@ from .units import (
 from .unstructured import keep_mask, magnitude, prune, random, unstructured
 
 __all__ = [
-    "Activation", "CRITERIA", "Criterion", "GradientCriterion", "L0History", "L1Norm",
+    "Activation", "CRITERIA", "Criterion", "DynamicHistory", "GradientCriterion",
+    "L0History", "L1Norm", "MaskUpdate", "dynamic",
     "L2Norm", "LotteryRound", "Magnitude", "Movement", "PruneStep", "Random", "SCHEDULES",
     "SCOPES", "SNIP", "Taylor", "Ticket", "UNIT_CRITERIA", "UnitCriterion", "UnitTaylor",
     "constant", "cubic", "erk_densities", "geometric", "get_criterion", "get_schedule",
