@@ -155,6 +155,8 @@ SPARSE_CASES = _sparse_grid()
 # Backward and whole training steps: the grid's 90% rows and the crossover region.
 BACKWARD_CASES = [c for c in SPARSE_CASES if c.sparsity in (0.7, 0.9) and c.dtype == "float32"]
 EPOCH_CASES = [EpochCase((2048, 2048, 2048, 10), 0.9, 256, 2048)]
+# Dynamic sparse training: 100 steps of 256, the one update they hold included.
+DYNAMIC_CASES = [EpochCase((2048, 2048, 2048, 10), 0.9, 256, 25600)]
 # Whole-model inference of pruned MLPs: digits-sized and wide.
 MODEL_CASES = [EpochCase(sizes, 0.9, batch, 0) for sizes in [(64, 256, 128, 10),
                                                            (1024, 1024, 1024, 10)]
@@ -166,6 +168,7 @@ SMOKE = {
     "sparse_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.7, 1)],
     "backward_case": [SparseCase((96, 80), 0.9, 7)],
     "epoch_case": [EpochCase((64, 48, 32, 10), 0.9, 16, 40)],
+    "dynamic_case": [EpochCase((64, 48, 32, 10), 0.9, 16, 64)],
     "model_case": [EpochCase((64, 48, 32, 10), 0.9, 5, 0)],
     "threads_case": [SparseCase((96, 80), 0.9, 7)],
 }
@@ -180,11 +183,13 @@ GRID = {
     "sparse_case": (SPARSE_CASES, lambda c: c.id),
     "backward_case": (BACKWARD_CASES, lambda c: c.id),
     "epoch_case": (EPOCH_CASES, lambda c: c.id),
+    "dynamic_case": (DYNAMIC_CASES, lambda c: c.id),
     "model_case": (MODEL_CASES, lambda c: c.id.rsplit("-n", 1)[0]),
     "threads_case": (THREADS_CASES, lambda c: c.id),
     "sparse_contender": (["dense", "dense-masked", "scipy", "csr", "csr-edge"], str),
     "model_contender": (["dense", "dense-masked", "scipy", "csr"], str),
     "backward_contender": (["dense", "sparse"], str),
+    "dynamic_contender": (["dense-masked", "rigl-sparse"], str),
     "threads_contender": (["pair", "single-threaded-blas", "dense-alone", "csr-alone"], str),
 }
 

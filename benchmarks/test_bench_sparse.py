@@ -17,6 +17,8 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
   and ``SparseMLP.predict_proba`` (``csr``; each layer CSR or dense as measured).
 - ``epoch ...``: one training epoch of an MLP, ``fit(backend="dense")`` against
   ``fit(backend="sparse")``.
+- ``dynamic ...``: 100 steps of ``prune.dynamic`` (RigL, sparse backend, the update they
+  hold included) against dense masked training of the same network.
 - ``threads ...``: a dense product and a parallel CSR product, alternating, as in a
   model that mixes a small dense layer (a quarter of the width) with a pruned one:
   ``pair`` as sparseprune runs it by default (Numba's OpenMP waiting passively),
@@ -116,10 +118,35 @@ def test_epoch(measure, rng, epoch_case, backward_contender):
 
     def fn():
         return model.fit(X, y, epochs=1, lr=1e-4, batch_size=case.batch, progress=False,
-                         backend=backward_contender, seed=0)
+                         backend=backward_contender, seed=0, optimizer="sgd")
 
     measure(fn, f"epoch {case.id}", contender=backward_contender, sizes=list(case.sizes),
             sparsity=case.sparsity, batch=case.batch, samples=case.samples)
+
+
+def test_dynamic_epoch(measure, rng, dynamic_case, dynamic_contender):
+    """One epoch of dynamic sparse training (RigL, sparse backend, connections moved every
+    100 steps: the epoch holds one update) against dense masked training of the same
+    network at the same sparsity, SGD for both."""
+    case = dynamic_case
+    X = rng.standard_normal((case.samples, case.sizes[0])).astype(case.dtype)
+    y = rng.integers(0, case.sizes[-1], case.samples)
+    model = spp.MLP(case.sizes, dtype=case.dtype, seed=0)
+    every = max(1, case.samples // case.batch)
+    if dynamic_contender == "dense-masked":
+        spp.prune.magnitude(model, case.sparsity, scope="layer")
+        def fn():  # noqa: E306
+            return model.fit(X, y, epochs=1, lr=1e-4, batch_size=case.batch, seed=0,
+                             optimizer="sgd", tol=None, progress=False, backend="dense")
+    else:
+        def fn():  # noqa: E306
+            return spp.prune.dynamic(model, X, y, case.sparsity, method="rigl", epochs=1,
+                                     update_every=every, drop_schedule="constant",
+                                     lr=1e-4, batch_size=case.batch, seed=0,
+                                     optimizer="sgd", progress=False, backend="sparse")
+    measure(fn, f"dynamic {case.id}", contender=dynamic_contender, sizes=list(case.sizes),
+            sparsity=case.sparsity, batch=case.batch, samples=case.samples,
+            update_every=every)
 
 
 def test_threads(measure, rng, threads_case, threads_contender):

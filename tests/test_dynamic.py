@@ -33,11 +33,16 @@ def test_drop_and_grow_select_against_numpy():
     dropped = dyn.drop_positions(w, active, 5)
     candidates = np.flatnonzero(active)
     expected = candidates[np.lexsort((candidates, np.abs(w[candidates])))][:5]
-    assert_array_equal(dropped, expected)
+    assert_array_equal(np.sort(dropped), np.sort(expected))
+    assert 3 in dropped and 9 in dropped
     scores = np.round(rng.random(50), 1)  # ties among scores
     grown = dyn.grow_positions(scores, ~active, 4)
     idle = np.flatnonzero(~active)
-    assert_array_equal(grown, idle[np.lexsort((idle, -scores[idle]))][:4])
+    assert_array_equal(np.sort(grown), np.sort(idle[np.lexsort((idle, -scores[idle]))][:4]))
+    # Ties at the boundary go to the lower indices.
+    flat = np.zeros(10)
+    assert_array_equal(np.sort(dyn.grow_positions(flat, np.ones(10, bool), 3)), [0, 1, 2])
+    assert_array_equal(np.sort(dyn.drop_positions(flat, np.ones(10, bool), 2)), [0, 1])
 
 
 def small(seed=0, dtype="float64"):

@@ -69,14 +69,15 @@ class L0History:
     sparsity: list = field(default_factory=list)
 
 
-def l0(model, X, y, lam, epochs=50, lr=1e-3, batch_size=None, init_keep=0.9, seed=None,
-       progress=True):
+def l0(model, X, y, lam, epochs=50, lr=1e-3, gate_lr=0.05, batch_size=None, init_keep=0.9,
+       seed=None, progress=True):
     """Train ``model`` with hard-concrete gates on its weights and an expected-L0
     penalty, then prune by the deterministic gates; in place.
 
     Minimizes, per mini-batch, the head's mean loss with weights ``w * z`` plus
-    ``lam * E[number of nonzero gates]``, by Adam (``lr``) on the weights, the biases
-    and the gates' ``log alpha``. Gates start at ``log alpha`` with
+    ``lam * E[number of nonzero gates]``, by Adam: ``lr`` on the weights and biases,
+    ``gate_lr`` on the gates' ``log alpha``, which must travel a few units (from a gate
+    open 90% of the time to a closed one) where a trained weight moves by hundredths. Gates start at ``log alpha`` with
     ``P(z != 0) = init_keep``. Weights already pruned stay pruned (no gate).
 
     Parameters
@@ -87,6 +88,7 @@ def l0(model, X, y, lam, epochs=50, lr=1e-3, batch_size=None, init_keep=0.9, see
         The price of one nonzero weight in units of the per-sample loss.
     epochs : int >= 1
     lr : float > 0
+    gate_lr : float > 0
     batch_size : int, "full" or None (min(200, n))
     init_keep : float in (0, 1)
     seed : int or None
@@ -99,6 +101,7 @@ def l0(model, X, y, lam, epochs=50, lr=1e-3, batch_size=None, init_keep=0.9, see
     lam = check_real(lam, "lam", low=0.0)
     epochs = check_int(epochs, "epochs", minimum=1)
     lr = check_real(lr, "lr", low=0.0, low_open=True)
+    gate_lr = check_real(gate_lr, "gate_lr", low=0.0, low_open=True)
     init_keep = check_real(init_keep, "init_keep", low=0.0, high=1.0, low_open=True,
                            high_open=True)
     options = FitOptions(batch_size=batch_size, seed=seed, optimizer="adam", lr=lr)
@@ -147,7 +150,9 @@ def l0(model, X, y, lam, epochs=50, lr=1e-3, batch_size=None, init_keep=0.9, see
                 g_w.append((g * z).ravel())
                 g_la.append((g * w * dz + lam * expected_l0(la)[1]).ravel())
             t += 1
-            _adam(flat, g_w + g_la, live, adam_w, lr, t)
+            n_layers = len(weights)
+            _adam(flat[:n_layers], g_w, live[:n_layers], adam_w[:n_layers], lr, t)
+            _adam(flat[n_layers:], g_la, live[n_layers:], adam_w[n_layers:], gate_lr, t)
             _adam(biases, [gb.astype(biases[0].dtype) for gb in ws.grad_bias], bias_live,
                   adam_b, lr, t)
         penalty = sum(expected_l0(la[m])[0] for la, m in zip(log_alphas, masks))

@@ -49,20 +49,33 @@ def drop_fraction_at(step, end, initial, schedule):
     return initial
 
 
+def _smallest(values, where, k):
+    """The ``k`` entries of ``where`` (flat indices, increasing) of smallest ``values``
+    (ties to the lower index), in O(n): a partition finds the k-th value, and only the
+    entries equal to it need choosing (a full sort of millions of candidates at every
+    update cost more than the steps between updates)."""
+    if k <= 0:
+        return where[:0]
+    if k >= where.size:
+        return where
+    kth = np.partition(values, k - 1)[k - 1]
+    below = where[values < kth]
+    ties = where[values == kth]  # increasing, so the lower indices come first
+    return np.concatenate([below, ties[: k - below.size]])
+
+
 def drop_positions(weights, active, k):
     """Flat indices of the ``k`` active entries of smallest |weight| (ties to the lower
     index). weights: (n,); active: bool (n,)."""
-    candidates = np.flatnonzero(active)
-    order = np.argsort(np.abs(weights[candidates]), kind="stable")
-    return candidates[order[:k]]
+    where = np.flatnonzero(active)
+    return _smallest(np.abs(weights[where]), where, k)
 
 
 def grow_positions(scores, candidates, k):
     """Flat indices of the ``k`` candidates of largest score (ties to the lower index).
     scores: (n,); candidates: bool (n,)."""
     where = np.flatnonzero(candidates)
-    order = np.argsort(-scores[where], kind="stable")
-    return where[order[:k]]
+    return _smallest(-scores[where], where, k)
 
 
 @dataclass(frozen=True)
