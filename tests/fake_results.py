@@ -6,7 +6,7 @@ import math
 from sparseprune.app.results import (
     Baseline, BitsBackSearch, Codes, DataInfo, DemoResult, OneShot, SparsePayoff, Sweep, Timing,
 )
-from sparseprune.mdl import BitsBack, DescriptionLength, Prequential
+from sparseprune.mdl import BitsBack, DescriptionLength, Prequential, VariationalCode
 from sparseprune.prune import PruneStep
 
 
@@ -21,6 +21,13 @@ def bits_back(total, n_samples=100, n_classes=5):
     return BitsBack(header_bits=float(total) / 2, layers=(), data_bits=float(total) / 2,
                     data_bits_sem=None, data_bits_at_mean=float(total) / 4,
                     n_samples=n_samples, n_classes=n_classes, draws=1, seed=0)
+
+
+def noisy(total, prior, n_samples=100, n_classes=5):
+    return VariationalCode(prior=prior, header_bits=float(total) / 2, layers=(),
+                           data_bits=float(total) / 2, data_bits_sem=None,
+                           data_bits_at_mean=float(total) / 4, n_samples=n_samples,
+                           n_classes=n_classes, draws=1, seed=0)
 
 
 def step(i, sparsity, accuracy, model_bits, data_bits, n_weights=1000, n_bias=69, bits=4,
@@ -63,7 +70,8 @@ def result(sweep, preferred_step, most_accurate_step=None, paths=None, uniform=N
                     bits_back_preferred=BitsBackSearch(sigma=0.1, code=bits_back(3.0),
                                                        by_sigma={}),
                     prequential=Prequential(ends=(50, n_train), block_bits=(1.0, 2.0),
-                                            n_classes=n_classes)),
+                                            n_classes=n_classes),
+                    noisy_gaussian=noisy(2.5, "gaussian"), noisy_mixture=noisy(2.7, "mixture")),
         sparse=SparsePayoff(sparsity=0.9, max_abs_proba_difference=1e-7, same_predictions=1.0,
                             dense_bytes=100, sparse_bytes=10, dense_file_bytes=200,
                             dense_compressed_file_bytes=150, backends={1: ["sparse", "dense"]},

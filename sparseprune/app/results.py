@@ -8,7 +8,7 @@ they are; the demo adds the few records of its own below.
 
 from dataclasses import asdict, dataclass
 
-from ..mdl import BitsBack, DescriptionLength, Prequential
+from ..mdl import BitsBack, DescriptionLength, Prequential, VariationalCode
 
 __all__ = ["Baseline", "BitsBackSearch", "Codes", "DataInfo", "DemoResult", "MethodCurve",
            "Methods", "OneShot", "SparsePayoff", "Sweep", "Timing"]
@@ -114,12 +114,17 @@ class Codes:
     bits_back: BitsBackSearch
     bits_back_preferred: BitsBackSearch
     prequential: Prequential
+    # The paper's own code: sigmas learned by mdl.variational, from the MDL-preferred
+    # step, with each prior that is a proper code.
+    noisy_gaussian: VariationalCode
+    noisy_mixture: VariationalCode
 
     def as_dict(self):
         return {"uniform_bits": self.uniform_bits,
                 **{name: getattr(self, name).as_dict()
                    for name in ("two_part", "two_part_preferred", "bits_back",
-                                "bits_back_preferred", "prequential")}}
+                                "bits_back_preferred", "prequential", "noisy_gaussian",
+                                "noisy_mixture")}}
 
 
 @dataclass(frozen=True)
