@@ -4,6 +4,7 @@ A masked MLP trained through Numba dense kernels, magnitude pruning (one-shot or
 schedule), Numba CSR kernels for the pruned model, and description length in bits.
 """
 
+import importlib as _importlib
 import os as _os
 
 # Numba's OpenMP workers spin after every parallel kernel and slow the next BLAS call
@@ -27,3 +28,12 @@ __all__ = [
     "__version__",
 ]
 
+# Submodules that are an optional extra's own home, imported on first access
+# (``spp.sklearn``) so that ``import sparseprune`` never imports the extra (PEP 562).
+_LAZY = ("sklearn",)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
