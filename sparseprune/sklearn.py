@@ -74,9 +74,9 @@ class _SparseMLP(BaseEstimator):
     # -- training ---------------------------------------------------------------------
 
     def _train(self, X, y, loss, n_outputs):
-        """Train, prune and fine-tune an MLP on validated X (n, f) and targets y as the
-        head takes them; sets ``model_``, ``sparse_model_``, ``history_``,
-        ``prune_steps_`` and ``n_iter_``. Every parameter is checked first."""
+        """The MLP trained, pruned and fine-tuned on validated X (n, f) and targets y as
+        the head takes them; sets ``history_``, ``prune_steps_`` and ``n_iter_``.
+        Every parameter is checked before training starts."""
         hidden = _check_hidden(self.hidden_layer_sizes)
         check_activation(self.activation)
         sparsity = check_sparsity(self.sparsity)
@@ -170,10 +170,10 @@ class SparseMLPClassifier(ClassifierMixin, _SparseMLP):
         Between layers.
     sparsity : float in [0, 1)
         Fraction of the weights pruned at the end (biases are never pruned); 0 trains
-        a dense network and skips pruning. The default, 0.8, is the highest sparsity
-        measured to cost nothing against the dense network on the digits and the
-        diabetes data with the other defaults (0.9 costs 3 points of accuracy on the
-        digits at 100 hidden units; see the README). Search it with ``GridSearchCV``.
+        a dense network and skips pruning. The default, 0.8, was measured to cost
+        next to nothing against the dense network on the digits and the diabetes data
+        with the other defaults, where 0.9 costs 3 points of accuracy on the digits at
+        100 hidden units (see the README). Search it with ``GridSearchCV``.
     schedule : "cubic", "linear", "constant", "geometric" or a callable
         How sparsity rises over the pruning steps (:func:`sparseprune.prune.iterative`).
     steps : int >= 1
