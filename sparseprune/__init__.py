@@ -4,6 +4,7 @@ A masked MLP trained through Numba dense kernels, magnitude pruning (one-shot or
 schedule), Numba CSR kernels for the pruned model, and description length in bits.
 """
 
+import importlib as _importlib
 import os as _os
 
 # Numba's OpenMP workers spin after every parallel kernel and slow the next BLAS call
@@ -13,6 +14,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from . import data, mdl, prune  # noqa: E402
 from ._tuning import single_threaded_blas  # noqa: E402
+from .interop.sklearn_in import from_sklearn  # noqa: E402
+from .interop.torch_in import from_torch  # noqa: E402
 from .layers import MaskedLinear, SparseLinear  # noqa: E402
 from .model import MLP, SparseMLP, load  # noqa: E402
 from .train import SGD, Adam, FitOptions, History  # noqa: E402
@@ -21,5 +24,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
-    "data", "load", "mdl", "prune", "single_threaded_blas", "__version__",
+    "data", "from_sklearn", "from_torch", "load", "mdl", "prune", "single_threaded_blas",
+    "__version__",
 ]
+
+# Submodules that are an optional extra's own home, imported on first access
+# (``spp.sklearn``) so that ``import sparseprune`` never imports the extra (PEP 562).
+_LAZY = ("sklearn",)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -159,6 +159,14 @@ class Plan:
             shown.setdefault(decision, {})[bucket] = self._choices[(decision, bucket)]
         return shown
 
+    def __getstate__(self):
+        # A copy (pickled for a scikit-learn estimator, sent to a worker) starts with no
+        # choices: they measured this machine at this moment. A lock does not pickle.
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
     def __repr__(self):
         return f"Plan({self.as_dict()})"
 

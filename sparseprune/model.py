@@ -11,6 +11,7 @@ from ._tuning import Plan, check_backend, single_threaded_blas
 from ._validation import check_dtype, check_int
 from .activations import check_activation, code, init_std
 from .heads import check_loss, get_head
+from .interop import torch_out
 from .io import read_arrays, write_arrays
 from .layers import MaskedLinear, SparseLinear
 from .passes import Workspace, chunks, forward_backward, logits_fm, to_feature_major
@@ -168,6 +169,13 @@ class _Network:
         if self.classes is not None and predictions.ndim == 1 and self.head.classifier:
             return self.classes[predictions]
         return predictions
+
+    def to_torch(self, masks=True):
+        """The model as a ``torch.nn.Sequential`` of ``nn.Linear`` layers and its
+        activation, ending in logits, each pruning mask attached through
+        ``torch.nn.utils.prune.custom_from_mask`` (see
+        :func:`sparseprune.interop.torch_out.to_torch`); PyTorch is imported here."""
+        return torch_out.to_torch(self, masks=masks)
 
     def score(self, X, y):
         """Accuracy (subset accuracy for multi-label), or R^2 for regression, as

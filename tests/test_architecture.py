@@ -5,7 +5,10 @@ module says what it exports."""
 
 import ast
 import importlib
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +18,9 @@ ROOT = pathlib.Path(sparseprune.__file__).parent
 PACKAGE = "sparseprune"
 # Optional extras, imported where their feature needs them and nowhere else.
 OPTIONAL = {"matplotlib", "sklearn", "torch", "dask", "distributed"}
+# An extra's own home: a module that imports it at its top (its classes subclass the
+# extra's), and is itself imported only on demand, never by another module's import.
+EXTRA_HOMES = {"sparseprune.sklearn": {"sklearn"}, "sparseprune.dask": {"dask", "distributed"}}
 
 
 def module_name(path):
@@ -36,9 +42,10 @@ def resolve(module, node):
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def imports(module):
-    """[(imported module, names, node, top_level)] of ``module``'s own source."""
-    tree = ast.parse(MODULES[module].read_text())
+def imports(module, source=None):
+    """[(imported module, names, node, top_level)] of ``module``'s own source (or of
+    ``source``, as if it were the module's)."""
+    tree = ast.parse(MODULES[module].read_text() if source is None else source)
     top = {id(node) for node in tree.body}
     found = []
     for node in ast.walk(tree):
@@ -115,13 +122,52 @@ def test_imports_are_at_the_top_except_optional_extras():
     assert not hidden, "\n".join(hidden)
 
 
+def eager_extras(module, found):
+    """Top-level imports of an optional extra in ``module``, beyond its own home's."""
+    allowed = EXTRA_HOMES.get(module, set())
+    return [f"{module}:{node.lineno} imports {target} at import time"
+            for target, _, node, top_level in found
+            if top_level and target.split(".")[0] in OPTIONAL - allowed]
+
+
+def imported_homes(module, found):
+    """Imports of an extra's home in ``module``: each would import the extra with it."""
+    return [f"{module}:{node.lineno} imports {target}, an optional extra's home"
+            for target, _, node, _ in found
+            if target != module and any(target == home or target.startswith(home + ".")
+                                        for home in EXTRA_HOMES)]
+
+
 def test_optional_extras_are_imported_lazily_only():
-    eager = []
-    for module in MODULES:
-        for target, _, node, top_level in imports(module):
-            if top_level and target.split(".")[0] in OPTIONAL:
-                eager.append(f"{module}:{node.lineno} imports {target} at import time")
+    eager = [line for module in MODULES for line in eager_extras(module, imports(module))]
     assert not eager, "\n".join(eager)
+
+
+def test_no_module_imports_an_extras_home():
+    """``spp.sklearn`` is reached through the package's ``__getattr__`` (PEP 562), by
+    name: no import statement anywhere names it."""
+    found = [line for module in MODULES for line in imported_homes(module, imports(module))]
+    assert not found, "\n".join(found)
+
+
+def test_importing_the_package_imports_no_extra():
+    code = ("import sys, sparseprune; "
+            f"print(sorted(m for m in {sorted(OPTIONAL)} if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_an_extras_home_is_reached_lazily():
+    code = ("import sys, sparseprune as spp; assert 'sklearn' not in sys.modules; "
+            "spp.sklearn.SparseMLPClassifier; print('sklearn' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert out.strip() == "True"
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        sparseprune.nothing  # noqa: B018
 
 
 PUBLIC = sorted(m for m in MODULES
@@ -163,3 +209,11 @@ def test_the_checks_can_fail():
                    ast.parse("from ..mdl import x").body[0]) == "sparseprune.mdl"
     assert resolve("sparseprune.prune",
                    ast.parse("from .criteria import x").body[0]) == "sparseprune.prune.criteria"
+    # The extras' rules see what they forbid, and allow a home its own extra.
+    sneaky = "import torch\nfrom . import sklearn\nfrom .sklearn import SparseMLPRegressor\n"
+    assert len(eager_extras("sparseprune.model", imports("sparseprune.model", sneaky))) == 1
+    assert len(imported_homes("sparseprune", imports("sparseprune", sneaky))) == 2
+    assert eager_extras("sparseprune.sklearn", imports("sparseprune.sklearn",
+                                                       "import sklearn.base\n")) == []
+    assert len(eager_extras("sparseprune.sklearn", imports("sparseprune.sklearn",
+                                                           "import torch\n"))) == 1

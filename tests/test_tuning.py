@@ -1,5 +1,6 @@
 """Measured choices: the timing helper and the Plan that keeps winners."""
 
+import pickle
 import threading
 import time
 
@@ -97,3 +98,13 @@ def test_plan_measures_once_when_threads_ask_at_once(monkeypatch):
     assert results == ["b"] * 8
     assert measured == [["a", "b"]]
     assert plan.as_dict() == {"d": {4: "b"}}
+
+
+def test_a_plan_pickles_without_its_choices():
+    """A pickled model (a scikit-learn estimator's, one sent to a worker) measures its
+    new machine afresh; the lock is made anew."""
+    plan = Plan()
+    plan.record("backend", 64, "sparse")
+    copy = pickle.loads(pickle.dumps(plan))
+    assert copy.as_dict() == {} and plan.as_dict() == {"backend": {64: "sparse"}}
+    assert copy.choose("backend", 64, {"dense": lambda: None}) == "dense"
