@@ -285,6 +285,10 @@ class SparseLinear(_Linear):
         return cls.from_csr(layer.shape, *layer.csr_arrays(), layer.bias.copy(), backend)
 
     def _setup(self, shape, indptr, indices, data, bias, backend):
+        # The kernels' signatures take writable arrays: read-only ones (a memory map, a
+        # joblib-loaded estimator) are copied once here.
+        indptr, indices, data, bias = (a if a.flags.writeable else a.copy()
+                                       for a in (indptr, indices, data, bias))
         self.in_features, self.out_features = shape
         self.dtype = data.dtype
         self._indptr, self._indices, self._data, self._bias = indptr, indices, data, bias

@@ -355,3 +355,16 @@ def test_both_layer_kinds_present_one_face(case, seed):
     masked.assign_kept(new)
     assert_array_equal(masked.kept_values(), new.astype(W.dtype))
     assert_array_equal(masked.weight[~mask], 0)
+
+
+def test_read_only_arrays_are_served(rng):
+    """Arrays that arrive read-only (a memory map, a joblib load) still run the kernels."""
+    W = sp.random_array((30, 20), density=0.3, rng=rng, dtype=np.float32)
+    csc = sp.csc_array(W)
+    arrays = [np.array(csc.indptr, np.int32), np.array(csc.indices, np.int32),
+              np.array(csc.data), np.zeros(20, np.float32)]
+    for a in arrays:
+        a.flags.writeable = False
+    layer = spp.SparseLinear.from_csr((30, 20), *arrays, backend="sparse")
+    X = rng.normal(size=(5, 30)).astype(np.float32)
+    assert_allclose(layer.forward(X), X @ W.toarray(), rtol=1e-5, atol=1e-5)
