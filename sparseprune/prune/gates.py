@@ -77,8 +77,9 @@ def l0(model, X, y, lam, epochs=50, lr=1e-3, gate_lr=0.05, batch_size=None, init
     Minimizes, per mini-batch, the head's mean loss with weights ``w * z`` plus
     ``lam * E[number of nonzero gates]``, by Adam: ``lr`` on the weights and biases,
     ``gate_lr`` on the gates' ``log alpha``, which must travel a few units (from a gate
-    open 90% of the time to a closed one) where a trained weight moves by hundredths. Gates start at ``log alpha`` with
-    ``P(z != 0) = init_keep``. Weights already pruned stay pruned (no gate).
+    open 90% of the time to a closed one) where a trained weight moves by hundredths.
+    Gates start at ``log alpha`` with ``P(z != 0) = init_keep``. Weights already pruned
+    stay pruned (no gate).
 
     Parameters
     ----------
