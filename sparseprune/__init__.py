@@ -1,7 +1,10 @@
 """sparseprune: pruned MLPs that are actually smaller and faster on a CPU.
 
-A masked MLP trained through Numba dense kernels, magnitude pruning (one-shot or along a
-schedule), Numba CSR kernels for the pruned model, and description length in bits.
+A masked MLP trained through fused Numba kernels (any of five activations, softmax,
+sigmoid or squared-error heads); pruning by magnitude, gradients, whole units, lottery
+tickets, learned sparsity (RigL/SET, L1, L0) and noisy weights; Numba CSR kernels that
+serve and train the pruned model; description length in bits; scikit-learn and PyTorch
+models in and out.
 """
 
 import importlib as _importlib
@@ -20,7 +23,7 @@ from .layers import MaskedLinear, SparseLinear  # noqa: E402
 from .model import MLP, SparseMLP, load  # noqa: E402
 from .train import SGD, Adam, FitOptions, History  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
