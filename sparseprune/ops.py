@@ -172,3 +172,114 @@ def csr_gather(perm, data, out):
 
 # A length-0 bias or bias-gradient array tells a kernel there is none, per dtype.
 EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
+
+# --------------------------------------------------------------------------- #
+# Issue 10: forward with dynamic chunks, from sample-major X to sample-major out,
+# narrow indices. New functions only; the callers above are untouched.
+# --------------------------------------------------------------------------- #
+#: Widest layer (inputs) whose column indices fit in uint16.
+NARROW_MAX_COLS = 1 << 16
+
+
+def narrow_indices(indices, n_cols):
+    """The column indices as the forward kernels read them: uint16 when every index fits
+    (n_cols <= 65,536: 6 bytes a nonzero with the value instead of 8), else the int32
+    array itself. A copy; the int32 array stays the layer's canonical one."""
+    if n_cols <= NARROW_MAX_COLS:
+        return indices.astype(np.uint16)
+    return indices
+
+
+def _counter():
+    """A work counter for one call of a dynamic kernel (the kernel zeroes it). One per
+    call, never shared: two forwards from two Python threads may run at once."""
+    return np.empty(1, np.int64)
+
+
+def _out_blocks(n_workers, dtype):
+    """Scratch for the tiled kernel's sample-major stores: (n_workers, 16, lanes), 4 KiB
+    a worker at float32 with AVX-512; per call (a few microseconds at most)."""
+    return np.empty((n_workers, csr._OUT_ROWS, TILE_LANES[dtype]), dtype)
+
+
+def csr_forward_dynamic(indptr, indices, data, row_bounds, bias, relu, x, out):
+    """csr_forward (feature-major x (cols, batch), out (rows, batch)) on the kernels that
+    claim row chunks dynamically; ``indices`` int32 or uint16 (see narrow_indices)."""
+    n_workers = numba.get_num_threads()
+    batch = x.shape[1]
+    if batch == 1:
+        xv, yv = x.reshape(-1), out.reshape(-1)
+        if indices.size >= PARALLEL_MATVEC_NNZ:
+            csr.csr_matvec_dynamic(n_workers, relu, indptr, indices, data, row_bounds,
+                                   _counter(), xv, bias, yv)
+        else:
+            csr.csr_matvec_narrow(relu, indptr, indices, data, xv, bias, yv)
+    elif batch >= TILE_LANES[x.dtype]:
+        xp = _tiles(x)
+        if _serial(indices.size, batch):
+            csr.csr_matmul_tiles(relu, False, indptr, indices, data, xp, bias,
+                                 _NO_BLOCKS[x.dtype], out)
+        else:
+            csr.csr_matmul_tiles_dynamic(n_workers, relu, False, indptr, indices, data,
+                                         row_bounds, _counter(), xp, bias,
+                                         _NO_BLOCKS[x.dtype], out)
+    elif _serial(indices.size, batch) and indices.dtype == INDEX_DTYPE:
+        csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
+    else:
+        csr.csr_matmul_dynamic(n_workers, relu, indptr, indices, data, row_bounds,
+                               _counter(), x, bias, out)
+    return out
+
+
+def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out):
+    """out (batch, rows) = X @ A.T + bias (ReLU'd if ``relu``) for sample-major X
+    (batch, cols) of data's dtype: what ``SparseLinear.forward`` computes, without
+    transposing X or the result. out must be C-contiguous. Returns whether X was all
+    finite (if not, out holds garbage and the caller raises); the check rides along
+    with the packing.
+
+    Batch 1 is the gather-dot kernel on X's one row (the same memory as feature-major);
+    from 2 samples on X is packed into register tiles straight from its rows and the
+    tiled kernel writes each output tile into out's columns. X in any layout: a
+    Fortran-ordered X (a transposed feature-major array) is packed as feature-major,
+    any other non-C-contiguous X is copied first (one extra pass).
+    """
+    n_workers = numba.get_num_threads()
+    batch = X.shape[0]
+    if batch == 1:
+        xv, yv = np.ascontiguousarray(X).reshape(-1), out.reshape(-1)
+        finite = bool(np.isfinite(xv).all())
+        if indices.size >= PARALLEL_MATVEC_NNZ:
+            csr.csr_matvec_dynamic(n_workers, relu, indptr, indices, data, row_bounds,
+                                   _counter(), xv, bias, yv)
+        else:
+            csr.csr_matvec_narrow(relu, indptr, indices, data, xv, bias, yv)
+        return finite
+    lanes = TILE_LANES[X.dtype]
+    xp = _scratch((-(-batch // lanes), X.shape[1], lanes), X.dtype)
+    if not X.flags.c_contiguous and X.T.flags.c_contiguous:
+        finite = bool(np.isfinite(X).all())
+        if X.nbytes < PACK_PARALLEL_BYTES:
+            csr.csr_pack_tiles(X.T, xp)
+        else:
+            csr.csr_pack_tiles_parallel(X.T, xp)
+    else:
+        X = np.ascontiguousarray(X)
+        if X.nbytes < PACK_PARALLEL_BYTES:
+            finite = csr.csr_pack_tiles_sm(X, xp) == 0
+        else:
+            finite = csr.csr_pack_tiles_sm_parallel(X, xp) == 0
+    if _serial(indices.size, batch):
+        csr.csr_matmul_tiles(relu, True, indptr, indices, data, xp, bias,
+                             _out_blocks(1, X.dtype), out)
+    else:
+        csr.csr_matmul_tiles_dynamic(n_workers, relu, True, indptr, indices, data,
+                                     row_bounds, _counter(), xp, bias,
+                                     _out_blocks(n_workers, X.dtype), out)
+    return finite
+
+
+# The tiled kernels' block scratch when the output is feature-major (unused): any
+# (workers, 0, 0) array; numba's thread count is capped well below 4096.
+_NO_BLOCKS = {np.dtype(t): np.empty((4096, 0, 0), t) for t in (np.float32, np.float64)}

@@ -22,8 +22,8 @@ from numba import int64, prange, uint32
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    TILE_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat,
-    tile_store,
+    TILE_BYTES, fetch_add, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu,
+    tile_splat, tile_store,
 )
 
 # fastmath is CONTRACT (FMAs only) here, except where a dot product must vectorise over
@@ -421,3 +421,237 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
     for c in prange(row_bounds.shape[0] - 1):
         _sddmm_rows(row_bounds[c], row_bounds[c + 1], indptr, indices, dy, x,
                     grad_data, grad_bias)
+
+
+# --------------------------------------------------------------------------- #
+# Forward with dynamic chunks, from and to sample-major arrays, narrow indices.
+# --------------------------------------------------------------------------- #
+# Dynamic chunks. Numba's prange is static: with the omp layer, numba's gufunc scheduler
+# splits the range and `#pragma omp for` hands the pieces out statically, even with
+# numba.set_parallel_chunksize (scratch chunksize.py: a thread made 3x slower still runs
+# 32 of 64 iterations at chunk sizes 0, 1 and 4). After a dense NumPy product OpenBLAS's
+# workers spin for ~100 ms and share a core with one of ours; a static split then waits
+# for that thread. Here every thread claims the next work item (a chunk of rows, for one
+# tile) from an atomic counter, so a thread on a free core takes the slowed one's share.
+# The counter is counter[0] of an int64 array the caller passes; the kernel zeroes it
+# before its parallel region, so it only must not be shared by two calls running at once.
+# n_workers is numba.get_num_threads() (the caller's: numba.set_num_threads holds);
+# calling that inside the kernel would make it uncacheable (a ctypes global).
+#
+# Narrow indices: `indices` is int32 or uint16 ({I}); uint16 serves layers of at most
+# 65,536 inputs, 6 bytes a nonzero instead of 8 (see ops.narrow_indices).
+INDEX_TYPES = ("int32", "uint16")
+
+
+@inline()
+def _claim(counter):
+    """The next work item: counter[0]++, atomically."""
+    return fetch_add(counter, 0, int64(1))
+
+
+# Sample-major output: a row's finished tile is a column of out (batch, n_rows), 64
+# lanes 4 * n_rows bytes apart. Stored lane by lane, those 64 lines share a few cache
+# sets at power-of-two widths and each is touched again for every row: 17.8 against 14.9
+# ms feature-major (4096^2, 90%, batch 256; scratch parts_sm.py). So _OUT_ROWS rows'
+# tiles are first stored into the worker's block of ``buf`` (L1), then written out as
+# whole 64-byte pieces of out's rows.
+_OUT_ROWS = 16
+
+
+@inline()
+def _tile_row(t, j, relu, indptr, indices, data, xp, bias):
+    """Row j of output tile t as a register tile (see _matmul_tile_rows for the scheme)."""
+    n_in = xp.shape[1]
+    lanes = xp.shape[2]
+    line = lanes // _TILE_LINES
+    zero = xp.dtype.type(0)
+    pf_limit = indptr[indptr.shape[0] - 1] - _PF - 1
+    base = int64(t) * n_in
+    a0 = tile_splat(bias[j] if bias.shape[0] != 0 else zero)
+    a1 = tile_splat(zero)
+    p = indptr[j]
+    end = indptr[j + 1]
+    pend = min(end, pf_limit)
+    while p + 2 <= pend:
+        q0 = (base + uint32(indices[p + _PF])) * lanes
+        q1 = (base + uint32(indices[p + _PF + 1])) * lanes
+        for k in range(_TILE_LINES):
+            prefetch(xp, q0 + k * line)
+            prefetch(xp, q1 + k * line)
+        a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+        a1 = tile_fma(a1, data[p + 1], tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
+        p += 2
+    while p + 2 <= end:
+        a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+        a1 = tile_fma(a1, data[p + 1], tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
+        p += 2
+    if p < end:
+        a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+    a0 = tile_add(a0, a1)
+    if relu:
+        a0 = tile_relu(a0)
+    return a0
+
+
+@inline()
+def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, buf, w, out):
+    """Rows r0..r1 of output tile t into ``out``: feature-major (n_rows, batch), or
+    sample-major (batch, n_rows) if ``out_sm``, through buf[w] (_OUT_ROWS, lanes)."""
+    lanes = xp.shape[2]
+    batch = out.shape[0] if out_sm else out.shape[1]
+    b0 = t * lanes
+    m = min(lanes, batch - b0)
+    if not out_sm:
+        for j in range(r0, r1):
+            a0 = _tile_row(t, j, relu, indptr, indices, data, xp, bias)
+            if m == lanes:
+                tile_store(out, int64(j) * batch + b0, a0)
+            else:
+                for k in range(m):
+                    out[j, b0 + k] = tile_lane(a0, k)
+        return
+    blk = buf[w]
+    j0 = r0
+    while j0 < r1:
+        # Blocks end on multiples of _OUT_ROWS, so whole cache lines of out are written.
+        j1 = min(r1, (j0 // _OUT_ROWS + 1) * _OUT_ROWS)
+        for j in range(j0, j1):
+            tile_store(blk, int64(j - j0) * lanes, _tile_row(t, j, relu, indptr, indices,
+                                                             data, xp, bias))
+        n = j1 - j0
+        for k in range(m):
+            dst = out[b0 + k]
+            for jj in range(n):
+                dst[j0 + jj] = blk[jj, k]
+        j0 = j1
+
+
+@jit("void(int64, boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], "
+     "int64[::1], {T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT,
+     parallel=True, I=INDEX_TYPES)
+def csr_matmul_tiles_dynamic(n_workers, relu, out_sm, indptr, indices, data, row_bounds,
+                             counter, xp, bias, buf, out):
+    """out = A @ x (+ bias)(ReLU) from packed tiles xp (see csr_pack_tiles*), the work
+    items (tile, row chunk) claimed dynamically, tile by tile (all threads share one
+    tile's xp at a time). ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``.
+    counter: int64 (>= 1,), this call's own; buf: scratch (n_workers, 16, lanes) for
+    sample-major output (any (n_workers, 0, 0) array when not out_sm).
+    xp.shape[2] * itemsize must be csr_tile_bytes()."""
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    n_chunks = row_bounds.shape[0] - 1
+    n_items = xp.shape[0] * n_chunks
+    counter[0] = 0
+    for w in prange(n_workers):
+        c = _claim(counter)
+        while c < n_items:
+            t = c // n_chunks
+            k = c - t * n_chunks
+            _tile_rows(t, row_bounds[k], row_bounds[k + 1], relu, out_sm, indptr, indices,
+                       data, xp, bias, buf, w, out)
+            c = _claim(counter)
+
+
+@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
+     "{T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
+    """Serial csr_matmul_tiles_dynamic (buf: (1, 16, lanes)): for small layers, or when
+    the caller's threads are busy."""
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    for t in range(xp.shape[0]):
+        _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, data, xp, bias,
+                   buf, 0, out)
+
+
+# Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
+# A transpose, done in blocks of _PACK_COLS inputs so that the _PACK_COLS xp rows being
+# written (16 KiB at 64 float32 lanes) stay in L1 while L samples are read along them.
+# The finiteness check rides along: the pack counts non-finite values (v - v != 0 for
+# inf and NaN) and the caller raises; no second pass over X.
+_PACK_COLS = 64
+
+
+@inline()
+def _pack_sm_block(t, i0, i1, x, xp):
+    """Inputs i0..i1 of tile t, from sample-major x; returns the non-finite count."""
+    batch = x.shape[0]
+    lanes = xp.shape[2]
+    zero = xp.dtype.type(0)
+    b0 = t * lanes
+    m = min(lanes, batch - b0)
+    bad = 0
+    for k in range(m):
+        src = x[b0 + k]
+        for i in range(i0, i1):
+            v = src[i]
+            xp[t, i, k] = v
+            bad += (v - v) != zero
+    for k in range(m, lanes):
+        for i in range(i0, i1):
+            xp[t, i, k] = zero
+    return bad
+
+
+@jit("int64({T}[:, ::1], {T}[:, :, ::1])", fastmath=CONTRACT)
+def csr_pack_tiles_sm(x, xp):
+    """Serial packing of sample-major x (batch, n_in) into tiles xp (n_tiles, n_in, L),
+    zero past the batch. Returns how many values of x are not finite."""
+    n_in = x.shape[1]
+    bad = 0
+    for t in range(xp.shape[0]):
+        for i0 in range(0, n_in, _PACK_COLS):
+            bad += _pack_sm_block(t, i0, min(i0 + _PACK_COLS, n_in), x, xp)
+    return bad
+
+
+@jit("int64({T}[:, ::1], {T}[:, :, ::1])", fastmath=CONTRACT, parallel=True)
+def csr_pack_tiles_sm_parallel(x, xp):
+    """Parallel csr_pack_tiles_sm, over (tile, block of inputs)."""
+    n_in = x.shape[1]
+    n_blocks = (n_in + _PACK_COLS - 1) // _PACK_COLS
+    bad = 0
+    for c in prange(xp.shape[0] * n_blocks):
+        t = c // n_blocks
+        i0 = (c - t * n_blocks) * _PACK_COLS
+        bad += _pack_sm_block(t, i0, min(i0 + _PACK_COLS, n_in), x, xp)
+    return bad
+
+
+@jit("void(int64, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64[::1], "
+     "{T}[::1], {T}[::1], {T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matvec_dynamic(n_workers, relu, indptr, indices, data, row_bounds, counter, x, bias,
+                       out):
+    """Batch-1 forward (see _matvec_rows), row chunks claimed dynamically. x is the one
+    sample (n_cols,) (sample-major and feature-major are the same memory at batch 1)."""
+    n_chunks = row_bounds.shape[0] - 1
+    counter[0] = 0
+    for _ in prange(n_workers):
+        c = _claim(counter)
+        while c < n_chunks:
+            _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+                         bias, out)
+            c = _claim(counter)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
+     fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matvec_narrow(relu, indptr, indices, data, x, bias, out):
+    """Serial batch-1 forward, for either index type (csr_matvec is int32 only)."""
+    _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+
+
+@jit("void(int64, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64[::1], "
+     "{T}[:, ::1], {T}[::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matmul_dynamic(n_workers, relu, indptr, indices, data, row_bounds, counter, x, bias,
+                       out):
+    """csr_matmul_parallel (feature-major x (n_cols, batch), batches below a tile) with
+    row chunks claimed dynamically."""
+    n_chunks = row_bounds.shape[0] - 1
+    counter[0] = 0
+    for _ in prange(n_workers):
+        c = _claim(counter)
+        while c < n_chunks:
+            _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+                         bias, out)
+            c = _claim(counter)
