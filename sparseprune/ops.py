@@ -175,88 +175,75 @@ EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
 # --------------------------------------------------------------------------- #
-# Issue 10: forward with dynamic chunks, from sample-major X to sample-major out,
-# narrow indices. New functions only; the callers above are untouched.
+# The forward from sample-major X to sample-major out, and narrow indices (issue 10).
+# New functions only; the callers above are untouched.
 # --------------------------------------------------------------------------- #
 #: Widest layer (inputs) whose column indices fit in uint16.
 NARROW_MAX_COLS = 1 << 16
+# From half a register tile of samples on, X is packed into tiles straight from its
+# rows; below, it is transposed and the row kernel runs (its output transposed back).
+# Tiles half empty still win at 1024^2 and batch 32 (0.30 against 0.40-0.46 ms for the
+# transposing path); a quarter full they lose at 4096^2 and batch 16 (2.9 against 2.3
+# ms). Scratch bench_targets.py, 90% sparsity, float32.
+SM_TILE_FRACTION = 2
 
 
 def narrow_indices(indices, n_cols):
-    """The column indices as the forward kernels read them: uint16 when every index fits
-    (n_cols <= 65,536: 6 bytes a nonzero with the value instead of 8), else the int32
-    array itself. A copy; the int32 array stays the layer's canonical one."""
+    """The column indices as the forward kernels read them best: uint16 when every index
+    fits (n_cols <= 65,536: 6 bytes a nonzero with its value instead of 8), else the
+    int32 array itself. A copy; the int32 array stays the layer's canonical one."""
     if n_cols <= NARROW_MAX_COLS:
         return indices.astype(np.uint16)
     return indices
 
 
-def _counter():
-    """A work counter for one call of a dynamic kernel (the kernel zeroes it). One per
-    call, never shared: two forwards from two Python threads may run at once."""
-    return np.empty(1, np.int64)
-
-
-def _out_blocks(n_workers, dtype):
-    """Scratch for the tiled kernel's sample-major stores: (n_workers, 16, lanes), 4 KiB
-    a worker at float32 with AVX-512; per call (a few microseconds at most)."""
-    return np.empty((n_workers, csr._OUT_ROWS, TILE_LANES[dtype]), dtype)
-
-
-def csr_forward_dynamic(indptr, indices, data, row_bounds, bias, relu, x, out):
-    """csr_forward (feature-major x (cols, batch), out (rows, batch)) on the kernels that
-    claim row chunks dynamically; ``indices`` int32 or uint16 (see narrow_indices)."""
-    n_workers = numba.get_num_threads()
+def csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, x, out):
+    """csr_forward (feature-major x (cols, batch), out (rows, batch)) with ``indices``
+    int32 or uint16 (see narrow_indices); the same kernel choice."""
     batch = x.shape[1]
     if batch == 1:
         xv, yv = x.reshape(-1), out.reshape(-1)
         if indices.size >= PARALLEL_MATVEC_NNZ:
-            csr.csr_matvec_dynamic(n_workers, relu, indptr, indices, data, row_bounds,
-                                   _counter(), xv, bias, yv)
+            csr.csr_matvec_chunks(relu, indptr, indices, data, row_bounds, xv, bias, yv)
         else:
             csr.csr_matvec_narrow(relu, indptr, indices, data, xv, bias, yv)
     elif batch >= TILE_LANES[x.dtype]:
-        xp = _tiles(x)
-        if _serial(indices.size, batch):
-            csr.csr_matmul_tiles(relu, False, indptr, indices, data, xp, bias,
-                                 _NO_BLOCKS[x.dtype], out)
-        else:
-            csr.csr_matmul_tiles_dynamic(n_workers, relu, False, indptr, indices, data,
-                                         row_bounds, _counter(), xp, bias,
-                                         _NO_BLOCKS[x.dtype], out)
-    elif _serial(indices.size, batch) and indices.dtype == INDEX_DTYPE:
-        csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
+        _tiled(indptr, indices, data, row_bounds, bias, relu, _tiles(x), False, out)
+    elif _serial(indices.size, batch):
+        csr.csr_matmul_narrow(relu, indptr, indices, data, x, bias, out)
     else:
-        csr.csr_matmul_dynamic(n_workers, relu, indptr, indices, data, row_bounds,
-                               _counter(), x, bias, out)
+        csr.csr_matmul_chunks(relu, indptr, indices, data, row_bounds, x, bias, out)
     return out
 
 
 def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out):
     """out (batch, rows) = X @ A.T + bias (ReLU'd if ``relu``) for sample-major X
-    (batch, cols) of data's dtype: what ``SparseLinear.forward`` computes, without
-    transposing X or the result. out must be C-contiguous. Returns whether X was all
-    finite (if not, out holds garbage and the caller raises); the check rides along
-    with the packing.
+    (batch, cols) of data's dtype, out C-contiguous: what ``SparseLinear.forward``
+    computes, without the transposes at its edges. ``indices`` int32 or uint16.
 
-    Batch 1 is the gather-dot kernel on X's one row (the same memory as feature-major);
-    from 2 samples on X is packed into register tiles straight from its rows and the
-    tiled kernel writes each output tile into out's columns. X in any layout: a
-    Fortran-ordered X (a transposed feature-major array) is packed as feature-major,
-    any other non-C-contiguous X is copied first (one extra pass).
+    Returns whether X was all finite (if not, out holds garbage and the caller raises):
+    the check rides along with the packing, no separate pass over X.
+
+    Batch 1 is the gather-dot kernel on X's one row (sample- and feature-major are the
+    same memory). From half a tile of samples on (SM_TILE_FRACTION), X is packed into
+    register tiles straight from its rows and the tiled kernel writes out's columns.
+    Smaller batches are transposed, run through the row kernel and transposed back.
+    X in any layout: a Fortran-ordered X (a transposed feature-major array) is packed
+    as feature-major; other non-C-contiguous X is copied first (one more pass).
     """
-    n_workers = numba.get_num_threads()
     batch = X.shape[0]
     if batch == 1:
-        xv, yv = np.ascontiguousarray(X).reshape(-1), out.reshape(-1)
-        finite = bool(np.isfinite(xv).all())
-        if indices.size >= PARALLEL_MATVEC_NNZ:
-            csr.csr_matvec_dynamic(n_workers, relu, indptr, indices, data, row_bounds,
-                                   _counter(), xv, bias, yv)
-        else:
-            csr.csr_matvec_narrow(relu, indptr, indices, data, xv, bias, yv)
-        return finite
+        xv = np.ascontiguousarray(X).reshape(-1)
+        csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu,
+                           xv.reshape(-1, 1), out.reshape(-1, 1))
+        return bool(np.isfinite(xv).all())
     lanes = TILE_LANES[X.dtype]
+    if batch * SM_TILE_FRACTION < lanes:
+        xt = np.ascontiguousarray(X.T)
+        yt = np.empty((out.shape[1], batch), out.dtype)
+        csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, yt)
+        out[...] = yt.T
+        return bool(np.isfinite(xt).all())
     xp = _scratch((-(-batch // lanes), X.shape[1], lanes), X.dtype)
     if not X.flags.c_contiguous and X.T.flags.c_contiguous:
         finite = bool(np.isfinite(X).all())
@@ -270,16 +257,25 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out):
             finite = csr.csr_pack_tiles_sm(X, xp) == 0
         else:
             finite = csr.csr_pack_tiles_sm_parallel(X, xp) == 0
-    if _serial(indices.size, batch):
-        csr.csr_matmul_tiles(relu, True, indptr, indices, data, xp, bias,
-                             _out_blocks(1, X.dtype), out)
-    else:
-        csr.csr_matmul_tiles_dynamic(n_workers, relu, True, indptr, indices, data,
-                                     row_bounds, _counter(), xp, bias,
-                                     _out_blocks(n_workers, X.dtype), out)
+    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, True, out)
     return finite
 
 
-# The tiled kernels' block scratch when the output is feature-major (unused): any
-# (workers, 0, 0) array; numba's thread count is capped well below 4096.
-_NO_BLOCKS = {np.dtype(t): np.empty((4096, 0, 0), t) for t in (np.float32, np.float64)}
+def _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sm, out):
+    """The register-tile kernel on packed xp, serial or over the row chunks. Sample-major
+    output goes through 16-row blocks, one per chunk (4 KiB each at float32, AVX-512):
+    allocated per call, so concurrent calls never share them."""
+    batch = out.shape[0] if out_sm else out.shape[1]
+    dtype = xp.dtype
+    serial = _serial(indices.size, batch)
+    n_blocks = 1 if serial else row_bounds.size - 1
+    if out_sm:
+        blocks = np.empty((n_blocks, csr.SM_BLOCK_ROWS, xp.shape[2]), dtype)
+    else:
+        blocks = np.empty((n_blocks, 0, 0), dtype)
+    if serial:
+        csr.csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, blocks, out)
+    else:
+        csr.csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp,
+                                    bias, blocks, out)
+

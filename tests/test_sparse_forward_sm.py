@@ -1,7 +1,7 @@
-"""The issue-10 forward paths (``ops.csr_forward_sm``, ``ops.csr_forward_dynamic``)
-against NumPy: sample-major X packed straight into register tiles, sample-major output
-through the kernel's row blocks, row chunks claimed from an atomic counter, uint16
-column indices.
+"""The issue-10 forward paths (``ops.csr_forward_sm``, ``ops.csr_forward_narrow``)
+against NumPy: sample-major X packed straight into register tiles (or transposed, at
+small batches), sample-major output through the kernel's row blocks, uint16 column
+indices.
 
 As in test_sparse_kernels, A (n_rows, n_cols) is a layer's weight transposed, and every
 output buffer starts as NaN so that an entry a kernel forgets shows up.
@@ -83,8 +83,8 @@ def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layou
 
 @given(csr_cases(), batches, st.booleans(), st.booleans(), seeds,
        st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES))
-def test_forward_dynamic(case, batch, with_bias, relu, seed, path, index_dtype):
-    """The feature-major forward on the dynamic kernels: as csr_forward."""
+def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype):
+    """The feature-major forward for either index type: as csr_forward."""
     A, dtype = case
     rng = np.random.default_rng(seed)
     n_rows, n_cols = A.shape
@@ -94,7 +94,7 @@ def test_forward_dynamic(case, batch, with_bias, relu, seed, path, index_dtype):
     out = np.full((n_rows, batch), np.nan, dtype)
 
     with kernel_path(path):
-        result = ops.csr_forward_dynamic(indptr, indices_as(indices, index_dtype), data,
+        result = ops.csr_forward_narrow(indptr, indices_as(indices, index_dtype), data,
                                          ops.row_chunks(indptr), bias, relu, x, out)
 
     assert result is out
@@ -105,8 +105,9 @@ def test_forward_dynamic(case, batch, with_bias, relu, seed, path, index_dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", KERNEL_PATHS)
 def test_forward_sm_at_tile_and_block_edges(dtype, path):
-    """Exactly one tile, partial last tiles, many tiles; more rows than one 16-row output
-    block, chunks whose bounds fall inside blocks; packing on one thread and on the
+    """Below and at half a tile (the transposing path, then tiles), exactly one tile,
+    partial last tiles, many tiles; more rows than one 16-row output block, chunks whose
+    bounds fall inside blocks; packing on one thread and on the
     pool; scratch full of stale NaN from before."""
     rng = np.random.default_rng(0)
     lanes = ops.TILE_LANES[np.dtype(dtype)]
@@ -116,7 +117,7 @@ def test_forward_sm_at_tile_and_block_edges(dtype, path):
     bias = rng.uniform(-1, 1, 83).astype(dtype)
     # 83 rows in 5 chunks: bounds fall inside the 16-row output blocks.
     bounds = np.array([0, 7, 16, 40, 41, 83], np.int32)
-    for batch in (2, lanes - 1, lanes, lanes + 1, 2 * lanes - 1, 5 * lanes + 3):
+    for batch in (2, lanes // 2 - 1, lanes // 2, lanes - 1, lanes, lanes + 1, 5 * lanes + 3):
         X = rng.uniform(-2, 2, (batch, 50)).astype(dtype)
         for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
             ops._scratch((1 << 16,), np.uint8)[...] = 255  # stale bytes: NaN in either dtype
@@ -178,8 +179,8 @@ def test_uint16_indices_at_the_top_of_their_range(batch):
 
 
 def test_forward_sm_from_several_python_threads():
-    """Forwards from several Python threads at once: each call has its own work counter
-    and output blocks, each thread its own packing scratch."""
+    """Forwards from several Python threads at once: each call has its own output
+    blocks, each thread its own packing scratch."""
     rng = np.random.default_rng(5)
     A = sp.random(300, 200, density=0.2, format="csr", random_state=6, dtype=np.float32)
     indptr, indices, data = csr_arrays(A)
@@ -208,7 +209,7 @@ def test_forward_sm_from_several_python_threads():
     assert not errors, errors[0]
 
 
-def test_tiled_dynamic_kernel_refuses_tiles_of_another_width():
+def test_tiled_kernels_refuse_tiles_of_another_width():
     lanes = ops.TILE_LANES[np.dtype(np.float32)]
     A = sp.random(8, 6, density=0.5, format="csr", random_state=0, dtype=np.float32)
     indptr, indices, data = csr_arrays(A)
@@ -216,9 +217,9 @@ def test_tiled_dynamic_kernel_refuses_tiles_of_another_width():
     out = np.empty((lanes // 2, 8), np.float32)
     buf = np.empty((1, 16, lanes // 2), np.float32)
     with pytest.raises(ValueError, match="tile width"):
-        csr.csr_matmul_tiles_dynamic(1, False, True, indptr, indices, data,
-                                     ops.row_chunks(indptr), np.empty(1, np.int64), xp,
-                                     ops.EMPTY[np.dtype(np.float32)], buf, out)
+        csr.csr_matmul_tiles_chunks(False, True, indptr, indices, data,
+                                    np.array([0, 8], np.int32), xp,
+                                    ops.EMPTY[np.dtype(np.float32)], buf, out)
     with pytest.raises(ValueError, match="tile width"):
         csr.csr_matmul_tiles(False, True, indptr, indices, data, xp,
                              ops.EMPTY[np.dtype(np.float32)], buf, out)

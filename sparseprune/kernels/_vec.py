@@ -185,23 +185,3 @@ def prefetch(typingctx, arr, off):
         return context.get_dummy_value()
 
     return types.void(arr, off), codegen
-
-
-@intrinsic
-def fetch_add(typingctx, arr, off, val):
-    """Atomically add ``val`` to the int64 arr[off] and return its value before: an
-    LLVM ``atomicrmw add`` (sequentially consistent). Numba has no atomics built in.
-
-    The parallel kernels hand out work through it: each thread claims the next chunk
-    of rows from a counter (see ``csr._claim``), so a thread slowed by a busy core
-    takes fewer chunks instead of holding up the whole region.
-    """
-    if (not isinstance(arr, types.Array) or arr.dtype != types.int64
-            or not isinstance(off, types.Integer) or val != types.int64):
-        return None
-
-    def codegen(context, builder, sig, args):
-        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        return builder.atomic_rmw("add", p, args[2], "seq_cst")
-
-    return types.int64(arr, off, val), codegen

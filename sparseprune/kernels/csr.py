@@ -22,8 +22,8 @@ from numba import int64, prange, uint32
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    TILE_BYTES, fetch_add, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu,
-    tile_splat, tile_store,
+    TILE_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat,
+    tile_store,
 )
 
 # fastmath is CONTRACT (FMAs only) here, except where a dot product must vectorise over
@@ -424,45 +424,33 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 
 
 # --------------------------------------------------------------------------- #
-# Forward with dynamic chunks, from and to sample-major arrays, narrow indices.
+# Forward from sample-major X to sample-major out, and narrow indices.
 # --------------------------------------------------------------------------- #
-# Dynamic chunks. Numba's prange is static: with the omp layer, numba's gufunc scheduler
-# splits the range and `#pragma omp for` hands the pieces out statically, even with
-# numba.set_parallel_chunksize (scratch chunksize.py: a thread made 3x slower still runs
-# 32 of 64 iterations at chunk sizes 0, 1 and 4). After a dense NumPy product OpenBLAS's
-# workers spin for ~100 ms and share a core with one of ours; a static split then waits
-# for that thread. Here every thread claims the next work item (a chunk of rows, for one
-# tile) from an atomic counter, so a thread on a free core takes the slowed one's share.
-# The counter is counter[0] of an int64 array the caller passes; the kernel zeroes it
-# before its parallel region, so it only must not be shared by two calls running at once.
-# n_workers is numba.get_num_threads() (the caller's: numba.set_num_threads holds);
-# calling that inside the kernel would make it uncacheable (a ctypes global).
+# `indices` is int32 or uint16 ({I}) here: uint16 serves layers of at most 65,536
+# inputs, 6 bytes a nonzero with its value instead of 8 (see ops.narrow_indices).
 #
-# Narrow indices: `indices` is int32 or uint16 ({I}); uint16 serves layers of at most
-# 65,536 inputs, 6 bytes a nonzero instead of 8 (see ops.narrow_indices).
+# Static chunks, as in the kernels above. Claiming chunks dynamically from an atomic
+# counter was measured and did not pay: within +-5% of static at 4096^2 (batch 1 and 256)
+# and 1024^2 (batch 64), quiet or right after a dense NumPy product (scratch dyn_ab.py).
+# A spinning OpenBLAS worker time-slices with both of our threads, it does not slow one
+# of them more than the other; what helps is keeping it from spinning (see ops).
 INDEX_TYPES = ("int32", "uint16")
-
-
-@inline()
-def _claim(counter):
-    """The next work item: counter[0]++, atomically."""
-    return fetch_add(counter, 0, int64(1))
 
 
 # Sample-major output: a row's finished tile is a column of out (batch, n_rows), 64
 # lanes 4 * n_rows bytes apart. Stored lane by lane, those 64 lines share a few cache
 # sets at power-of-two widths and each is touched again for every row: 17.8 against 14.9
-# ms feature-major (4096^2, 90%, batch 256; scratch parts_sm.py). So _OUT_ROWS rows'
-# tiles are first stored into the worker's block of ``buf`` (L1), then written out as
+# ms feature-major (4096^2, 90%, batch 256; scratch parts_sm.py). So SM_BLOCK_ROWS rows'
+# tiles are first stored into the chunk's block of ``buf`` (L1), then written out as
 # whole 64-byte pieces of out's rows.
-_OUT_ROWS = 16
+SM_BLOCK_ROWS = 16
 
 
 @inline()
-def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, buf, w, out):
+def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, out):
     """Rows r0..r1 of output tile t (the scheme of _matmul_tile_rows) into ``out``:
     feature-major (n_rows, batch), or sample-major (batch, n_rows) if ``out_sm``,
-    through the worker's block buf[w] (_OUT_ROWS, lanes). The row loop is
+    through the block ``blk`` (SM_BLOCK_ROWS, lanes), the chunk's own. The row loop is
     _matmul_tile_rows' own: with the row's tile computed in a helper function instead,
     the kernel ran 7% slower (scratch code_ab.py)."""
     n_in = xp.shape[1]
@@ -475,7 +463,6 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, buf, w,
     b0 = t * lanes
     base = int64(t) * n_in
     m = min(lanes, batch - b0)
-    blk = buf[w]
     j0 = r0  # first row of the current output block (sample-major only)
     for j in range(r0, r1):
         a0 = tile_splat(bias[j] if has_bias else zero)
@@ -505,14 +492,14 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, buf, w,
             a0 = tile_relu(a0)
         if out_sm:
             tile_store(blk, int64(j - j0) * lanes, a0)
-            # Blocks end on multiples of _OUT_ROWS: whole cache lines of out are written.
-            if (j + 1) % _OUT_ROWS == 0 or j + 1 == r1:
+            # Blocks end on multiples of SM_BLOCK_ROWS: whole cache lines of out are written.
+            if (j + 1) % SM_BLOCK_ROWS == 0 or j + 1 == r1:
                 # A constant trip count for whole blocks: with a runtime one LLVM
                 # vectorizes this copy into scatters, 1.7x slower (scratch flush.py).
                 n = j + 1 - j0
-                if n == _OUT_ROWS:
+                if n == SM_BLOCK_ROWS:
                     for k in range(m):
-                        for jj in range(_OUT_ROWS):
+                        for jj in range(SM_BLOCK_ROWS):
                             out[b0 + k, j0 + jj] = blk[jj, k]
                 else:
                     for k in range(m):
@@ -526,42 +513,32 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, buf, w,
                 out[j, b0 + k] = tile_lane(a0, k)
 
 
-@jit("void(int64, boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], "
-     "int64[::1], {T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT,
-     parallel=True, I=INDEX_TYPES)
-def csr_matmul_tiles_dynamic(n_workers, relu, out_sm, indptr, indices, data, row_bounds,
-                             counter, xp, bias, buf, out):
-    """out = A @ x (+ bias)(ReLU) from packed tiles xp (see csr_pack_tiles*), the work
-    items (tile, row chunk) claimed dynamically, tile by tile (all threads share one
-    tile's xp at a time). ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``.
-    counter: int64 (>= 1,), this call's own; buf: scratch (n_workers, 16, lanes) for
-    sample-major output (any (n_workers, 0, 0) array when not out_sm).
-    xp.shape[2] * itemsize must be csr_tile_bytes()."""
+@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, :, ::1], "
+     "{T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp, bias, buf,
+                            out):
+    """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr_pack_tiles*), in parallel
+    over the nnz-balanced row chunks of row_bounds. ``out`` is (n_rows, batch), or
+    (batch, n_rows) if ``out_sm``; buf is scratch (n_chunks, 16, lanes) for sample-major
+    output (any (n_chunks, 0, 0) array otherwise). xp.shape[2] * itemsize must be
+    csr_tile_bytes()."""
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
-    n_chunks = row_bounds.shape[0] - 1
-    n_items = xp.shape[0] * n_chunks
-    counter[0] = 0
-    for w in prange(n_workers):
-        c = _claim(counter)
-        while c < n_items:
-            t = c // n_chunks
-            k = c - t * n_chunks
-            _tile_rows(t, row_bounds[k], row_bounds[k + 1], relu, out_sm, indptr, indices,
-                       data, xp, bias, buf, w, out)
-            c = _claim(counter)
+    for c in prange(row_bounds.shape[0] - 1):
+        for t in range(xp.shape[0]):
+            _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices,
+                       data, xp, bias, buf[c], out)
 
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
      "{T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
 def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
-    """Serial csr_matmul_tiles_dynamic (buf: (1, 16, lanes)): for small layers, or when
-    the caller's threads are busy."""
+    """Serial csr_matmul_tiles_chunks (buf: (1, 16, lanes)), for small layers."""
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
     for t in range(xp.shape[0]):
         _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, data, xp, bias,
-                   buf, 0, out)
+                   buf[0], out)
 
 
 # Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
@@ -618,40 +595,35 @@ def csr_pack_tiles_sm_parallel(x, xp):
     return bad
 
 
-@jit("void(int64, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64[::1], "
-     "{T}[::1], {T}[::1], {T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matvec_dynamic(n_workers, relu, indptr, indices, data, row_bounds, counter, x, bias,
-                       out):
-    """Batch-1 forward (see _matvec_rows), row chunks claimed dynamically. x is the one
-    sample (n_cols,) (sample-major and feature-major are the same memory at batch 1)."""
-    n_chunks = row_bounds.shape[0] - 1
-    counter[0] = 0
-    for _ in prange(n_workers):
-        c = _claim(counter)
-        while c < n_chunks:
-            _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
-                         bias, out)
-            c = _claim(counter)
-
-
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
      fastmath=CONTRACT, I=INDEX_TYPES)
 def csr_matvec_narrow(relu, indptr, indices, data, x, bias, out):
-    """Serial batch-1 forward, for either index type (csr_matvec is int32 only)."""
+    """csr_matvec for either index type: x is the one sample (n_cols,) (sample-major and
+    feature-major are the same memory at batch 1)."""
     _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
 
 
-@jit("void(int64, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64[::1], "
-     "{T}[:, ::1], {T}[::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matmul_dynamic(n_workers, relu, indptr, indices, data, row_bounds, counter, x, bias,
-                       out):
-    """csr_matmul_parallel (feature-major x (n_cols, batch), batches below a tile) with
-    row chunks claimed dynamically."""
-    n_chunks = row_bounds.shape[0] - 1
-    counter[0] = 0
-    for _ in prange(n_workers):
-        c = _claim(counter)
-        while c < n_chunks:
-            _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
-                         bias, out)
-            c = _claim(counter)
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
+     "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matvec_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
+    """csr_matvec_parallel for either index type."""
+    for c in prange(row_bounds.shape[0] - 1):
+        _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+                     bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
+     fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matmul_narrow(relu, indptr, indices, data, x, bias, out):
+    """csr_matmul (feature-major x (n_cols, batch), batches below a tile) for either
+    index type."""
+    _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, ::1], {T}[::1], "
+     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matmul_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
+    """csr_matmul_parallel for either index type."""
+    for c in prange(row_bounds.shape[0] - 1):
+        _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+                     bias, out)
