@@ -216,10 +216,12 @@ def csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, x, out):
     return out
 
 
-def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out):
-    """out (batch, rows) = X @ A.T + bias (ReLU'd if ``relu``) for sample-major X
-    (batch, cols) of data's dtype, out C-contiguous: what ``SparseLinear.forward``
-    computes, without the transposes at its edges. ``indices`` int32 or uint16.
+def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
+                   out_sample_major=True):
+    """X @ A.T + bias (ReLU'd if ``relu``) for sample-major X (batch, cols) of data's
+    dtype: what ``SparseLinear.forward`` computes, without the transposes at its edges.
+    out is C-contiguous, (batch, rows), or (rows, batch) with ``out_sample_major=False``
+    (a model's first layer, feeding feature-major layers). ``indices`` int32 or uint16.
 
     Returns whether X was all finite (if not, out holds garbage and the caller raises):
     the check rides along with the packing, no separate pass over X.
@@ -240,9 +242,12 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out):
     lanes = TILE_LANES[X.dtype]
     if batch * SM_TILE_FRACTION < lanes:
         xt = np.ascontiguousarray(X.T)
-        yt = np.empty((out.shape[1], batch), out.dtype)
-        csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, yt)
-        out[...] = yt.T
+        if not out_sample_major:
+            csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, out)
+        else:
+            yt = np.empty((out.shape[1], batch), out.dtype)
+            csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, yt)
+            out[...] = yt.T
         return bool(np.isfinite(xt).all())
     xp = _scratch((-(-batch // lanes), X.shape[1], lanes), X.dtype)
     if not X.flags.c_contiguous and X.T.flags.c_contiguous:
@@ -257,7 +262,7 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out):
             finite = csr.csr_pack_tiles_sm(X, xp) == 0
         else:
             finite = csr.csr_pack_tiles_sm_parallel(X, xp) == 0
-    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, True, out)
+    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sample_major, out)
     return finite
 
 

@@ -58,21 +58,27 @@ def bias_for(rng, n_rows, dtype, with_bias):
 
 
 @given(csr_cases(), batches, st.booleans(), st.booleans(), seeds,
-       st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES), st.sampled_from(LAYOUTS))
-def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layout):
+       st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES), st.sampled_from(LAYOUTS),
+       st.booleans())
+def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layout,
+                    out_sample_major):
     A, dtype = case
     rng = np.random.default_rng(seed)
     n_rows, n_cols = A.shape
     indptr, indices, data = csr_arrays(A)
     X = sample_major(rng, batch, n_cols, dtype, layout)
     bias = bias_for(rng, n_rows, dtype, with_bias)
-    out = np.full((batch, n_rows), np.nan, dtype)
+    shape = (batch, n_rows) if out_sample_major else (n_rows, batch)
+    out = np.full(shape, np.nan, dtype)
 
     with kernel_path(path):
         finite = ops.csr_forward_sm(indptr, indices_as(indices, index_dtype), data,
-                                    ops.row_chunks(indptr), bias, relu, X, out)
+                                    ops.row_chunks(indptr), bias, relu, X, out,
+                                    out_sample_major=out_sample_major)
 
     assert finite is True
+    if not out_sample_major:
+        out = out.T
     expected = reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
     assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, X)))
     # An output without stored weights is exactly its bias (or 0), ReLU'd.
@@ -120,12 +126,15 @@ def test_forward_sm_at_tile_and_block_edges(dtype, path):
     for batch in (2, lanes // 2 - 1, lanes // 2, lanes - 1, lanes, lanes + 1, 5 * lanes + 3):
         X = rng.uniform(-2, 2, (batch, 50)).astype(dtype)
         for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
-            ops._scratch((1 << 16,), np.uint8)[...] = 255  # stale bytes: NaN in either dtype
-            out = np.full((batch, 83), np.nan, dtype)
-            with kernel_path(path), pytest.MonkeyPatch.context() as patch:
-                patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
-                assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, relu, X, out)
-            assert_allclose(out, reference(A, X, bias, relu), **tol(dtype, scale=60.0))
+            for out_sample_major in (True, False):
+                ops._scratch((1 << 16,), np.uint8)[...] = 255  # stale bytes: NaN in both dtypes
+                out = np.full((batch, 83) if out_sample_major else (83, batch), np.nan, dtype)
+                with kernel_path(path), pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
+                    assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, relu, X, out,
+                                              out_sample_major=out_sample_major)
+                got = out if out_sample_major else out.T
+                assert_allclose(got, reference(A, X, bias, relu), **tol(dtype, scale=60.0))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 64, 130])
