@@ -12,7 +12,8 @@ Conventions
 * Kernels trust their inputs (no validation) and never allocate: the caller owns
   every output and scratch array. An "optional" array (bias, grad_bias) is
   switched off by passing a length-0 array, so one signature serves both cases.
-* int32 indptr/indices, float32/float64 values. Each kernel has explicit,
+* int32 indptr/indices (the kernels of the last section also take uint16 indices),
+  float32/float64 values. Each kernel has explicit,
   C-contiguous signatures so it compiles once per dtype and is cached on disk.
 * Parallel kernels take `row_bounds` from `csr_row_chunks`: chunks of rows with
   equal nnz. Numba's prange splits its range statically, so equal-nnz chunks are
@@ -427,13 +428,18 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 # Forward from sample-major X to sample-major out, and narrow indices.
 # --------------------------------------------------------------------------- #
 # `indices` is int32 or uint16 ({I}) here: uint16 serves layers of at most 65,536
-# inputs, 6 bytes a nonzero with its value instead of 8 (see ops.narrow_indices).
+# inputs, 6 bytes a nonzero with its value instead of 8 (see ops.narrow_indices). At
+# 4096^2, 90%, batch 1: 0.35 against 0.36-0.38 ms when the matrix stays in L3, 0.48-0.68
+# against 0.57-0.72 ms right after a dense product has evicted it; at 70%, batch 256
+# (40 MB of int32 CSR, more than L3): 30-32 against 32-55 ms (scratch bench_kernel.py,
+# bench_targets.py).
 #
 # Static chunks, as in the kernels above. Claiming chunks dynamically from an atomic
 # counter was measured and did not pay: within +-5% of static at 4096^2 (batch 1 and 256)
 # and 1024^2 (batch 64), quiet or right after a dense NumPy product (scratch dyn_ab.py).
 # A spinning OpenBLAS worker time-slices with both of our threads, it does not slow one
-# of them more than the other; what helps is keeping it from spinning (see ops).
+# of them more than the other; what helps is keeping it from spinning
+# (OPENBLAS_THREAD_TIMEOUT, read once when NumPy loads OpenBLAS).
 INDEX_TYPES = ("int32", "uint16")
 
 
