@@ -175,3 +175,115 @@ def csr_gather(perm, data, out):
 
 # A length-0 bias or bias-gradient array tells a kernel there is none, per dtype.
 EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
+
+# --------------------------------------------------------------------------- #
+# The forward from sample-major X to sample-major out, and narrow indices (issue 10).
+# New functions only; the callers above are untouched.
+# --------------------------------------------------------------------------- #
+#: Widest layer (inputs) whose column indices fit in uint16.
+NARROW_MAX_COLS = 1 << 16
+# From half a register tile of samples on, X is packed into tiles straight from its
+# rows; below, it is transposed and the row kernel runs (its output transposed back).
+# Tiles half empty still win at 1024^2 and batch 32 (0.30 against 0.40-0.46 ms for the
+# transposing path); a quarter full they lose at 4096^2 and batch 16 (2.9 against 2.3
+# ms). Scratch bench_targets.py, 90% sparsity, float32.
+SM_TILE_FRACTION = 2
+
+
+def narrow_indices(indices, n_cols):
+    """The column indices as the forward kernels read them best: uint16 when every index
+    fits (n_cols <= 65,536: 6 bytes a nonzero with its value instead of 8), else the
+    int32 array itself. A copy; the int32 array stays the layer's canonical one."""
+    if n_cols <= NARROW_MAX_COLS:
+        return indices.astype(np.uint16)
+    return indices
+
+
+def csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, x, out):
+    """csr_forward (feature-major x (cols, batch), out (rows, batch)) with ``indices``
+    int32 or uint16 (see narrow_indices); the same kernel choice."""
+    batch = x.shape[1]
+    if batch == 1:
+        xv, yv = x.reshape(-1), out.reshape(-1)
+        if indices.size >= PARALLEL_MATVEC_NNZ:
+            csr.csr_matvec_chunks(relu, indptr, indices, data, row_bounds, xv, bias, yv)
+        else:
+            csr.csr_matvec_narrow(relu, indptr, indices, data, xv, bias, yv)
+    elif batch >= TILE_LANES[x.dtype]:
+        _tiled(indptr, indices, data, row_bounds, bias, relu, _tiles(x), False, out)
+    elif _serial(indices.size, batch):
+        csr.csr_matmul_narrow(relu, indptr, indices, data, x, bias, out)
+    else:
+        csr.csr_matmul_chunks(relu, indptr, indices, data, row_bounds, x, bias, out)
+    return out
+
+
+def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
+                   out_sample_major=True):
+    """X @ A.T + bias (ReLU'd if ``relu``) for sample-major X (batch, cols) of data's
+    dtype: what ``SparseLinear.forward`` computes, without the transposes at its edges.
+    out is C-contiguous, (batch, rows), or (rows, batch) with ``out_sample_major=False``
+    (a model's first layer, feeding feature-major layers). ``indices`` int32 or uint16.
+
+    Returns whether X was all finite (if not, out holds garbage and the caller raises):
+    the check rides along with the packing, no separate pass over X.
+
+    Batch 1 is the gather-dot kernel on X's one row (sample- and feature-major are the
+    same memory). From half a tile of samples on (SM_TILE_FRACTION), X is packed into
+    register tiles straight from its rows and the tiled kernel writes out's columns.
+    Smaller batches are transposed, run through the row kernel and transposed back.
+    X in any layout: a Fortran-ordered X (a transposed feature-major array) is packed
+    as feature-major; other non-C-contiguous X is copied first (one more pass).
+    """
+    batch = X.shape[0]
+    if batch == 1:
+        xv = np.ascontiguousarray(X).reshape(-1)
+        csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu,
+                           xv.reshape(-1, 1), out.reshape(-1, 1))
+        return bool(np.isfinite(xv).all())
+    lanes = TILE_LANES[X.dtype]
+    if batch * SM_TILE_FRACTION < lanes:
+        xt = np.ascontiguousarray(X.T)
+        if not out_sample_major:
+            csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, out)
+        else:
+            yt = np.empty((out.shape[1], batch), out.dtype)
+            csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, yt)
+            out[...] = yt.T
+        return bool(np.isfinite(xt).all())
+    xp = _scratch((-(-batch // lanes), X.shape[1], lanes), X.dtype)
+    if not X.flags.c_contiguous and X.T.flags.c_contiguous:
+        finite = bool(np.isfinite(X).all())
+        if X.nbytes < PACK_PARALLEL_BYTES:
+            csr.csr_pack_tiles(X.T, xp)
+        else:
+            csr.csr_pack_tiles_parallel(X.T, xp)
+    else:
+        X = np.ascontiguousarray(X)
+        if X.nbytes < PACK_PARALLEL_BYTES:
+            finite = csr.csr_pack_tiles_sm(X, xp) == 0
+        else:
+            finite = csr.csr_pack_tiles_sm_parallel(X, xp) == 0
+    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sample_major, out)
+    return finite
+
+
+def _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sm, out):
+    """The register-tile kernel on packed xp, serial or over the row chunks. Sample-major
+    output goes through 16-row blocks, one per chunk (4 KiB each at float32, AVX-512):
+    allocated per call, so concurrent calls never share them."""
+    batch = out.shape[0] if out_sm else out.shape[1]
+    dtype = xp.dtype
+    serial = _serial(indices.size, batch)
+    n_blocks = 1 if serial else row_bounds.size - 1
+    if out_sm:
+        blocks = np.empty((n_blocks, csr.SM_BLOCK_ROWS, xp.shape[2]), dtype)
+    else:
+        blocks = np.empty((n_blocks, 0, 0), dtype)
+    if serial:
+        csr.csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, blocks, out)
+    else:
+        csr.csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp,
+                                    bias, blocks, out)
+

@@ -12,7 +12,8 @@ Conventions
 * Kernels trust their inputs (no validation) and never allocate: the caller owns
   every output and scratch array. An "optional" array (bias, grad_bias) is
   switched off by passing a length-0 array, so one signature serves both cases.
-* int32 indptr/indices, float32/float64 values. Each kernel has explicit,
+* int32 indptr/indices (the kernels of the last section also take uint16 indices),
+  float32/float64 values. Each kernel has explicit,
   C-contiguous signatures so it compiles once per dtype and is cached on disk.
 * Parallel kernels take `row_bounds` from `csr_row_chunks`: chunks of rows with
   equal nnz. Numba's prange splits its range statically, so equal-nnz chunks are
@@ -428,3 +429,221 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
     for c in prange(row_bounds.shape[0] - 1):
         _sddmm_rows(row_bounds[c], row_bounds[c + 1], indptr, indices, dy, x,
                     grad_data, grad_bias)
+
+
+# --------------------------------------------------------------------------- #
+# Forward from sample-major X to sample-major out, and narrow indices.
+# --------------------------------------------------------------------------- #
+# `indices` is int32 or uint16 ({I}) here: uint16 serves layers of at most 65,536
+# inputs, 6 bytes a nonzero with its value instead of 8 (see ops.narrow_indices). At
+# 4096^2, 90%, batch 1: 0.35 against 0.36-0.38 ms when the matrix stays in L3, 0.48-0.68
+# against 0.57-0.72 ms right after a dense product has evicted it; at 70%, batch 256
+# (40 MB of int32 CSR, more than L3): 30-32 against 32-55 ms (scratch bench_kernel.py,
+# bench_targets.py).
+#
+# Static chunks, as in the kernels above. Claiming chunks dynamically from an atomic
+# counter was measured and did not pay: within +-5% of static at 4096^2 (batch 1 and 256)
+# and 1024^2 (batch 64), quiet or right after a dense NumPy product (scratch dyn_ab.py).
+# A spinning OpenBLAS worker time-slices with both of our threads, it does not slow one
+# of them more than the other; what helps is keeping it from spinning
+# (OPENBLAS_THREAD_TIMEOUT, read once when NumPy loads OpenBLAS).
+INDEX_TYPES = ("int32", "uint16")
+
+
+# Sample-major output: a row's finished tile is a column of out (batch, n_rows), 64
+# lanes 4 * n_rows bytes apart. Stored lane by lane, those 64 lines share a few cache
+# sets at power-of-two widths and each is touched again for every row: 17.8 against 14.9
+# ms feature-major (4096^2, 90%, batch 256; scratch parts_sm.py). So SM_BLOCK_ROWS rows'
+# tiles are first stored into the chunk's block of ``buf`` (L1), then written out as
+# whole 64-byte pieces of out's rows.
+SM_BLOCK_ROWS = 16
+
+
+@inline()
+def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, out):
+    """Rows r0..r1 of output tile t (the scheme of _matmul_tile_rows) into ``out``:
+    feature-major (n_rows, batch), or sample-major (batch, n_rows) if ``out_sm``,
+    through the block ``blk`` (SM_BLOCK_ROWS, lanes), the chunk's own. The row loop is
+    _matmul_tile_rows' own: with the row's tile computed in a helper function instead,
+    the kernel ran 7% slower (scratch code_ab.py)."""
+    n_in = xp.shape[1]
+    lanes = xp.shape[2]
+    line = lanes // _TILE_LINES
+    batch = out.shape[0] if out_sm else out.shape[1]
+    has_bias = bias.shape[0] != 0
+    zero = out.dtype.type(0)
+    pf_limit = indptr[indptr.shape[0] - 1] - _PF - 1
+    b0 = t * lanes
+    base = int64(t) * n_in
+    m = min(lanes, batch - b0)
+    j0 = r0  # first row of the current output block (sample-major only)
+    for j in range(r0, r1):
+        a0 = tile_splat(bias[j] if has_bias else zero)
+        a1 = tile_splat(zero)
+        p = indptr[j]
+        end = indptr[j + 1]
+        pend = min(end, pf_limit)
+        while p + 2 <= pend:
+            q0 = (base + uint32(indices[p + _PF])) * lanes
+            q1 = (base + uint32(indices[p + _PF + 1])) * lanes
+            for k in range(_TILE_LINES):
+                prefetch(xp, q0 + k * line)
+                prefetch(xp, q1 + k * line)
+            a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a1 = tile_fma(a1, data[p + 1],
+                          tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
+            p += 2
+        while p + 2 <= end:
+            a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a1 = tile_fma(a1, data[p + 1],
+                          tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
+            p += 2
+        if p < end:
+            a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+        a0 = tile_add(a0, a1)
+        if relu:
+            a0 = tile_relu(a0)
+        if out_sm:
+            tile_store(blk, int64(j - j0) * lanes, a0)
+            # Blocks end on multiples of SM_BLOCK_ROWS: whole cache lines of out are written.
+            if (j + 1) % SM_BLOCK_ROWS == 0 or j + 1 == r1:
+                # A constant trip count for whole blocks: with a runtime one LLVM
+                # vectorizes this copy into scatters, 1.7x slower (scratch flush.py).
+                n = j + 1 - j0
+                if n == SM_BLOCK_ROWS:
+                    for k in range(m):
+                        for jj in range(SM_BLOCK_ROWS):
+                            out[b0 + k, j0 + jj] = blk[jj, k]
+                else:
+                    for k in range(m):
+                        for jj in range(n):
+                            out[b0 + k, j0 + jj] = blk[jj, k]
+                j0 = j + 1
+        elif m == lanes:
+            tile_store(out, int64(j) * batch + b0, a0)
+        else:
+            for k in range(m):
+                out[j, b0 + k] = tile_lane(a0, k)
+
+
+@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, :, ::1], "
+     "{T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp, bias, buf,
+                            out):
+    """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr_pack_tiles*), in parallel
+    over the nnz-balanced row chunks of row_bounds. ``out`` is (n_rows, batch), or
+    (batch, n_rows) if ``out_sm``; buf is scratch (n_chunks, 16, lanes) for sample-major
+    output (any (n_chunks, 0, 0) array otherwise). xp.shape[2] * itemsize must be
+    csr_tile_bytes()."""
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    for c in prange(row_bounds.shape[0] - 1):
+        for t in range(xp.shape[0]):
+            _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices,
+                       data, xp, bias, buf[c], out)
+
+
+@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
+     "{T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
+    """Serial csr_matmul_tiles_chunks (buf: (1, 16, lanes)), for small layers."""
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    for t in range(xp.shape[0]):
+        _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, data, xp, bias,
+                   buf[0], out)
+
+
+# Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
+# A transpose, done in blocks of _PACK_COLS inputs so that the _PACK_COLS xp rows being
+# written (16 KiB at 64 float32 lanes) stay in L1 while L samples are read along them.
+# The finiteness check rides along: the pack counts non-finite values (v - v != 0 for
+# inf and NaN) and the caller raises; no second pass over X from memory.
+_PACK_COLS = 64
+# Inputs per parallel packing item. The check runs over whole row segments of this
+# length before they are copied: a long contiguous loop that LLVM vectorizes. Counted
+# inside the transposing copy it cost 30% of the packing (4096 x 256 float32: 1.05
+# against 0.89 ms; 1024 x 64: 60 against 47 us), over 64-input segments even more
+# (scratch packvar.py).
+_PACK_CHECK_COLS = 512
+
+
+@inline()
+def _pack_sm_block(t, i0, i1, x, xp):
+    """Inputs i0..i1 of tile t, from sample-major x; returns the non-finite count."""
+    batch = x.shape[0]
+    lanes = xp.shape[2]
+    zero = xp.dtype.type(0)
+    b0 = t * lanes
+    m = min(lanes, batch - b0)
+    bad = 0
+    for k in range(m):
+        for i in range(i0, i1):
+            v = x[b0 + k, i]
+            bad += (v - v) != zero
+    for c0 in range(i0, i1, _PACK_COLS):
+        c1 = min(c0 + _PACK_COLS, i1)
+        for k in range(m):
+            for i in range(c0, c1):
+                xp[t, i, k] = x[b0 + k, i]
+        for k in range(m, lanes):
+            for i in range(c0, c1):
+                xp[t, i, k] = zero
+    return bad
+
+
+@jit("int64({T}[:, ::1], {T}[:, :, ::1])", fastmath=CONTRACT)
+def csr_pack_tiles_sm(x, xp):
+    """Serial packing of sample-major x (batch, n_in) into tiles xp (n_tiles, n_in, L),
+    zero past the batch. Returns how many values of x are not finite."""
+    bad = 0
+    for t in range(xp.shape[0]):
+        bad += _pack_sm_block(t, 0, x.shape[1], x, xp)
+    return bad
+
+
+@jit("int64({T}[:, ::1], {T}[:, :, ::1])", fastmath=CONTRACT, parallel=True)
+def csr_pack_tiles_sm_parallel(x, xp):
+    """Parallel csr_pack_tiles_sm, over (tile, block of inputs)."""
+    n_in = x.shape[1]
+    n_blocks = (n_in + _PACK_CHECK_COLS - 1) // _PACK_CHECK_COLS
+    bad = 0
+    for c in prange(xp.shape[0] * n_blocks):
+        t = c // n_blocks
+        i0 = (c - t * n_blocks) * _PACK_CHECK_COLS
+        bad += _pack_sm_block(t, i0, min(i0 + _PACK_CHECK_COLS, n_in), x, xp)
+    return bad
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
+     fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matvec_narrow(relu, indptr, indices, data, x, bias, out):
+    """csr_matvec for either index type: x is the one sample (n_cols,) (sample-major and
+    feature-major are the same memory at batch 1)."""
+    _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
+     "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matvec_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
+    """csr_matvec_parallel for either index type."""
+    for c in prange(row_bounds.shape[0] - 1):
+        _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+                     bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
+     fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matmul_narrow(relu, indptr, indices, data, x, bias, out):
+    """csr_matmul (feature-major x (n_cols, batch), batches below a tile) for either
+    index type."""
+    _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, ::1], {T}[::1], "
+     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matmul_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
+    """csr_matmul_parallel for either index type."""
+    for c in prange(row_bounds.shape[0] - 1):
+        _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+                     bias, out)

@@ -1,0 +1,234 @@
+"""The issue-10 forward paths (``ops.csr_forward_sm``, ``ops.csr_forward_narrow``)
+against NumPy: sample-major X packed straight into register tiles (or transposed, at
+small batches), sample-major output through the kernel's row blocks, uint16 column
+indices.
+
+As in test_sparse_kernels, A (n_rows, n_cols) is a layer's weight transposed, and every
+output buffer starts as NaN so that an entry a kernel forgets shows up.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+
+from helpers import KERNEL_PATHS, kernel_path, tol
+from sparseprune import ops
+from sparseprune.kernels import csr
+from strategies import batches, csr_arrays, csr_cases, seeds
+
+INDEX_DTYPES = (np.int32, np.uint16)
+# Layouts of X the wrapper takes: C-contiguous (packed as is), Fortran-ordered (a
+# transposed feature-major array, packed as feature-major), strided (copied first).
+LAYOUTS = ("C", "F", "strided")
+
+
+def reference(A, X, bias, relu):
+    """X @ A.T + bias (ReLU'd), in float64: (batch, n_rows)."""
+    expected = X.astype(np.float64) @ A.T.astype(np.float64) + bias.astype(np.float64)
+    return np.maximum(expected, 0.0) if relu else expected
+
+
+def scale_of(A, X):
+    """The size of the summed terms, for the absolute tolerance."""
+    return (np.abs(X.astype(np.float64)) @ abs(A).T.astype(np.float64)).max(initial=0.0) + 2.0
+
+
+def sample_major(rng, batch, n_cols, dtype, layout):
+    """X (batch, n_cols) of ``dtype`` in [-2, 2], laid out as ``layout`` says."""
+    if layout == "C":
+        return rng.uniform(-2.0, 2.0, (batch, n_cols)).astype(dtype)
+    if layout == "F":
+        return np.asfortranarray(rng.uniform(-2.0, 2.0, (batch, n_cols)).astype(dtype))
+    return rng.uniform(-2.0, 2.0, (batch, 2 * n_cols)).astype(dtype)[:, ::2]
+
+
+def indices_as(indices, index_dtype):
+    if index_dtype == np.uint16:
+        return indices.astype(np.uint16)
+    return indices
+
+
+def bias_for(rng, n_rows, dtype, with_bias):
+    return rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops.EMPTY[dtype]
+
+
+@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds,
+       st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES), st.sampled_from(LAYOUTS),
+       st.booleans())
+def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layout,
+                    out_sample_major):
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = A.shape
+    indptr, indices, data = csr_arrays(A)
+    X = sample_major(rng, batch, n_cols, dtype, layout)
+    bias = bias_for(rng, n_rows, dtype, with_bias)
+    shape = (batch, n_rows) if out_sample_major else (n_rows, batch)
+    out = np.full(shape, np.nan, dtype)
+
+    with kernel_path(path):
+        finite = ops.csr_forward_sm(indptr, indices_as(indices, index_dtype), data,
+                                    ops.row_chunks(indptr), bias, relu, X, out,
+                                    out_sample_major=out_sample_major)
+
+    assert finite is True
+    if not out_sample_major:
+        out = out.T
+    expected = reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
+    assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, X)))
+    # An output without stored weights is exactly its bias (or 0), ReLU'd.
+    empty = np.diff(indptr) == 0
+    assert_array_equal(out[:, empty], expected[:, empty])
+    assert_array_equal(data, A.data)
+
+
+@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds,
+       st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES))
+def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype):
+    """The feature-major forward for either index type: as csr_forward."""
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = A.shape
+    indptr, indices, data = csr_arrays(A)
+    x = rng.uniform(-2.0, 2.0, (n_cols, batch)).astype(dtype)
+    bias = bias_for(rng, n_rows, dtype, with_bias)
+    out = np.full((n_rows, batch), np.nan, dtype)
+
+    with kernel_path(path):
+        result = ops.csr_forward_narrow(indptr, indices_as(indices, index_dtype), data,
+                                         ops.row_chunks(indptr), bias, relu, x, out)
+
+    assert result is out
+    expected = reference(A, x.T, bias if with_bias else np.zeros(n_rows), relu).T
+    assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, x.T)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_forward_sm_at_tile_and_block_edges(dtype, path):
+    """Below and at half a tile (the transposing path, then tiles), exactly one tile,
+    partial last tiles, many tiles; more rows than one 16-row output block, chunks whose
+    bounds fall inside blocks; packing on one thread and on the
+    pool; scratch full of stale NaN from before."""
+    rng = np.random.default_rng(0)
+    lanes = ops.TILE_LANES[np.dtype(dtype)]
+    A = sp.random(83, 50, density=0.3, format="csr", random_state=1, dtype=np.float64)
+    A = A.astype(dtype)
+    indptr, indices, data = csr_arrays(A)
+    bias = rng.uniform(-1, 1, 83).astype(dtype)
+    # 83 rows in 5 chunks: bounds fall inside the 16-row output blocks.
+    bounds = np.array([0, 7, 16, 40, 41, 83], np.int32)
+    for batch in (2, lanes // 2 - 1, lanes // 2, lanes - 1, lanes, lanes + 1, 5 * lanes + 3):
+        X = rng.uniform(-2, 2, (batch, 50)).astype(dtype)
+        for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
+            for out_sample_major in (True, False):
+                ops._scratch((1 << 16,), np.uint8)[...] = 255  # stale bytes: NaN in both dtypes
+                out = np.full((batch, 83) if out_sample_major else (83, batch), np.nan, dtype)
+                with kernel_path(path), pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
+                    assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, relu, X, out,
+                                              out_sample_major=out_sample_major)
+                got = out if out_sample_major else out.T
+                assert_allclose(got, reference(A, X, bias, relu), **tol(dtype, scale=60.0))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 64, 130])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_forward_sm_reports_non_finite_input(batch, layout):
+    """The finiteness check rides along with the packing: NaN or inf anywhere in X, on
+    either packing path, makes the call return False."""
+    A = sp.csr_array(np.ones((3, 40), np.float32))
+    indptr, indices, data = csr_arrays(A)
+    rng = np.random.default_rng(3)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0), (batch - 1, 39), (batch // 2, 17)):
+            for pack_parallel_bytes in (1 << 62, 0):
+                X = sample_major(rng, batch, 40, np.float32, layout)
+                X[where] = bad
+                out = np.empty((batch, 3), np.float32)
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
+                    assert ops.csr_forward_sm(indptr, indices, data, ops.row_chunks(indptr),
+                                              ops.EMPTY[np.dtype(np.float32)], False, X,
+                                              out) is False
+
+
+def test_narrow_indices():
+    indices = np.array([0, 5, 65535], np.int32)
+    narrow = ops.narrow_indices(indices, 1 << 16)
+    assert narrow.dtype == np.uint16
+    assert_array_equal(narrow, indices)
+    assert ops.narrow_indices(indices, (1 << 16) + 1) is indices
+
+
+@pytest.mark.parametrize("batch", [1, 2, 70])
+def test_uint16_indices_at_the_top_of_their_range(batch):
+    """Columns 32767, 32768 (int16's sign bit) and 65535 are read as such, not
+    sign-extended, in the batch-1 and the tiled kernels, serial and parallel."""
+    n_cols = 1 << 16
+    cols = np.array([0, 1, 32767, 32768, 65534, 65535])
+    rows = np.array([0, 0, 1, 1, 2, 2])
+    A = sp.csr_array((np.arange(1.0, 7.0, dtype=np.float32), (rows, cols)),
+                     shape=(3, n_cols))
+    indptr, indices, data = csr_arrays(A)
+    narrow = ops.narrow_indices(indices, n_cols)
+    assert narrow.dtype == np.uint16
+    X = np.random.default_rng(4).uniform(-2, 2, (batch, n_cols)).astype(np.float32)
+    for path in KERNEL_PATHS:
+        out = np.full((batch, 3), np.nan, np.float32)
+        with kernel_path(path):
+            assert ops.csr_forward_sm(indptr, narrow, data, ops.row_chunks(indptr),
+                                      ops.EMPTY[np.dtype(np.float32)], False, X, out)
+        assert_allclose(out, reference(A, X, np.zeros(3), False), rtol=1e-6, atol=1e-5)
+
+
+def test_forward_sm_from_several_python_threads():
+    """Forwards from several Python threads at once: each call has its own output
+    blocks, each thread its own packing scratch."""
+    rng = np.random.default_rng(5)
+    A = sp.random(300, 200, density=0.2, format="csr", random_state=6, dtype=np.float32)
+    indptr, indices, data = csr_arrays(A)
+    bounds = ops.row_chunks(indptr)
+    bias = rng.uniform(-1, 1, 300).astype(np.float32)
+    inputs = [rng.uniform(-2, 2, (batch, 200)).astype(np.float32)
+              for batch in (1, 3, 64, 100, 257, 1, 64, 130)]
+    errors = []
+
+    def run(X):
+        try:
+            for _ in range(20):
+                out = np.full((X.shape[0], 300), np.nan, np.float32)
+                with kernel_path("parallel"):
+                    assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, True, X,
+                                              out)
+                assert_allclose(out, reference(A, X, bias, True), **tol(np.float32, 60.0))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(X,)) for X in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+
+
+def test_tiled_kernels_refuse_tiles_of_another_width():
+    lanes = ops.TILE_LANES[np.dtype(np.float32)]
+    A = sp.random(8, 6, density=0.5, format="csr", random_state=0, dtype=np.float32)
+    indptr, indices, data = csr_arrays(A)
+    xp = np.zeros((1, 6, lanes // 2), np.float32)
+    out = np.empty((lanes // 2, 8), np.float32)
+    buf = np.empty((1, 16, lanes // 2), np.float32)
+    with pytest.raises(ValueError, match="tile width"):
+        csr.csr_matmul_tiles_chunks(False, True, indptr, indices, data,
+                                    np.array([0, 8], np.int32), xp,
+                                    ops.EMPTY[np.dtype(np.float32)], buf, out)
+    with pytest.raises(ValueError, match="tile width"):
+        csr.csr_matmul_tiles(False, True, indptr, indices, data, xp,
+                             ops.EMPTY[np.dtype(np.float32)], buf, out)
