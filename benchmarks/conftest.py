@@ -34,10 +34,12 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 SEED = 20240617
+# Timed calls of a contender that alternates with another call (``measure(after=...)``).
+ALTERNATING_ROUNDS = 60
 
 # Environment variables that change how fast BLAS is; recorded with every result.
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-            "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,12 @@ DYNAMIC_CASES = [EpochCase((2048, 2048, 2048, 10), 0.9, 256, 25600)]
 MODEL_CASES = [EpochCase(sizes, 0.9, batch, 0) for sizes in [(64, 256, 128, 10),
                                                            (1024, 1024, 1024, 10)]
                for batch in (1, 64, 256)]
+# The public path's floors (issue 10): SparseLinear.forward(X) as users call it, each call
+# right after a dense NumPy product.
+PUBLIC_CASES = [SparseCase((4096, 4096), 0.9, 256), SparseCase((4096, 4096), 0.9, 1),
+                SparseCase((1024, 1024), 0.9, 64), SparseCase((4096, 4096), 0.7, 256),
+                SparseCase((4096, 4096), 0.6, 256)]
+PUBLIC_MODEL_CASES = [EpochCase((4096, 4096, 4096, 10), 0.9, 256, 0)]
 THREADS_CASES = [SparseCase((4096, 4096), 0.9, 1), SparseCase((4096, 4096), 0.9, 64),
                  SparseCase((4096, 4096), 0.9, 256)]
 # Small stand-ins for the smoke run of ``make test`` (--benchmark-disable).
@@ -171,6 +179,8 @@ SMOKE = {
     "dynamic_case": [EpochCase((64, 48, 32, 10), 0.9, 16, 64)],
     "model_case": [EpochCase((64, 48, 32, 10), 0.9, 5, 0)],
     "threads_case": [SparseCase((96, 80), 0.9, 7)],
+    "public_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.9, 1)],
+    "public_model_case": [EpochCase((64, 48, 32, 10), 0.9, 5, 0)],
 }
 
 # Each test names the grid it runs on by its arguments; ids read like the group names.
@@ -186,9 +196,13 @@ GRID = {
     "dynamic_case": (DYNAMIC_CASES, lambda c: c.id),
     "model_case": (MODEL_CASES, lambda c: c.id.rsplit("-n", 1)[0]),
     "threads_case": (THREADS_CASES, lambda c: c.id),
+    "public_case": (PUBLIC_CASES, lambda c: c.id),
+    "public_model_case": (PUBLIC_MODEL_CASES, lambda c: c.id.rsplit("-n", 1)[0]),
     "sparse_contender": (["dense", "dense-masked", "scipy", "csr", "csr-edge"], str),
     "model_contender": (["dense", "dense-masked", "scipy", "csr"], str),
     "backward_contender": (["dense", "sparse"], str),
+    "public_contender": (["dense", "scipy", "csr"], str),
+    "public_model_contender": (["dense", "csr"], str),
     "dynamic_contender": (["dense-masked", "rigl-sparse"], str),
     "threads_contender": (["pair", "single-threaded-blas", "dense-alone", "csr-alone"], str),
 }
@@ -243,7 +257,10 @@ def peak_bytes(fn):
 
 @pytest.fixture
 def measure(benchmark, blas_threads):
-    """``measure(fn, group, **info)``: warm up, then time ``fn()`` in ``group``.
+    """``measure(fn, group, after=None, **info)``: warm up, then time ``fn()`` in
+    ``group``; with ``after``, every timed call of ``fn`` comes right after an untimed
+    call of ``after()`` (a dense NumPy product, say: what a program that alternates them
+    sees), ``ALTERNATING_ROUNDS`` of them.
 
     The kernels are compiled ahead of time and cached on disk, so the warm-up call is
     not a compile: it touches the buffers, the weights and BLAS's thread pool once so
@@ -251,7 +268,7 @@ def measure(benchmark, blas_threads):
     bytes) goes to ``extra_info`` with the BLAS thread count and environment.
     """
 
-    def run(fn, group, **info):
+    def run(fn, group, after=None, **info):
         benchmark.group = group
         benchmark.extra_info.update(info)
         benchmark.extra_info["blas_threads"] = blas_threads
@@ -261,7 +278,14 @@ def measure(benchmark, blas_threads):
         if not benchmark.disabled:
             fn()
             benchmark.extra_info["peak_bytes"] = peak_bytes(fn)
-        result = benchmark(fn)
+        if after is None:
+            result = benchmark(fn)
+        else:
+            def setup():
+                after()  # its result is not setup's: pedantic would take it for arguments
+
+            result = benchmark.pedantic(fn, setup=setup, rounds=ALTERNATING_ROUNDS,
+                                        warmup_rounds=1)
         if not benchmark.disabled and "flop" in info:
             median = benchmark.stats.stats.median
             benchmark.extra_info["gflops"] = info["flop"] / median / 1e9

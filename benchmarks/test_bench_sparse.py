@@ -9,6 +9,11 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
   ``scipy``: ``X @ W + b`` with W a ``scipy.sparse.csr_array`` (in, out).
   ``csr``: ``SparseLinear.forward_fm`` on feature-major X (the layout inside a model).
   ``csr-edge``: ``SparseLinear.forward(X)``, transposes at both edges included.
+- ``public ...``: the figure a user sees: ``SparseLinear.forward(X)`` on sample-major X
+  (``csr``), ``X @ W + b`` (``dense``) and ``X @ W_csr + b`` (``scipy``), every timed
+  call right after an untimed dense NumPy product, as in a program that also runs NumPy
+  linear algebra (no pause). ``public-model ...``: ``SparseMLP.predict_proba`` against
+  the dense ``MLP.predict_proba`` of the same weights, the same way.
 - ``backward ...``: the input and weight gradients of one layer, dense (two BLAS
   products, the weight gradient masked) against the CSR kernels (transposed product,
   sampled weight gradient on the pattern).
@@ -92,6 +97,41 @@ def test_forward(measure, rng, sparse_case, sparse_contender):
     result = fn()
     assert_close(result.T if sparse_contender == "csr" else result, expected, case.dtype)
     measure(fn, f"forward {case.id}", contender=sparse_contender, **_info(case, W, layer))
+
+
+def test_public(measure, rng, public_case, public_contender):
+    case = public_case
+    W, b, X, layer = _layer(case, rng)
+    layer.backend = "sparse"
+    expected = X @ W + b
+    Wd = np.ascontiguousarray(W)
+    if public_contender == "dense":
+        fn = lambda: X @ Wd + b  # noqa: E731
+    elif public_contender == "scipy":
+        Ws = sp.csr_array(W)
+        fn = lambda: X @ Ws + b  # noqa: E731
+    else:
+        fn = lambda: layer.forward(X)  # noqa: E731
+    assert_close(fn(), expected, case.dtype)
+    measure(fn, f"public {case.id}", after=lambda: X @ Wd + b, contender=public_contender,
+            **_info(case, W, layer))
+
+
+def test_public_model(measure, rng, public_model_case, public_model_contender):
+    case = public_model_case
+    public_contender = public_model_contender
+    model = spp.MLP(case.sizes, dtype=case.dtype, seed=0)
+    spp.prune.magnitude(model, case.sparsity, scope="layer")
+    X = rng.standard_normal((case.batch, case.sizes[0])).astype(case.dtype)
+    W0 = np.ascontiguousarray(model.layers[0].weight)
+    smodel = model.to_sparse()
+    expected = model.predict_proba(X)
+    served = model if public_contender == "dense" else smodel
+    fn = lambda: served.predict_proba(X)  # noqa: E731
+    assert_close(fn(), expected, case.dtype)
+    measure(fn, f"public-model {case.id.rsplit('-n', 1)[0]}", after=lambda: X @ W0,
+            contender=public_contender, sizes=list(case.sizes), sparsity=case.sparsity,
+            batch=case.batch)
 
 
 def test_backward(measure, rng, backward_case, backward_contender):

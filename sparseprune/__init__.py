@@ -14,6 +14,13 @@ import os as _os
 # by milliseconds (see _tuning.py). Passive waiting must be set before the OpenMP
 # runtime starts, which loading the first parallel kernel does; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# OpenBLAS's idle workers spin for about 2^28 cycles after every call and take a core
+# from a parallel CSR kernel started then: 4096^2 at 90%, batch 256, right after a dense
+# product, 27-28 ms against 12-16 ms with a timeout of 2^4 (benchmark group `public
+# ...`); dense NumPy is no slower with it. OpenBLAS reads this once, when NumPy loads
+# it: effective when sparseprune is imported before NumPy (or the variable exported in
+# the shell). A user's own value wins (28 is about OpenBLAS's default).
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import data, mdl, prune  # noqa: E402
 from ._tuning import single_threaded_blas  # noqa: E402

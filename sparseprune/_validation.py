@@ -78,11 +78,13 @@ def to_finite_float(a, dtype, name, order="K"):
     return converted
 
 
-def check_features(X, n_features, dtype, name="X"):
+def check_features(X, n_features, dtype, name="X", finite=True):
     """Return X as a finite 2-D array (n_samples, n_features) of ``dtype``.
 
     Any numeric input is converted (a copy only when needed); non-contiguous input is
-    fine. At least one sample is required.
+    fine. At least one sample is required. ``finite=False`` leaves the finiteness check
+    to a caller whose kernel makes it on the way (it must call again with
+    ``finite=True`` for the message when the kernel finds a NaN or infinity).
     """
     try:
         X = np.asarray(X)
@@ -100,6 +102,9 @@ def check_features(X, n_features, dtype, name="X"):
         raise ValueError(
             f"{name} has {X.shape[1]} features per sample, the model expects {n_features}"
         )
+    if not finite:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return X.astype(dtype, copy=False)
     return to_finite_float(X, dtype, name)
 
 

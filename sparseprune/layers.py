@@ -27,7 +27,8 @@ from ._validation import (
 )
 from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .ops import (
-    EMPTY, aligned_empty, csr_forward, csr_gather, csr_transpose, csr_weight_grad, row_chunks,
+    EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
+    csr_weight_grad, narrow_indices, row_chunks,
 )
 
 __all__ = ["MaskedLinear", "SparseLinear"]
@@ -257,9 +258,11 @@ class SparseLinear(_Linear):
         of the weight, or (``"auto"``) whichever measures faster at each batch-size
         bucket (see :attr:`plan`).
 
-    The weight is held as CSR of ``W.T`` (out, in), int32 indices: row ``j`` lists the
-    inputs of output ``j``, the same arrays as scipy's CSC of W. ``weight`` gives it
-    back as a ``scipy.sparse.csc_array`` (in, out) that shares the layer's values.
+    The weight is held as CSR of ``W.T`` (out, in): row ``j`` lists the inputs of output
+    ``j``, the same arrays as scipy's CSC of W, its column indices as uint16 when the
+    layer has at most 65,536 inputs (6 bytes a nonzero with a float32 value instead of 8:
+    the forward kernels are bound by the bytes they read), else int32. ``weight`` gives
+    it back as a ``scipy.sparse.csc_array`` (in, out) that shares the layer's values.
     """
 
     def __init__(self, W, bias=None, dtype=None, backend="auto"):
@@ -291,7 +294,12 @@ class SparseLinear(_Linear):
                                        for a in (indptr, indices, data, bias))
         self.in_features, self.out_features = shape
         self.dtype = data.dtype
-        self._indptr, self._indices, self._data, self._bias = indptr, indices, data, bias
+        # The forward kernels read the narrowest index type; int32 ones are made when the
+        # backward pass or an export asks for them, and kept (training asks every step).
+        narrow = indices if indices.dtype == np.uint16 else narrow_indices(indices,
+                                                                            shape[0])
+        self._wide = narrow if narrow.dtype == INDEX_DTYPE else None
+        self._indptr, self._indices, self._data, self._bias = indptr, narrow, data, bias
         self._row_bounds = row_chunks(indptr)
         self._transpose = None
         self.plan = Plan()
@@ -307,7 +315,7 @@ class SparseLinear(_Linear):
         out of range would send a kernel outside its arrays.
         """
         return sp.csc_array(
-            (self._data, _read_only(self._indices), _read_only(self._indptr)),
+            (self._data, _read_only(self._wide_indices()), _read_only(self._indptr)),
             shape=self.shape, copy=False,
         )
 
@@ -323,12 +331,19 @@ class SparseLinear(_Linear):
     n_active = nnz
 
     def csr_arrays(self):
-        """(indptr (out + 1,), indices (nnz,), data (nnz,)): CSR of ``W.T``, the layer's
-        own arrays."""
-        return self._indptr, self._indices, self._data
+        """(indptr (out + 1,), indices (nnz,), data (nnz,)): CSR of ``W.T``, int32
+        indices; the layer's own arrays (the int32 indices made once from the stored
+        uint16 ones if the layer holds those)."""
+        return self._indptr, self._wide_indices(), self._data
+
+    def _wide_indices(self):
+        if self._wide is None:
+            self._wide = self._indices.astype(INDEX_DTYPE)
+        return self._wide
 
     def nbytes(self):
-        """Bytes of the stored weight: data + indices + indptr."""
+        """Bytes of the stored weight as the forward kernels read it: data + indices (the
+        narrowest type that holds them) + indptr."""
         return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
 
     def with_values(self, kept, bias):
@@ -368,12 +383,14 @@ class SparseLinear(_Linear):
         self.plan.reset()
         self._dense = None
 
-    def backend_for(self, batch):
+    def backend_for(self, batch, public=False):
         """The backend ("sparse" or "dense") this layer runs at ``batch`` samples, or None
-        if ``backend="auto"`` has not measured that batch size's bucket yet."""
+        if ``backend="auto"`` has not measured that batch size's bucket yet: inside a
+        model (``forward_fm``, decision "backend"), or on the public sample-major path
+        with ``public=True`` (``forward``, decision "forward")."""
         if self._backend != "auto":
             return self._backend
-        return self.plan.get("backend", batch)
+        return self.plan.get("forward" if public else "backend", batch)
 
     # The names of sparseprune 0.1, kept working: "engine" with "csr" for "sparse".
     _OLD_NAMES = {"csr": "sparse", "dense": "dense", "auto": "auto"}
@@ -398,13 +415,55 @@ class SparseLinear(_Linear):
         chosen = self.backend_for(batch)
         return "csr" if chosen == "sparse" else chosen
 
+    def forward(self, X):
+        """``X @ W + bias`` for X (batch, in); returns (batch, out) of the layer's dtype,
+        C-contiguous.
+
+        The public path costs what the kernel costs: X is packed into the kernel's tiles
+        straight from its rows, the finiteness check riding along, and the kernel writes
+        sample-major rows; no transposes at the edges. With ``backend="auto"`` this path
+        measures its own choice per batch bucket (decision "forward", the CSR kernels
+        against ``X @ W + bias``).
+        """
+        given = X
+        backend = self._backend
+        # Shapes and dtypes are checked before any kernel runs; finiteness rides along
+        # with the packing (no pass of its own over X), except on the call that measures
+        # a batch bucket: contenders are never timed on input that will be refused.
+        X = check_features(X, self.in_features, self.dtype, finite=False)
+        if backend == "auto" and self.plan.get("forward", X.shape[0]) is None:
+            X = check_features(given, self.in_features, self.dtype)
+        out = np.empty((X.shape[0], self.out_features), self.dtype)
+        if backend == "auto":
+            backend = self.plan.choose("forward", X.shape[0], {
+                "sparse": lambda: self._sparse_forward_sm(X, out),
+                "dense": lambda: self._dense_forward_sm(X, out)})
+        finite = (self._sparse_forward_sm(X, out) if backend == "sparse"
+                  else self._dense_forward_sm(X, out))
+        if not finite:
+            check_features(given, self.in_features, self.dtype)  # raises, saying why
+        return out
+
+    def _sparse_forward_sm(self, X, out):
+        return csr_forward_sm(self._indptr, self._indices, self._data, self._row_bounds,
+                              self._bias, False, X, out)
+
+    def _dense_forward_sm(self, X, out):
+        dense = self._dense
+        if dense is None:
+            dense = self._dense = self.weight.toarray()
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.matmul(X, dense, out=out)
+            out += self._bias
+        return bool(np.isfinite(X).all())
+
     def _choose(self, x, out, act):
         if self._backend != "auto":
             return self._backend
         choice = self.plan.choose("backend", x.shape[1], {
             "sparse": lambda: self._sparse_forward(x, out, act),
             "dense": lambda: self._dense_forward(x, out, act)})
-        if "dense" not in self.plan.winners("backend"):
+        if "dense" not in self.plan.winners("backend") | self.plan.winners("forward"):
             self._dense = None
         return choice
 
@@ -443,7 +502,7 @@ class SparseLinear(_Linear):
         """The pattern of W (in, out) as CSR, for the input gradient, built once."""
         if self._transpose is None:
             indptr_t, indices_t, perm = csr_transpose(
-                self.in_features, self._indptr, self._indices)
+                self.in_features, self._indptr, self._wide_indices())
             data_t = np.empty_like(self._data)
             self._transpose = (indptr_t, indices_t, perm, data_t, row_chunks(indptr_t))
         return self._transpose
@@ -456,7 +515,8 @@ class SparseLinear(_Linear):
         dot product over the batch per stored weight), and ``dx`` (in, batch) with
         ``W @ dz`` if given. The bias gradient is fused into the kernel that made ``dz``.
         """
-        csr_weight_grad(self._indptr, self._indices, self._row_bounds, dz, x, grad_data)
+        csr_weight_grad(self._indptr, self._wide_indices(), self._row_bounds, dz, x,
+                        grad_data)
         if dx is not None:
             indptr_t, indices_t, perm, data_t, bounds_t = self._transposed()
             # The values change at every optimizer step; one gather refreshes them.

@@ -14,8 +14,9 @@ import numpy as np
 from ._validation import INDEX_DTYPE
 from .kernels import csr
 
-__all__ = ["EMPTY", "TILE_LANES", "aligned_empty", "csr_forward", "csr_gather", "csr_transpose",
-           "csr_weight_grad", "row_chunks"]
+__all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
+           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "narrow_indices",
+           "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -59,30 +60,6 @@ def _serial(nnz, batch):
     """Whether a batched kernel over ``nnz`` nonzeros and ``batch`` lanes is done on one
     thread before a parallel region would have woken up (see PARALLEL_WORK)."""
     return nnz * (PER_NONZERO_WORK + batch) < PARALLEL_WORK
-
-
-def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
-    """out (rows, batch) = A @ x + bias (ReLU'd if ``relu``), x (cols, batch).
-
-    Batch 1 runs the gather-dot kernel, on one thread unless the matrix is big enough
-    to pay for waking the pool (about 0.6 ns a nonzero serially: at 4096^2 and 90%
-    sparsity, 0.95 ms serial, 0.58 ms parallel). Larger batches run the batched kernel,
-    serially when the work is small (a 128x10 output layer, say).
-    """
-    if x.shape[1] == 1:
-        xv, yv = x.reshape(-1), out.reshape(-1)
-        if indices.size >= PARALLEL_MATVEC_NNZ:
-            csr.csr_matvec_parallel(relu, indptr, indices, data, row_bounds, xv, bias, yv)
-        else:
-            csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
-    elif _serial(indices.size, x.shape[1]):
-        csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
-    elif x.shape[1] >= TILE_LANES[x.dtype]:
-        csr.csr_matmul_tiles_parallel(relu, indptr, indices, data, row_bounds, _tiles(x),
-                                      bias, out)
-    else:
-        csr.csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out)
-    return out
 
 
 # From one full tile of batch lanes on (64 float32 / 32 float64 with AVX-512), the
@@ -200,22 +177,22 @@ def narrow_indices(indices, n_cols):
     return indices
 
 
-def csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, x, out):
+def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
     """csr_forward (feature-major x (cols, batch), out (rows, batch)) with ``indices``
     int32 or uint16 (see narrow_indices); the same kernel choice."""
     batch = x.shape[1]
     if batch == 1:
         xv, yv = x.reshape(-1), out.reshape(-1)
         if indices.size >= PARALLEL_MATVEC_NNZ:
-            csr.csr_matvec_chunks(relu, indptr, indices, data, row_bounds, xv, bias, yv)
+            csr.csr_matvec_parallel(relu, indptr, indices, data, row_bounds, xv, bias, yv)
         else:
-            csr.csr_matvec_narrow(relu, indptr, indices, data, xv, bias, yv)
+            csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
     elif batch >= TILE_LANES[x.dtype]:
         _tiled(indptr, indices, data, row_bounds, bias, relu, _tiles(x), False, out)
     elif _serial(indices.size, batch):
-        csr.csr_matmul_narrow(relu, indptr, indices, data, x, bias, out)
+        csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
     else:
-        csr.csr_matmul_chunks(relu, indptr, indices, data, row_bounds, x, bias, out)
+        csr.csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out)
     return out
 
 
@@ -239,17 +216,17 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
     batch = X.shape[0]
     if batch == 1:
         xv = np.ascontiguousarray(X).reshape(-1)
-        csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu,
+        csr_forward(indptr, indices, data, row_bounds, bias, relu,
                            xv.reshape(-1, 1), out.reshape(-1, 1))
         return bool(np.isfinite(xv).all())
     lanes = TILE_LANES[X.dtype]
     if batch * SM_TILE_FRACTION < lanes:
         xt = np.ascontiguousarray(X.T)
         if not out_sample_major:
-            csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, out)
+            csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, out)
         else:
             yt = np.empty((out.shape[1], batch), out.dtype)
-            csr_forward_narrow(indptr, indices, data, row_bounds, bias, relu, xt, yt)
+            csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, yt)
             out[...] = yt.T
         return bool(np.isfinite(xt).all())
     xp = _scratch((-(-batch // lanes), X.shape[1], lanes), X.dtype)
@@ -284,6 +261,6 @@ def _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sm, out):
     if serial:
         csr.csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, blocks, out)
     else:
-        csr.csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp,
+        csr.csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, xp,
                                     bias, blocks, out)
 

@@ -57,7 +57,8 @@ def test_byte_counts_are_the_arrays_own_nbytes(dtype):
     indptr, indices, data = layer.sparse.csr_arrays()
     nb = layer.nbytes
     assert nb["dense_bytes"] == layer.dense.nbytes == 32 * 24 * np.dtype(dtype).itemsize
-    assert nb["sparse_bytes"] == indptr.nbytes + indices.nbytes + data.nbytes
+    # 32 inputs: the layer stores its column indices as uint16.
+    assert nb["sparse_bytes"] == indptr.nbytes + indices.size * 2 + data.nbytes
     assert nb["sparse_bytes"] == layer.sparse.nbytes()
     assert layer.nnz == data.size == round(0.3 * 32 * 24)
     assert nb["mask_entropy_bytes"] == pytest.approx(
@@ -85,8 +86,11 @@ def test_contenders_compute_the_same_thing(rng):
     calls = prof._chain(layers, X)
     dense = calls["dense"]()
     np.testing.assert_allclose(dense, X @ layers[0].dense + layers[0].bias)
-    np.testing.assert_allclose(calls["sparse"]().T, dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(calls["sparse"](), dense, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(calls["scipy"](), dense, rtol=1e-12, atol=1e-12)
+    # The kernel layout: feature-major in and out.
+    kernel = prof._chain(layers, X, "kernel")
+    np.testing.assert_allclose(kernel["sparse"]().T, dense, rtol=1e-12, atol=1e-12)
 
 
 def test_model_chain_matches_the_model(rng, tmp_path):
@@ -100,7 +104,9 @@ def test_model_chain_matches_the_model(rng, tmp_path):
     dense = calls["dense"]()
     hidden = np.maximum(X @ model.layers[0].weight + model.layers[0].bias, 0)
     np.testing.assert_allclose(dense, hidden @ model.layers[1].weight + model.layers[1].bias)
-    np.testing.assert_allclose(calls["sparse"]().T, dense, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(calls["sparse"](), dense, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(prof._chain(layers, X, "kernel")["sparse"]().T, dense,
+                               rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(calls["scipy"](), dense, rtol=1e-10, atol=1e-12)
 
 
@@ -109,7 +115,8 @@ def test_run_tiny_grid_schema(tmp_path):
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(result, allow_nan=False))
     doc = json.loads(path.read_text())
-    assert set(doc) == {"machine", "rows", "crossover", "crossover_by_case"}
+    assert set(doc) == {"machine", "rows", "crossover", "crossover_by_case", "layout"}
+    assert doc["layout"] == "public"
     machine = doc["machine"]
     for key in ("cpu_count", "platform", "python", "numpy", "scipy", "numba", "blas"):
         assert key in machine

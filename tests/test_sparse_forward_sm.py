@@ -1,4 +1,4 @@
-"""The issue-10 forward paths (``ops.csr_forward_sm``, ``ops.csr_forward_narrow``)
+"""The issue-10 forward paths (``ops.csr_forward_sm``, ``ops.csr_forward``)
 against NumPy: sample-major X packed straight into register tiles (or transposed, at
 small batches), sample-major output through the kernel's row blocks, uint16 column
 indices.
@@ -100,7 +100,7 @@ def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype):
     out = np.full((n_rows, batch), np.nan, dtype)
 
     with kernel_path(path):
-        result = ops.csr_forward_narrow(indptr, indices_as(indices, index_dtype), data,
+        result = ops.csr_forward(indptr, indices_as(indices, index_dtype), data,
                                          ops.row_chunks(indptr), bias, relu, x, out)
 
     assert result is out
@@ -226,9 +226,9 @@ def test_tiled_kernels_refuse_tiles_of_another_width():
     out = np.empty((lanes // 2, 8), np.float32)
     buf = np.empty((1, 16, lanes // 2), np.float32)
     with pytest.raises(ValueError, match="tile width"):
-        csr.csr_matmul_tiles_chunks(False, True, indptr, indices, data,
-                                    np.array([0, 8], np.int32), xp,
-                                    ops.EMPTY[np.dtype(np.float32)], buf, out)
+        csr.csr_matmul_tiles_parallel(False, True, indptr, indices, data,
+                                      np.array([0, 8], np.int32), xp,
+                                      ops.EMPTY[np.dtype(np.float32)], buf, out)
     with pytest.raises(ValueError, match="tile width"):
         csr.csr_matmul_tiles(False, True, indptr, indices, data, xp,
                              ops.EMPTY[np.dtype(np.float32)], buf, out)

@@ -267,19 +267,3 @@ def test_aligned_empty(shape, dtype):
         assert a.ctypes.data % 64 == 0
     a[...] = 1.0  # the whole extent is writable memory of its own
     assert a.sum() == a.size
-
-
-def test_tiled_kernel_refuses_tiles_of_another_width():
-    """A kernel cached on another CPU keeps its compiled tile width; tiles packed for
-    another width must be refused, not read past their rows."""
-    from sparseprune.kernels import csr
-
-    lanes = ops.TILE_LANES[np.dtype(np.float32)]
-    A = sp.random(8, 6, density=0.5, format="csr", random_state=0, dtype=np.float32)
-    indptr, indices, data = csr_arrays(A)
-    xp = np.zeros((1, 6, lanes // 2), np.float32)
-    out = np.empty((8, lanes // 2), np.float32)
-    with pytest.raises(ValueError, match="tile width"):
-        csr.csr_matmul_tiles_parallel(False, indptr, indices, data, ops.row_chunks(indptr),
-                                      xp, ops.EMPTY[np.dtype(np.float32)], out)
-    assert csr.csr_tile_bytes() == lanes * 4

@@ -62,7 +62,8 @@ def test_weight_is_a_csc_array_equal_to_W(case):
             index[...] = 0
     if nnz:
         assert np.shares_memory(weight.data, layer.data)
-    assert layer.nbytes() == layer.data.nbytes + 4 * (nnz + W.shape[1] + 1)
+    # Column indices are stored as uint16 (few inputs), indptr as int32.
+    assert layer.nbytes() == layer.data.nbytes + 2 * nnz + 4 * (W.shape[1] + 1)
 
 
 def test_weight_is_a_copy_of_W():
@@ -195,12 +196,15 @@ def test_plan_is_per_bucket_and_reset_by_a_new_backend(rng):
     layer = spp.SparseLinear(sp.random_array((8, 6), density=0.3, rng=rng))
     for batch in (1, 2, 3, 4, 5, 300, 256, 257):
         layer.forward(rng.normal(size=(batch, 8)))
-    assert set(layer.plan.as_dict()["backend"]) == {1, 2, 4, 8, 256, 512}
+    # The public sample-major path measures its own decision, "forward".
+    assert set(layer.plan.as_dict()["forward"]) == {1, 2, 4, 8, 256, 512}
+    assert "backend" not in layer.plan.as_dict()
     shown = layer.plan.as_dict()
-    shown["backend"][1] = "nonsense"  # a copy: the layer's own plan is not touched
-    assert layer.backend_for(1) in ("sparse", "dense")
+    shown["forward"][1] = "nonsense"  # a copy: the layer's own plan is not touched
+    assert layer.backend_for(1, public=True) in ("sparse", "dense")
+    assert layer.backend_for(1) is None  # inside a model: not measured yet
     layer.backend = "auto"
-    assert layer.plan.as_dict() == {} and layer.backend_for(1) is None
+    assert layer.plan.as_dict() == {} and layer.backend_for(1, public=True) is None
     layer.backend = "sparse"
     layer.forward(rng.normal(size=(3, 8)))
     assert layer.plan.as_dict() == {} and layer.backend == "sparse"

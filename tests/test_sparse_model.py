@@ -55,7 +55,7 @@ def test_layers_hold_only_the_surviving_weights(sizes, dtype):
     assert smodel.count_parameters() == model.count_parameters()
     assert smodel.sparsity == pytest.approx(model.sparsity)
     assert smodel.nbytes() == sum(
-        l.weight.data.nbytes + 4 * (l.nnz + l.out_features + 1) + l.bias.nbytes
+        l.weight.data.nbytes + 2 * l.nnz + 4 * (l.out_features + 1) + l.bias.nbytes
         for l in smodel.layers)
 
 

@@ -54,12 +54,12 @@ def profile(args):
         dtype = args.dtype or "float32"
         print("synthetic layers: " + ", ".join(f"{i}x{o}" for i, o in shapes))
     print(f"{dtype}, batches {sorted(set(args.batch))}, {budget:g} s per contender and case; "
-          "times are medians of interleaved repetitions\n")
+          f"times are medians of interleaved repetitions; layout: {args.layout}\n")
     started = time.perf_counter()
     try:
         result = prof.run(shapes=shapes, sparsities=sparsities, batches=args.batch,
                           dtype=dtype, budget=budget, model=model, seed=args.seed,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, layout=args.layout)
     except ValueError as exc:
         print(f"sparseprune profile: {exc}", file=sys.stderr)
         return 2
@@ -122,6 +122,10 @@ def main(argv=None):
                    help="time spent repeating each contender per case (default 1, quick 0.2)")
     p.add_argument("--dtype", choices=["float32", "float64"],
                    help="default float32, or the model's own dtype")
+    p.add_argument("--layout", choices=["public", "kernel"], default="public",
+                   help="time SparseLinear.forward(X) as users call it, alternating with "
+                        "dense NumPy (public, the default), or the kernel on feature-major "
+                        "input, quiet (kernel)")
     p.add_argument("--out", default="sparseprune-profile", metavar="DIR",
                    help="where profile.json and the plots go (default ./sparseprune-profile)")
     p.add_argument("--seed", type=int, default=0)

@@ -4,8 +4,12 @@ Three contenders on each case (a layer shape, a sparsity, a batch size):
 
 - ``dense``: NumPy, ``X @ W + b`` with W dense C-contiguous and X (batch, in) sample-major,
   the baseline;
-- ``sparse``: sparseprune's CSR kernel, ``SparseLinear(backend="sparse").forward_fm`` on
-  feature-major input (in, batch);
+- ``sparse``: sparseprune's CSR kernels, as a user calls them by default (the "public"
+  layout: ``SparseLinear(backend="sparse").forward(X)`` on the same sample-major X,
+  timed in alternation with the dense contender and no pause between, as in a program
+  that also runs NumPy linear algebra), or in the layout inside a model ("kernel":
+  ``forward_fm`` on feature-major input (in, batch), with a pause after each dense
+  repetition so that OpenBLAS's idle threads are gone);
 - ``scipy``: ``X @ W_csr + b`` with W a ``scipy.sparse.csr_array``.
 
 The pure pieces (entropy bound, byte counts, crossover, the report) are apart from the
@@ -24,12 +28,12 @@ from threadpoolctl import threadpool_info
 from tqdm.auto import tqdm
 
 from .._tuning import measure as tuning_measure
-from .._validation import check_dtype
+from .._validation import check_choice, check_dtype
 from ..kernels.dense import IDENTITY, RELU
 from ..layers import SparseLinear
 from ..mdl import log2_binomial
 
-__all__ = ["BATCHES", "BUDGET", "CONTENDERS", "QUICK", "SETTLE_SECONDS", "SHAPES",
+__all__ = ["BATCHES", "BUDGET", "CONTENDERS", "LAYOUTS", "QUICK", "SETTLE_SECONDS", "SHAPES",
            "SPARSITIES", "byte_counts", "crossover", "crossover_by_case", "machine_info",
            "make_row", "measure", "model_cases", "report", "run", "synthetic_cases"]
 
@@ -44,24 +48,26 @@ QUICK = {"shapes": ((512, 512), (1024, 256)),
 # 2**28 cycles after a call and took a core from the CSR kernel timed next (35 ms
 # instead of 18 ms at 4096^2, 90%, batch 256); a 0.1 s pause gave it its solo time back.
 SETTLE_SECONDS = 0.1
+LAYOUTS = ("public", "kernel")
 CONTENDERS = ("dense", "sparse", "scipy")
 
 
 # -- pure logic --------------------------------------------------------------------------
 
-def byte_counts(shape, itemsize, indptr, indices, data):
-    """Bytes of one layer's weight (in, out) stored three ways, from its CSR arrays.
+def byte_counts(shape, itemsize, nnz, sparse_bytes):
+    """Bytes of one layer's weight (in, out) stored three ways.
 
-    Returns a dict: ``dense_bytes`` (the dense array), ``sparse_bytes`` (the CSR arrays'
-    own nbytes), ``mask_entropy_bytes`` (which weights survive, at the entropy bound) and
-    ``entropy_bound_bytes`` (that plus the surviving values at ``itemsize`` bytes each).
+    Returns a dict: ``dense_bytes`` (the dense array), ``sparse_bytes`` (given: what the
+    sparse layer holds, ``SparseLinear.nbytes()``), ``mask_entropy_bytes`` (which of the
+    weights survive, ``nnz`` of them, at the entropy bound) and ``entropy_bound_bytes``
+    (that plus the surviving values at ``itemsize`` bytes each).
     """
     n = int(shape[0]) * int(shape[1])
-    k = int(data.size)
+    k = int(nnz)
     mask = log2_binomial(n, k) / 8
     return {
         "dense_bytes": n * int(itemsize),
-        "sparse_bytes": int(data.nbytes + indices.nbytes + indptr.nbytes),
+        "sparse_bytes": int(sparse_bytes),
         "mask_entropy_bytes": mask,
         "entropy_bound_bytes": mask + k * int(itemsize),
     }
@@ -149,13 +155,13 @@ def report(rows, machine):
 
 # -- measuring ---------------------------------------------------------------------------
 
-def measure(calls, budget):
+def measure(calls, budget, pause=True):
     """{name: median seconds per call} of ``calls`` ({name: callable}), interleaved
-    (the package's one timing helper), with a pause after each BLAS repetition so
-    that its idle threads do not slow the contender timed next (tiny budgets, in tests,
-    get tiny pauses)."""
+    (the package's one timing helper); with ``pause``, a pause after each BLAS repetition
+    so that its idle threads do not slow the contender timed next (tiny budgets, in
+    tests, get tiny pauses)."""
     return tuning_measure(calls, budget, statistic="median", pause_after=("dense",),
-                          pause=min(SETTLE_SECONDS, budget))
+                          pause=min(SETTLE_SECONDS, budget) if pause else 0.0)
 
 
 def _largest(values, k):
@@ -182,12 +188,14 @@ class _Layer:
         self.scipy = sp.csr_array(coo)
         self.dense = np.ascontiguousarray(self.sparse.to_dense())
         self.nnz = self.sparse.nnz
-        self.nbytes = byte_counts(shape, np.dtype(dtype).itemsize, *self.sparse.csr_arrays())
+        self.nbytes = byte_counts(shape, np.dtype(dtype).itemsize, self.sparse.nnz,
+                                  self.sparse.nbytes())
 
 
-def _chain(layers, X):
+def _chain(layers, X, layout="public"):
     """{contender: callable} running ``layers`` in sequence (ReLU between) on X (batch,
-    in); dense and scipy return (batch, out), sparse the feature-major (out, batch)."""
+    in); dense and scipy return (batch, out), sparse too in the "public" layout, the
+    feature-major (out, batch) in the "kernel" one."""
     xt = np.ascontiguousarray(X.T)
     outs = [np.empty((layer.shape[1], X.shape[0]), X.dtype) for layer in layers]
     last = len(layers) - 1
@@ -209,7 +217,16 @@ def _chain(layers, X):
             a = layer.sparse.forward_fm(a, outs[i], RELU if i < last else IDENTITY)
         return a
 
-    return {"dense": sample_major([layer.dense for layer in layers]), "sparse": sparse,
+    def public():
+        a = X
+        for i, layer in enumerate(layers):
+            a = layer.sparse.forward(a)
+            if i < last:
+                np.maximum(a, 0, out=a)
+        return a
+
+    return {"dense": sample_major([layer.dense for layer in layers]),
+            "sparse": public if layout == "public" else sparse,
             "scipy": sample_major([layer.scipy for layer in layers])}
 
 
@@ -270,12 +287,14 @@ def model_cases(model, sparsities, dtype):
 
 
 def run(shapes=SHAPES, sparsities=SPARSITIES, batches=BATCHES, dtype="float32",
-        budget=BUDGET, model=None, seed=0, progress=True):
+        budget=BUDGET, model=None, seed=0, progress=True, layout="public"):
     """Measure every (case, sparsity, batch) and return the report (see :func:`report`).
 
     With ``model`` (a SparseMLP) its layers and the whole model are profiled instead of
-    synthetic layers of ``shapes``.
+    synthetic layers of ``shapes``. ``layout``: "public" (what a user's call costs, by
+    default) or "kernel" (the layout inside a model, quiet); see the module.
     """
+    layout = check_choice(layout, "layout", LAYOUTS)
     dtype = check_dtype(dtype)
     sparsities = sorted({float(s) for s in sparsities})
     if any(not 0 <= s < 1 for s in sparsities):
@@ -298,10 +317,10 @@ def run(shapes=SHAPES, sparsities=SPARSITIES, batches=BATCHES, dtype="float32",
             nnz = sum(layer.nnz for layer in layers)
             for batch in batches:
                 X = rng.standard_normal((batch, shape[0])).astype(dtype)
-                times = measure(_chain(layers, X), budget)
+                times = measure(_chain(layers, X, layout), budget, pause=layout == "kernel")
                 rows.append(make_row(case, shape, sparsity, batch, dtype, times,
                                      _sum_bytes(layers), nnz))
                 bar.update()
         bar.total = bar.n
         bar.refresh()
-    return report(rows, machine_info())
+    return {**report(rows, machine_info()), "layout": layout}

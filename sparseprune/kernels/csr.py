@@ -28,8 +28,9 @@ from ._vec import (
 )
 
 __all__ = [
-    "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel", "csr_matmul_tiles_parallel",
-    "csr_matvec", "csr_matvec_parallel", "csr_pack_tiles", "csr_pack_tiles_parallel",
+    "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
+    "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_parallel",
+    "csr_pack_tiles", "csr_pack_tiles_parallel", "csr_pack_tiles_sm", "csr_pack_tiles_sm_parallel",
     "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel", "csr_tile_bytes",
     "csr_transpose_count", "csr_transpose_fill",
 ]
@@ -128,7 +129,7 @@ def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
     per four FMAs, with two independent product chains; a plain per-nonzero axpy is
     load/store-bound.
 
-    This kernel serves batches below one register tile (see _matmul_tile_rows, which
+    This kernel serves batches below one register tile (see _tile_rows, which
     takes the rest). Tiling the batch here, straight from X^T, lost: with n_in a power
     of two the tile's rows are 1 KiB apart, map onto a quarter of the cache sets, and
     thrash (7-9x slower serial); and a scratch-array accumulator stays in memory, as
@@ -166,22 +167,6 @@ def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
         if relu:
             for b in range(batch):
                 y[b] = max(y[b], zero)
-
-
-@jit("void(boolean, int32[::1], int32[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
-     fastmath=CONTRACT)
-def csr_matmul(relu, indptr, indices, data, x, bias, out):
-    """Serial out = A @ x (+ bias)(ReLU). For small batches / when threads are busy."""
-    _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
-
-
-@jit("void(boolean, int32[::1], int32[::1], {T}[::1], int32[::1], {T}[:, ::1], {T}[::1], "
-     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True)
-def csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
-    """Parallel over nnz-balanced row chunks; each thread owns whole output rows."""
-    for c in prange(row_bounds.shape[0] - 1):
-        _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data,
-                     x, bias, out)
 
 
 # --------------------------------------------------------------------------- #
@@ -240,81 +225,6 @@ def csr_pack_tiles_parallel(x, xp):
 
 
 @inline()
-def _matmul_tile_rows(r0, r1, relu, indptr, indices, data, xp, bias, out):
-    """Rows r0..r1 of out, one batch tile at a time. Loop order: tile -> row -> nonzero.
-
-    The row's L output lanes live in two register tiles (even and odd nonzeros: two
-    independent FMA chains) for the whole row and are stored once. A tile of xp
-    (n_in * TILE_BYTES, 1 MiB at n_in = 4096) is shared by every row of the chunk,
-    so it is read from L2/L3 instead of the whole X^T streaming from L3 per nonzero,
-    and being packed, its rows are contiguous: no cache-set thrash at power-of-two
-    batch strides. The xp rows of the nonzeros _PF ahead are prefetched (the
-    pattern is irregular, so the hardware prefetcher cannot follow it).
-    """
-    n_tiles = xp.shape[0]
-    n_in = xp.shape[1]
-    lanes = xp.shape[2]
-    line = lanes // _TILE_LINES
-    batch = out.shape[1]
-    has_bias = bias.shape[0] != 0
-    zero = out.dtype.type(0)
-    # Prefetch only while indices[p + _PF + 1] exists.
-    pf_limit = indptr[indptr.shape[0] - 1] - _PF - 1
-    for t in range(n_tiles):
-        b0 = t * lanes
-        base = int64(t) * n_in
-        full = b0 + lanes <= batch
-        for j in range(r0, r1):
-            a0 = tile_splat(bias[j] if has_bias else zero)
-            a1 = tile_splat(zero)
-            p = indptr[j]
-            end = indptr[j + 1]
-            pend = min(end, pf_limit)
-            while p + 2 <= pend:
-                q0 = (base + uint32(indices[p + _PF])) * lanes
-                q1 = (base + uint32(indices[p + _PF + 1])) * lanes
-                for k in range(_TILE_LINES):
-                    prefetch(xp, q0 + k * line)
-                    prefetch(xp, q1 + k * line)
-                a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
-                a1 = tile_fma(a1, data[p + 1],
-                              tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
-                p += 2
-            while p + 2 <= end:
-                a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
-                a1 = tile_fma(a1, data[p + 1],
-                              tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
-                p += 2
-            if p < end:
-                a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
-            a0 = tile_add(a0, a1)
-            if relu:
-                a0 = tile_relu(a0)
-            if full:
-                tile_store(out, int64(j) * batch + b0, a0)
-            else:
-                for k in range(batch - b0):
-                    out[j, b0 + k] = tile_lane(a0, k)
-
-
-@jit("void(boolean, int32[::1], int32[::1], {T}[::1], int32[::1], {T}[:, :, ::1], {T}[::1], "
-     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True)
-def csr_matmul_tiles_parallel(relu, indptr, indices, data, row_bounds, xp, bias, out):
-    """out = A @ x (+ bias)(ReLU) from the packed tiles xp of x (see csr_pack_tiles).
-
-    Parallel over nnz-balanced row chunks; each thread owns whole output rows.
-    xp.shape[2] * itemsize must be csr_tile_bytes(): the register tile is that wide.
-    """
-    # The one check in this module: a kernel cached on another machine may carry another
-    # tile width than the caller packed for, and would then read and write past rows.
-    if xp.shape[2] * xp.itemsize != TILE_BYTES:
-        raise ValueError("packed tiles do not match the kernel's compiled tile width")
-    for c in prange(row_bounds.shape[0] - 1):
-        _matmul_tile_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data,
-                          xp, bias, out)
-
-
-@inline()
 def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
     """Batch-1 rows: a gather-dot per row, ~1 cycle per nonzero (3 loads + FMA).
 
@@ -347,22 +257,6 @@ def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
         if relu and s < zero:
             s = zero
         out[j] = s
-
-
-@jit("void(boolean, int32[::1], int32[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
-     fastmath=CONTRACT)
-def csr_matvec(relu, indptr, indices, data, x, bias, out):
-    """Serial batch-1 forward: x is X^T[:, 0] (n_cols,), out is (n_rows,)."""
-    _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
-
-
-@jit("void(boolean, int32[::1], int32[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
-     "{T}[::1])", fastmath=CONTRACT, parallel=True)
-def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
-    """Parallel batch-1 forward (only wins when both cores are really free)."""
-    for c in prange(row_bounds.shape[0] - 1):
-        _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data,
-                     x, bias, out)
 
 
 # --------------------------------------------------------------------------- #
@@ -438,12 +332,12 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 # inputs, 6 bytes a nonzero with its value instead of 8 (see ops.narrow_indices). At
 # 4096^2, 90%, batch 1: 0.35 against 0.36-0.38 ms when the matrix stays in L3, 0.48-0.68
 # against 0.57-0.72 ms right after a dense product has evicted it; at 70%, batch 256
-# (40 MB of int32 CSR, more than L3): 30-32 against 32-55 ms (scratch bench_kernel.py,
-# bench_targets.py).
+# (40 MB of int32 CSR, more than L3): 30-32 against 32-55 ms (benchmarks/test_bench_sparse.py,
+# groups `forward ...`).
 #
 # Static chunks, as in the kernels above. Claiming chunks dynamically from an atomic
 # counter was measured and did not pay: within +-5% of static at 4096^2 (batch 1 and 256)
-# and 1024^2 (batch 64), quiet or right after a dense NumPy product (scratch dyn_ab.py).
+# and 1024^2 (batch 64), quiet or right after a dense NumPy product (benchmarks/test_bench_sparse.py, groups `forward ...`).
 # A spinning OpenBLAS worker time-slices with both of our threads, it does not slow one
 # of them more than the other; what helps is keeping it from spinning
 # (OPENBLAS_THREAD_TIMEOUT, read once when NumPy loads OpenBLAS).
@@ -453,7 +347,7 @@ INDEX_TYPES = ("int32", "uint16")
 # Sample-major output: a row's finished tile is a column of out (batch, n_rows), 64
 # lanes 4 * n_rows bytes apart. Stored lane by lane, those 64 lines share a few cache
 # sets at power-of-two widths and each is touched again for every row: 17.8 against 14.9
-# ms feature-major (4096^2, 90%, batch 256; scratch parts_sm.py). So SM_BLOCK_ROWS rows'
+# ms feature-major (4096^2, 90%, batch 256; benchmark group `forward 4096x4096-s0.9-b256-float32`). So SM_BLOCK_ROWS rows'
 # tiles are first stored into the chunk's block of ``buf`` (L1), then written out as
 # whole 64-byte pieces of out's rows.
 SM_BLOCK_ROWS = 16
@@ -461,11 +355,19 @@ SM_BLOCK_ROWS = 16
 
 @inline()
 def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, out):
-    """Rows r0..r1 of output tile t (the scheme of _matmul_tile_rows) into ``out``:
-    feature-major (n_rows, batch), or sample-major (batch, n_rows) if ``out_sm``,
-    through the block ``blk`` (SM_BLOCK_ROWS, lanes), the chunk's own. The row loop is
-    _matmul_tile_rows' own: with the row's tile computed in a helper function instead,
-    the kernel ran 7% slower (scratch code_ab.py)."""
+    """Rows r0..r1 of output tile t into ``out``: feature-major (n_rows, batch), or
+    sample-major (batch, n_rows) if ``out_sm``, through the block ``blk``
+    (SM_BLOCK_ROWS, lanes), the chunk's own.
+
+    The row's L output lanes live in two register tiles (even and odd nonzeros: two
+    independent FMA chains) for the whole row and are stored once. A tile of xp
+    (n_in * TILE_BYTES, 1 MiB at n_in = 4096) is shared by every row of the chunk, so
+    it is read from L2/L3 instead of the whole X^T streaming from L3 per nonzero, and
+    being packed, its rows are contiguous: no cache-set thrash at power-of-two batch
+    strides. The xp rows of the nonzeros _PF ahead are prefetched (the pattern is
+    irregular, so the hardware prefetcher cannot follow it). The row loop is written
+    out here: with the row's tile computed in a helper function the kernel ran 7%
+    slower."""
     n_in = xp.shape[1]
     lanes = xp.shape[2]
     line = lanes // _TILE_LINES
@@ -508,7 +410,7 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, ou
             # Blocks end on multiples of SM_BLOCK_ROWS: whole cache lines of out are written.
             if (j + 1) % SM_BLOCK_ROWS == 0 or j + 1 == r1:
                 # A constant trip count for whole blocks: with a runtime one LLVM
-                # vectorizes this copy into scatters, 1.7x slower (scratch flush.py).
+                # vectorizes this copy into scatters, 1.7x slower (benchmarks/test_bench_sparse.py, groups `forward ...`).
                 n = j + 1 - j0
                 if n == SM_BLOCK_ROWS:
                     for k in range(m):
@@ -528,7 +430,7 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, ou
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, :, ::1], "
      "{T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp, bias, buf,
+def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, xp, bias, buf,
                             out):
     """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr_pack_tiles*), in parallel
     over the nnz-balanced row chunks of row_bounds. ``out`` is (n_rows, batch), or
@@ -546,7 +448,7 @@ def csr_matmul_tiles_chunks(relu, out_sm, indptr, indices, data, row_bounds, xp,
 @jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
      "{T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
 def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
-    """Serial csr_matmul_tiles_chunks (buf: (1, 16, lanes)), for small layers."""
+    """Serial csr_matmul_tiles_parallel (buf: (1, 16, lanes)), for small layers."""
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
     for t in range(xp.shape[0]):
@@ -564,7 +466,7 @@ _PACK_COLS = 64
 # length before they are copied: a long contiguous loop that LLVM vectorizes. Counted
 # inside the transposing copy it cost 30% of the packing (4096 x 256 float32: 1.05
 # against 0.89 ms; 1024 x 64: 60 against 47 us), over 64-input segments even more
-# (scratch packvar.py).
+# (benchmarks/test_bench_sparse.py, groups `forward ...`).
 _PACK_CHECK_COLS = 512
 
 
@@ -617,7 +519,7 @@ def csr_pack_tiles_sm_parallel(x, xp):
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
      fastmath=CONTRACT, I=INDEX_TYPES)
-def csr_matvec_narrow(relu, indptr, indices, data, x, bias, out):
+def csr_matvec(relu, indptr, indices, data, x, bias, out):
     """csr_matvec for either index type: x is the one sample (n_cols,) (sample-major and
     feature-major are the same memory at batch 1)."""
     _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
@@ -625,7 +527,7 @@ def csr_matvec_narrow(relu, indptr, indices, data, x, bias, out):
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
      "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matvec_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
+def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     """csr_matvec_parallel for either index type."""
     for c in prange(row_bounds.shape[0] - 1):
         _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
@@ -634,7 +536,7 @@ def csr_matvec_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
      fastmath=CONTRACT, I=INDEX_TYPES)
-def csr_matmul_narrow(relu, indptr, indices, data, x, bias, out):
+def csr_matmul(relu, indptr, indices, data, x, bias, out):
     """csr_matmul (feature-major x (n_cols, batch), batches below a tile) for either
     index type."""
     _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
@@ -642,7 +544,7 @@ def csr_matmul_narrow(relu, indptr, indices, data, x, bias, out):
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, ::1], {T}[::1], "
      "{T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matmul_chunks(relu, indptr, indices, data, row_bounds, x, bias, out):
+def csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     """csr_matmul_parallel for either index type."""
     for c in prange(row_bounds.shape[0] - 1):
         _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
