@@ -28,7 +28,7 @@ from ._validation import (
 from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
-    csr_weight_grad, narrow_indices, row_chunks,
+    csr_weight_grad, masked_to_csr, narrow_indices, row_chunks,
 )
 
 __all__ = ["MaskedLinear", "SparseLinear"]
@@ -173,23 +173,16 @@ class MaskedLinear(_Linear):
         """The live weights as CSR of ``W.T`` (out, in): (indptr int32 (out + 1,),
         indices int32 (nnz,), data (nnz,)), row ``j`` holding output ``j``'s inputs.
         New arrays: the layer's own are dense."""
-        inputs, outputs = self.kept_positions()
-        indptr = np.zeros(self.out_features + 1, INDEX_DTYPE)
-        np.cumsum(np.bincount(outputs, minlength=self.out_features), out=indptr[1:])
-        return indptr, inputs.astype(INDEX_DTYPE), self._weight[inputs, outputs]
+        return masked_to_csr(self._weight, self._mask)
 
-    def kept_values(self):
-        return self._weight[self.kept_positions()]
-
-    def kept_positions(self):
-        # nonzero() of the transposed mask walks it by output, then input: CSR of W.T.
-        outputs, inputs = np.nonzero(self._mask.T)
-        return inputs.astype(np.int64), outputs.astype(np.int64)
-
-    def assign_kept(self, values):
+    def assign_kept(self, values, positions=None):
         """Set the kept weights, in place, to ``values`` (nnz,) in CSR-of-``W.T`` order
-        (the order of :meth:`kept_values`)."""
-        self._weight[self.kept_positions()] = values
+        (the order of :meth:`kept_values`). ``positions``, if given, is the layer's
+        :meth:`kept_positions` already computed (a caller that holds it saves a scan
+        of the whole mask)."""
+        if positions is None:
+            positions = self.kept_positions()
+        self._weight[positions] = values
 
     def with_values(self, kept, bias):
         """A new MaskedLinear with this mask, the kept weights ``kept`` (nnz,) in

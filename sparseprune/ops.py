@@ -15,8 +15,8 @@ from ._validation import INDEX_DTYPE
 from .kernels import csr
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
-           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "narrow_indices",
-           "row_chunks"]
+           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "masked_to_csr",
+           "narrow_indices", "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -54,6 +54,19 @@ def csr_transpose(n_cols, indptr, indices):
     perm = np.empty(indices.size, INDEX_DTYPE)
     csr.csr_transpose_fill(indptr, indices, indptr_t, indices_t, perm)
     return indptr_t, indices_t, perm
+
+
+def masked_to_csr(weight, mask):
+    """CSR of ``W.T`` (out, in) from a dense weight (in, out) and its bool mask (in, out),
+    both C-contiguous: (indptr int32 (out + 1,), indices int32 (nnz,), data (nnz,) of
+    the weight's dtype), rows holding each output's live inputs in increasing order."""
+    indptr = np.empty(mask.shape[1] + 1, INDEX_DTYPE)
+    csr.csr_mask_count(mask, indptr)
+    nnz = int(indptr[-1])
+    indices = np.empty(nnz, INDEX_DTYPE)
+    data = np.empty(nnz, weight.dtype)
+    csr.csr_mask_fill(mask, weight, indptr, indices, data)
+    return indptr, indices, data
 
 
 def _serial(nnz, batch):

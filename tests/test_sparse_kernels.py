@@ -111,6 +111,26 @@ def test_csr_transpose_matches_scipy(case, distinct_values):
     assert_array_equal(indices, A.indices)
 
 
+@given(csr_cases(), seeds)
+def test_masked_to_csr_matches_scipy(case, seed):
+    """From a dense weight (in, out) and its mask, A's own three arrays back (A being
+    CSR of W.T): explicit zeros under the mask kept, and the weights outside it, set to
+    noise here so that a leaked one shows, left out."""
+    A, dtype = case
+    indptr, indices, data = csr_arrays(A)
+    rows = stored_rows(indptr)
+    mask = np.zeros(A.shape[::-1], bool)
+    mask[indices, rows] = True
+    weight = np.random.default_rng(seed).uniform(5.0, 6.0, mask.shape).astype(dtype)
+    weight[indices, rows] = data
+
+    got = ops.masked_to_csr(weight, mask)
+
+    assert [a.dtype for a in got] == [np.int32, np.int32, dtype]
+    for a, b in zip(got, (indptr, indices, data)):
+        assert_array_equal(a, b)
+
+
 @given(csr_cases(), seeds, st.sampled_from(KERNEL_PATHS))
 def test_csr_gather(case, seed, path):
     A, dtype = case

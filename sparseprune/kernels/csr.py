@@ -31,8 +31,8 @@ __all__ = [
     "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
     "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_parallel",
     "csr_pack_tiles", "csr_pack_tiles_parallel", "csr_pack_tiles_sm", "csr_pack_tiles_sm_parallel",
-    "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel", "csr_tile_bytes",
-    "csr_transpose_count", "csr_transpose_fill",
+    "csr_mask_count", "csr_mask_fill", "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel",
+    "csr_tile_bytes", "csr_transpose_count", "csr_transpose_fill",
 ]
 
 # fastmath is CONTRACT (FMAs only) here, except where a dot product must vectorise over
@@ -106,6 +106,45 @@ def csr_transpose_fill(indptr, indices, indptr_t, indices_t, perm):
     for i in range(n_cols, 0, -1):
         indptr_t[i] = indptr_t[i - 1]
     indptr_t[0] = 0
+
+
+@jit("void(boolean[:, ::1], int32[::1])", fastmath=CONTRACT)
+def csr_mask_count(mask, indptr):
+    """First pass from a dense mask (in, out) to CSR of its transpose: indptr (out + 1,).
+
+    Walks the mask row by row (contiguously) rather than column by column, which is
+    what makes this several times faster than ``np.nonzero(mask.T)``.
+    """
+    n_in, n_out = mask.shape
+    for j in range(n_out + 1):
+        indptr[j] = 0
+    for i in range(n_in):
+        for j in range(n_out):
+            if mask[i, j]:
+                indptr[j + 1] += 1
+    for j in range(n_out):
+        indptr[j + 1] += indptr[j]
+
+
+@jit("void(boolean[:, ::1], {T}[:, ::1], int32[::1], int32[::1], {T}[::1])",
+     fastmath=CONTRACT)
+def csr_mask_fill(mask, weight, indptr, indices, data):
+    """Second pass: the inputs (sorted within each row) and weights of the live entries.
+
+    indptr is used as the per-output write cursor and restored at the end, as in
+    ``csr_transpose_fill``; it must not be read concurrently.
+    """
+    n_in, n_out = mask.shape
+    for i in range(n_in):
+        for j in range(n_out):
+            if mask[i, j]:
+                q = indptr[j]
+                indices[q] = i
+                data[q] = weight[i, j]
+                indptr[j] = q + 1
+    for j in range(n_out, 0, -1):
+        indptr[j] = indptr[j - 1]
+    indptr[0] = 0
 
 
 @jit("void(int32[::1], {T}[::1], {T}[::1])", fastmath=CONTRACT, parallel=True)

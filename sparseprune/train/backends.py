@@ -62,8 +62,9 @@ class SparseBackend:
         self.grad_data = np.empty_like(data)
         self.parameters = self.sparse.parameters()
         self.grads = [self.grad_data]
-        # The pattern is fixed while the backend lives: where each stored weight sits.
-        self.positions = layer.kept_positions()
+        # The pattern is fixed while the backend lives: where each stored weight sits,
+        # read from the CSR (linear in nnz) rather than by a scan of the whole mask.
+        self.positions = self.sparse.kept_positions()
 
     def forward_fm(self, x, out, act):
         return self.sparse.forward_fm(x, out, act)
@@ -72,7 +73,7 @@ class SparseBackend:
         self.sparse.backward_fm(x, dz, self.grad_data, dx)
 
     def finish(self):
-        self.layer.assign_kept(self.sparse.data)
+        self.layer.assign_kept(self.sparse.data, self.positions)
 
     def as_matrix(self, flat):
         matrix = np.zeros(self.layer.shape)
