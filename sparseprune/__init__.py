@@ -12,6 +12,10 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from . import data, mdl, prune  # noqa: E402
+# spp.dask: scoring on Dask. The module imports dask only inside its functions, so this
+# costs no dask import; it stays out of __all__, where ``from sparseprune import *``
+# would shadow the user's own ``dask``.
+from . import dask  # noqa: E402
 from ._tuning import single_threaded_blas  # noqa: E402
 from .layers import MaskedLinear, SparseLinear  # noqa: E402
 from .model import MLP, SparseMLP, load  # noqa: E402
