@@ -5,6 +5,7 @@ the threads each task runs on; bad input. And the thread-safety contract the thr
 scheduler relies on: a SparseMLP serving eight Python threads at once.
 """
 
+import contextlib
 import io
 import sys
 import threading
@@ -22,6 +23,8 @@ import reference as ref
 import sparseprune as spp
 from helpers import random_model, tol
 from sparseprune import _tuning
+from sparseprune.app import predict as scoring
+from sparseprune.app.cli import main
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -384,6 +387,49 @@ def test_chunks_streamed_through_a_cluster_come_back_in_order(models, client):
         list(spp.dask.predict_chunks(client, model, [X[:200], X[200:]], name="data"))
     with pytest.raises(ValueError, match="data has 3 features per sample"):
         list(spp.dask.predict_chunks(client, model, [X[:, :3]], name="data"))
+
+
+def test_the_command_line_scores_on_the_cluster(models, client, tmp_path, capsys):
+    """``sparseprune predict --scheduler ADDRESS``: the same answers as the model here,
+    and a NaN named by its row, nothing written."""
+    model = models["sparse", "float32"]
+    model.save(tmp_path / "model.npz")
+    X = data(250)
+    np.save(tmp_path / "x.npy", X)
+    args = ["predict", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "--proba",
+            "--batch-size", "64", "--scheduler", client.scheduler.address, "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "p.npy")]) == 0
+    assert f", {client.scheduler.address})" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict_proba(X),
+                               **tol("float32"))
+    X[200, 0] = np.nan
+    np.save(tmp_path / "x.npy", X)
+    assert main([*args, "--out", str(tmp_path / "q.npy")]) == 2
+    assert "x.npy row 200 contains NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "p.npy", "x.npy"]
+
+
+def test_workers_starts_a_local_cluster_of_processes_one_thread_each(models, client, tmp_path,
+                                                                     monkeypatch):
+    """``--workers N`` asks for N worker processes of one thread each (this module's
+    cluster stands in, so that the test starts no second one)."""
+    asked = []
+
+    @contextlib.contextmanager
+    def local_cluster(**kwargs):
+        asked.append(kwargs)
+        yield client.cluster
+
+    monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
+    model = models["dense", "float64"].to_sparse()
+    model.save(tmp_path / "model.npz")
+    np.save(tmp_path / "x.npy", data(40))
+    result = scoring.run(tmp_path / "model.npz", tmp_path / "x.npy", tmp_path / "l.npy",
+                         workers=3, batch_size=16, progress=False)
+    assert asked == [dict(n_workers=3, threads_per_worker=1, processes=True,
+                          dashboard_address=None)]
+    assert result.where == client.scheduler.address and result.rows == 40
+    assert_array_equal(np.load(tmp_path / "l.npy"), model.predict(data(40)))
 
 
 # -- thread safety -------------------------------------------------------------------------

@@ -99,16 +99,28 @@ def test_every_input_scores_like_the_whole_array(saved, tmp_path, kind, batch):
     assert leftovers(tmp_path) == []
 
 
-def test_csv_output_reads_back_to_the_same_values(saved, tmp_path):
+def test_csv_output_holds_the_answers(saved, tmp_path):
     path, smodel, _ = saved
     X = data(50)
     np.save(tmp_path / "x.npy", X)
     assert run(path, tmp_path / "x.npy", "--out", tmp_path / "p.csv", "--proba",
                "--batch-size", 8) == 0
     proba = np.loadtxt(tmp_path / "p.csv", delimiter=",", dtype=smodel.dtype)
-    assert_array_equal(proba, smodel.predict_proba(X))
+    np.testing.assert_allclose(proba, smodel.predict_proba(X), **tol(smodel.dtype))
     assert run(path, tmp_path / "x.npy", "--out", tmp_path / "l.csv") == 0
     assert_array_equal(np.loadtxt(tmp_path / "l.csv", dtype=np.int64), smodel.predict(X))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_csv_values_read_back_exactly(tmp_path, dtype):
+    """9 significant digits for float32 and 17 for float64 are enough to read every
+    value back exactly, tiny, huge and negative ones too."""
+    rng = np.random.default_rng(4)
+    values = (rng.standard_normal((40, 3)) * 10.0 ** rng.integers(-30, 30, (40, 3)))
+    block = values.astype(dtype) if dtype != "int64" else rng.integers(-2**62, 2**62, 40)
+    with open(tmp_path / "v.csv", "wb") as f:
+        scoring._CsvOutput(f, len(block), block.shape[1:], block.dtype).write(block)
+    assert_array_equal(np.loadtxt(tmp_path / "v.csv", delimiter=",", dtype=dtype), block)
 
 
 def test_an_empty_input_gives_an_empty_output(saved, tmp_path):
@@ -227,6 +239,13 @@ def test_a_bad_output_path_is_refused_before_reading(saved, tmp_path, capsys):
             match="is a directory")
     refused(capsys, tmp_path, path, tmp_path / "x.npy", "--out", tmp_path / "p.npy",
             "--batch-size", 0, match="--batch-size must be >= 1, got 0")
+    with pytest.raises(ValueError, match="give --scheduler or --workers, not both"):
+        scoring.run(path, tmp_path / "x.npy", tmp_path / "p.npy", scheduler="tcp://x:1",
+                    workers=2)
+    with pytest.raises(SystemExit):  # argparse says so too, before anything runs
+        main(["predict", str(path), str(tmp_path / "x.npy"), "--out", "p.npy",
+              "--scheduler", "tcp://x:1", "--workers", "2"])
+    assert leftovers(tmp_path) == [] and not (tmp_path / "p.npy").exists()
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
