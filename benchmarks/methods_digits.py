@@ -178,7 +178,7 @@ def timing(repeats, budget, say):
             # "dense" in every name but the sparse model's: the pause after each BLAS
             # repetition lets OpenBLAS's threads go idle before the next contender.
             got = measure({(f"dense {name}" if "sparse" not in name else name):
-                           (lambda m=m: m.predict_proba(Xb)) for name, m in models.items()},
+                           (lambda m=m, Xb=Xb: m.predict_proba(Xb)) for name, m in models.items()},
                           budget)
             for name in models:
                 key = f"dense {name}" if "sparse" not in name else name

@@ -4,7 +4,7 @@ A masked MLP trained through fused Numba kernels (any of five activations, softm
 sigmoid or squared-error heads); pruning by magnitude, gradients, whole units, lottery
 tickets, learned sparsity (RigL/SET, L1, L0) and noisy weights; Numba CSR kernels that
 serve and train the pruned model; description length in bits; scikit-learn and PyTorch
-models in and out.
+models in and out; batch scoring on Dask.
 """
 
 import importlib as _importlib
@@ -23,6 +23,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import data, mdl, prune  # noqa: E402
+# spp.dask: scoring on Dask. The module imports dask only inside its functions, so this
+# costs no dask import; it stays out of __all__, where ``from sparseprune import *``
+# would shadow the user's own ``dask``.
+from . import dask  # noqa: E402, F401
 from ._tuning import single_threaded_blas  # noqa: E402
 from .interop.sklearn_in import from_sklearn  # noqa: E402
 from .interop.torch_in import from_torch  # noqa: E402

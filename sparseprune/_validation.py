@@ -108,6 +108,37 @@ def check_features(X, n_features, dtype, name="X", finite=True):
     return to_finite_float(X, dtype, name)
 
 
+def check_feature_layout(shape, dtype, n_features, name="X"):
+    """Check what can be checked of a 2-D input before its values are read (a file's
+    header, a dask array's metadata): numeric real ``dtype``, ``shape`` (n_samples,
+    n_features) with the model's feature count. ``n_samples`` may be unknown (NaN)."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == bool):
+        raise TypeError(f"{name} must be a 2-D numeric array, got dtype {dtype}")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {dtype}")
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(shape)}")
+    if shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {shape[1]} features per sample, the model expects {n_features}"
+        )
+
+
+def check_finite_rows(X, name="X", first_row=0):
+    """Raise a ValueError naming the first row of X (n_samples, n_features) that holds
+    NaN or an infinity, counted from ``first_row`` (X's place in a larger array; None
+    counts within X). For input scored in blocks, where "X contains NaN" would leave
+    the user to search millions of rows."""
+    if X.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad)) + (first_row or 0)
+        raise ValueError(f"{name} row {row} contains NaN or infinity; "
+                         "remove or impute it first")
+
+
 def check_labels(y, n_samples, n_classes, name="y"):
     """Return y as an int64 vector (n_samples,) of class labels in [0, n_classes).
 

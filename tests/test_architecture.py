@@ -20,7 +20,9 @@ PACKAGE = "sparseprune"
 OPTIONAL = {"matplotlib", "sklearn", "torch", "dask", "distributed"}
 # An extra's own home: a module that imports it at its top (its classes subclass the
 # extra's), and is itself imported only on demand, never by another module's import.
-EXTRA_HOMES = {"sparseprune.sklearn": {"sklearn"}, "sparseprune.dask": {"dask", "distributed"}}
+# (``sparseprune.dask`` is not one: it imports dask inside its functions, so the package
+# imports it eagerly at no cost.)
+EXTRA_HOMES = {"sparseprune.sklearn": {"sklearn"}}
 
 
 def module_name(path):

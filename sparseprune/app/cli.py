@@ -1,4 +1,5 @@
-"""The ``sparseprune`` command line: ``sparseprune demo`` and ``sparseprune profile``."""
+"""The ``sparseprune`` command line: ``sparseprune demo``, ``sparseprune profile`` and
+``sparseprune predict``."""
 
 import argparse
 import json
@@ -8,6 +9,7 @@ import time
 
 from ..model import load
 from . import demo as story
+from . import predict as scoring
 from . import profile as prof
 from .plots import profile_figures
 from .tables import Table, kib
@@ -92,6 +94,22 @@ def profile(args):
     return 0
 
 
+def predict(args):
+    """Score a file with a saved model, in chunks, here or on Dask; atomic output."""
+    try:
+        result = scoring.run(args.model, args.input, args.out, proba=args.proba,
+                             batch_size=args.batch_size, scheduler=args.scheduler,
+                             workers=args.workers, progress=not args.no_progress)
+    except (ImportError, OSError, TypeError, ValueError) as exc:
+        print(f"sparseprune predict: {exc}", file=sys.stderr)
+        return 2
+    shape = "x".join(map(str, result.shape))
+    print(f"wrote {result.out}: {shape} {result.dtype}, {result.rows} rows in "
+          f"{result.seconds:.1f} s ({result.rows / max(result.seconds, 1e-9):,.0f} rows/s, "
+          f"{result.where})")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="sparseprune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +149,27 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=profile)
+
+    p = commands.add_parser("predict", help="score a file with a saved model, in chunks, "
+                                            "here or on a Dask cluster")
+    p.add_argument("model", metavar="MODEL.npz", help="a model saved by SparseMLP.save")
+    p.add_argument("input", metavar="INPUT",
+                   help=".npy (memory-mapped), .npz (the array X, or the only one) or .csv "
+                        "(numbers, one sample a line, an optional header line)")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help=".npy or .csv; written to a temporary file and renamed at the end")
+    p.add_argument("--proba", action="store_true",
+                   help="class probabilities instead of predicted labels")
+    p.add_argument("--batch-size", type=int, default=scoring.BATCH_SIZE, metavar="N",
+                   help=f"rows per chunk (default {scoring.BATCH_SIZE}); memory is bounded "
+                        "by a chunk's worth")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="score on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="score on a new local Dask cluster of N processes, one thread each")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=predict)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -59,7 +59,7 @@ def compare(base, sizes, X, y, Xt, yt, fit, tune, seed=0, progress=True):
     del rounds["epochs"]
     bar = tqdm(SPARSITIES, desc="methods", unit="sparsity", disable=not progress)
     for s in bar:
-        def one_shot(criterion, scope="global"):
+        def one_shot(criterion, scope="global", s=s):
             model = copy.deepcopy(base)
             prune.prune(model, s, criterion=criterion, data=(X, y), scope=scope)
             return _tune(model, X, y, tune, seed)
