@@ -16,14 +16,14 @@ from . import data, mdl, prune  # noqa: E402
 from ._tuning import single_threaded_blas  # noqa: E402
 from .interop.sklearn_in import from_sklearn  # noqa: E402
 from .interop.torch_in import from_torch  # noqa: E402
-from .layers import MaskedLinear, SparseLinear  # noqa: E402
+from .layers import MaskedLinear, QuantizedLinear, SparseLinear  # noqa: E402
 from .model import MLP, SparseMLP, load  # noqa: E402
 from .train import SGD, Adam, FitOptions, History  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
+    "MLP", "MaskedLinear", "QuantizedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
     "data", "from_sklearn", "from_torch", "load", "mdl", "prune", "single_threaded_blas",
     "__version__",
 ]
