@@ -506,9 +506,6 @@ class QuantizedLinear(_Linear):
     go (``kernels/quantized.py``). Forward only, always through those kernels.
     """
 
-    #: How the forward pass computes: always the quantized CSR kernels.
-    backend = "sparse"
-
     def __init__(self, W, bias=None, bits=8, dtype=None):
         bits = check_quantized_bits(bits)
         shape, indptr, indices, data = check_sparse_weight(W, dtype=dtype, name="W")
@@ -642,6 +639,12 @@ class QuantizedLinear(_Linear):
     def to_dense(self):
         """The dequantized weight as a new dense array (in, out)."""
         return self.weight.toarray()
+
+    @property
+    def backend(self):
+        """Always "sparse" (the quantized CSR kernels), and read-only: there is no
+        float weight to run a dense product on."""
+        return "sparse"
 
     def backend_for(self, batch):
         """Always "sparse": the quantized kernels at every batch size."""
