@@ -171,6 +171,11 @@ PUBLIC_CASES = [SparseCase((4096, 4096), 0.9, 256), SparseCase((4096, 4096), 0.9
 PUBLIC_MODEL_CASES = [EpochCase((4096, 4096, 4096, 10), 0.9, 256, 0)]
 THREADS_CASES = [SparseCase((4096, 4096), 0.9, 1), SparseCase((4096, 4096), 0.9, 64),
                  SparseCase((4096, 4096), 0.9, 256)]
+# Quantized layers against the float CSR layer: the cases (4096^2 at 90%, batch
+# 1 and 256), the batches between, a smaller layer, the crossover region, float64.
+QUANTIZED_CASES = [SparseCase((4096, 4096), 0.9, b) for b in (1, 64, 256)] + [
+    SparseCase((1024, 1024), 0.9, 1), SparseCase((1024, 1024), 0.9, 64),
+    SparseCase((4096, 4096), 0.7, 256), SparseCase((1024, 1024), 0.9, 64, "float64")]
 # Small stand-ins for the smoke run of ``make test`` (--benchmark-disable).
 SMOKE = {
     "sparse_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.7, 1)],
@@ -181,6 +186,8 @@ SMOKE = {
     "threads_case": [SparseCase((96, 80), 0.9, 7)],
     "public_case": [SparseCase((96, 80), 0.9, 7), SparseCase((96, 80), 0.9, 1)],
     "public_model_case": [EpochCase((64, 48, 32, 10), 0.9, 5, 0)],
+    "quantized_case": [SparseCase((96, 80), 0.9, 1), SparseCase((96, 80), 0.7, 70),
+                       SparseCase((96, 80), 0.9, 7, "float64")],
 }
 
 # Each test names the grid it runs on by its arguments; ids read like the group names.
@@ -198,6 +205,7 @@ GRID = {
     "threads_case": (THREADS_CASES, lambda c: c.id),
     "public_case": (PUBLIC_CASES, lambda c: c.id),
     "public_model_case": (PUBLIC_MODEL_CASES, lambda c: c.id.rsplit("-n", 1)[0]),
+    "quantized_case": (QUANTIZED_CASES, lambda c: c.id),
     "sparse_contender": (["dense", "dense-masked", "scipy", "csr", "csr-edge"], str),
     "model_contender": (["dense", "dense-masked", "scipy", "csr"], str),
     "backward_contender": (["dense", "sparse"], str),
@@ -205,6 +213,7 @@ GRID = {
     "public_model_contender": (["dense", "csr"], str),
     "dynamic_contender": (["dense-masked", "rigl-sparse"], str),
     "threads_contender": (["pair", "single-threaded-blas", "dense-alone", "csr-alone"], str),
+    "quantized_contender": (["csr", "q8", "q4"], str),
 }
 
 

@@ -24,6 +24,12 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
   ``fit(backend="sparse")``.
 - ``dynamic ...``: 100 steps of ``prune.dynamic`` (RigL, sparse backend, the update they
   hold included) against dense masked training of the same network.
+- ``quantized ...``: one layer's ``forward_fm`` on feature-major X, the float CSR layer
+  (``csr``) against the same weights quantized to 8 and 4 bits (``q8``, ``q4``:
+  ``QuantizedLinear``, uint8 codes and uint16 indices, 3 bytes a nonzero against the float
+  layer's 6: float32 values, uint16 indices).
+- ``quantized-public ...``: the same through ``layer.forward(X)`` on sample-major X, each
+  call right after a dense NumPy product.
 - ``threads ...``: a dense product and a parallel CSR product, alternating, as in a
   model that mixes a small dense layer (a quarter of the width) with a pruned one:
   ``pair`` as sparseprune runs it by default (Numba's OpenMP waiting passively),
@@ -259,3 +265,36 @@ def test_model(measure, rng, model_case, model_contender):
     measure(fn, f"model {case.id}", contender=sparse_contender, sizes=list(case.sizes),
             sparsity=case.sparsity, batch=case.batch, dtype=case.dtype, active=active,
             total=total, flop=2 * (active - sum(case.sizes[1:])) * case.batch)
+
+
+def test_quantized(measure, rng, quantized_case, quantized_contender):
+    """One layer's forward on feature-major X: float CSR against 8- and 4-bit codes.
+    Each is checked against X @ W + b with its own weights (the quantized ones for q8
+    and q4)."""
+    case = quantized_case
+    W, b, X, layer = _layer(case, rng)
+    if quantized_contender != "csr":
+        layer = spp.QuantizedLinear.from_layer(layer, int(quantized_contender[1:]))
+    xt = _feature_major(X)
+    out = aligned_empty((case.shape[1], case.batch), case.dtype)
+    fn = lambda: layer.forward_fm(xt, out, IDENTITY)  # noqa: E731
+    fn()
+    assert_close(out.T, X @ layer.to_dense() + layer.bias, case.dtype)
+    measure(fn, f"quantized {case.id}", contender=quantized_contender,
+            **dict(_info(case, W, layer), bytes_per_nonzero=layer.nbytes() / max(layer.nnz, 1)))
+
+
+def test_quantized_public(measure, rng, quantized_case, quantized_contender):
+    """The same, as users call it: ``layer.forward(X)`` on sample-major X, each call
+    right after a dense NumPy product (as ``public ...``)."""
+    case = quantized_case
+    W, b, X, layer = _layer(case, rng)
+    layer.backend = "sparse"
+    if quantized_contender != "csr":
+        layer = spp.QuantizedLinear.from_layer(layer, int(quantized_contender[1:]))
+    Wd = np.ascontiguousarray(W)
+    fn = lambda: layer.forward(X)  # noqa: E731
+    assert_close(fn(), X @ layer.to_dense() + layer.bias, case.dtype)
+    measure(fn, f"quantized-public {case.id}", after=lambda: X @ Wd + b,
+            contender=quantized_contender,
+            **dict(_info(case, W, layer), bytes_per_nonzero=layer.nbytes() / max(layer.nnz, 1)))

@@ -4,7 +4,7 @@ A masked MLP trained through fused Numba kernels (any of five activations, softm
 sigmoid or squared-error heads); pruning by magnitude, gradients, whole units, lottery
 tickets, learned sparsity (RigL/SET, L1, L0) and noisy weights; Numba CSR kernels that
 serve and train the pruned model; description length in bits; scikit-learn and PyTorch
-models in and out; batch scoring on Dask.
+models in and out; quantized sparse models and compact files; batch scoring on Dask.
 """
 
 import importlib as _importlib
@@ -30,15 +30,15 @@ from . import dask  # noqa: E402, F401
 from ._tuning import single_threaded_blas  # noqa: E402
 from .interop.sklearn_in import from_sklearn  # noqa: E402
 from .interop.torch_in import from_torch  # noqa: E402
-from .layers import MaskedLinear, SparseLinear  # noqa: E402
+from .layers import MaskedLinear, QuantizedLinear, SparseLinear  # noqa: E402
 from .model import MLP, SparseMLP, load  # noqa: E402
 from .train import SGD, Adam, FitOptions, History  # noqa: E402
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "MLP", "MaskedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam", "FitOptions", "History",
-    "data", "from_sklearn", "from_torch", "load", "mdl", "prune", "single_threaded_blas",
+    "MLP", "MaskedLinear", "QuantizedLinear", "SparseMLP", "SparseLinear", "SGD", "Adam",
+    "FitOptions", "History", "data", "from_sklearn", "from_torch", "load", "mdl", "prune", "single_threaded_blas",
     "__version__",
 ]
 

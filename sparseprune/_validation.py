@@ -50,6 +50,19 @@ def check_real(value, name, low=None, high=None, low_open=False, high_open=False
     return value
 
 
+#: Precisions a quantized layer stores: one uint8 code per value, at least 2 bits.
+QUANTIZED_BITS = range(2, 9)
+
+
+def check_quantized_bits(value, name="bits"):
+    """``value`` as an int in 2..8: the bits of a quantized layer's codes."""
+    value = check_int(value, name)
+    if value not in QUANTIZED_BITS:
+        raise ValueError(f"{name} must be an integer from 2 to 8 (codes are stored one per "
+                         f"byte), got {value}")
+    return value
+
+
 def check_sparsity(value, name="sparsity"):
     """A sparsity is a fraction in [0, 1): pruning every weight leaves no network."""
     return check_real(value, name, low=0.0, high=1.0, high_open=True)

@@ -106,7 +106,8 @@ def _unpack_sparse(data, backends, token):
             f.write(data)
         model = load(path)
     for layer, backend in zip(model.layers, backends):
-        layer.backend = backend
+        if layer.backend != backend:  # a quantized layer's is fixed, and read-only
+            layer.backend = backend
     return _unpack(model, token)
 
 

@@ -1,6 +1,11 @@
-"""Files: a sparse model's arrays as one ``.npz``, written atomically, read without
-pickle. This module works on arrays only; the model builds itself from them
-(``SparseMLP.save``, ``SparseMLP.load``).
+"""Files: a sparse model's arrays, written atomically, read without pickle and fully
+validated. This module works on arrays only; the model builds itself from them
+(``SparseMLP.save``, ``SparseMLP.load``). Two formats, told apart by their first bytes:
+
+- version 1, an ``.npz`` of float CSR arrays (below);
+- version 2, compact bytes (``compact.py``): the mask Golomb coded, close to its entropy,
+  and the values as b-bit codes (quantized layers) or floats, each stream stored the
+  smallest way; written for quantized models, and for float ones on request.
 
 Format version 1. Keys:
 
@@ -26,14 +31,18 @@ import zlib
 
 import numpy as np
 
+from . import compact
 from ._validation import FLOAT_DTYPES, check_csr, check_matrix
 from .activations import ACTIVATIONS
 from .heads import HEADS
 
-__all__ = ["FORMAT", "VERSION", "read_arrays", "write_arrays"]
+__all__ = ["FORMAT", "VERSION", "VERSIONS", "read_arrays", "write_arrays"]
 
 FORMAT = "sparseprune"
+#: The .npz format's version (in its ``version`` key).
 VERSION = 1
+#: Every version this module writes and reads.
+VERSIONS = (1, compact.VERSION)
 # Deflate cannot expand data more than about 1032:1, so a member that claims more is a
 # forgery (a zip bomb) and is refused before it is inflated.
 MAX_INFLATION = 1100
@@ -53,39 +62,57 @@ def _smallest_uint(a):
             return a.astype(dtype)
 
 
-def write_arrays(path, dtype, sizes, layers, head=None):
+def write_arrays(path, dtype, sizes, layers, head=None, version=1):
     """Write a model's arrays to ``path`` atomically; returns ``path``.
 
-    dtype: float32 or float64; sizes: the layer widths; layers: per layer (indptr,
-    indices, data, bias), the CSR arrays of ``W.T`` and the bias; head: optionally
-    {"activation": name, "loss": name, "classes": None or a 1-D array}. The file appears
-    complete or not at all: it is written to a temporary file in the same directory and
-    renamed over ``path``, so a failed save leaves an existing file as it was.
+    dtype: float32 or float64; sizes: the layer widths; layers: per layer a dict of the
+    CSR arrays of ``W.T``, ``indptr`` and ``indices``, and either float ``data`` and
+    ``bias`` or, for a quantized layer, uint8 ``codes`` and ``bias_codes`` with
+    ``bits``, ``offset`` and ``step``; head: optionally {"activation": name, "loss":
+    name, "classes": None or a 1-D array}. ``version`` 1 writes the .npz (float layers
+    only), 2 the compact format. The file appears complete or not at all: it is written
+    to a temporary file in the same directory and renamed over ``path``, so a failed save
+    leaves an existing file as it was.
     """
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    if version == compact.VERSION:
+        head = head or {"activation": "relu", "loss": "softmax", "classes": None}
+        data = compact.encode(dtype, sizes, layers, head)
+        return _atomic_write(path, lambda f: f.write(data))
+    if any("codes" in layer for layer in layers):
+        raise ValueError("version 1 files hold float values; a quantized model is saved "
+                         "as version 2")
     arrays = {
         "format": np.array(FORMAT),
         "version": np.array([VERSION], np.int64),
         "dtype": np.array(str(np.dtype(dtype))),
         "sizes": np.array(sizes, np.int64),
     }
-    for i, (indptr, indices, data, bias) in enumerate(layers):
-        arrays[f"layer{i}_indptr"] = _smallest_uint(indptr)
-        arrays[f"layer{i}_indices"] = _smallest_uint(indices)
-        arrays[f"layer{i}_data"] = data
-        arrays[f"layer{i}_bias"] = bias
+    for i, layer in enumerate(layers):
+        arrays[f"layer{i}_indptr"] = _smallest_uint(layer["indptr"])
+        arrays[f"layer{i}_indices"] = _smallest_uint(layer["indices"])
+        arrays[f"layer{i}_data"] = layer["data"]
+        arrays[f"layer{i}_bias"] = layer["bias"]
     if head is not None:
         arrays["activation"] = np.array(head["activation"])
         arrays["loss"] = np.array(head["loss"])
         if head.get("classes") is not None:
             arrays["classes"] = np.asarray(head["classes"])
+    return _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def _atomic_write(path, write):
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it over
+    ``path``; returns ``path`` (a str)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sparseprune-", suffix=".npz.tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".sparseprune-", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file private (0600); a saved model gets the usual mode.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -157,7 +184,9 @@ def _read_header(npz, path):
     if version.shape != (1,) or version.dtype.kind not in "iu":
         raise ValueError(f"{path}: 'version' must be one integer")
     if int(version[0]) != VERSION:
-        raise ValueError(f"{path}: format version {int(version[0])}, this sparseprune reads {VERSION}")
+        raise ValueError(f"{path}: format version {int(version[0])} in an .npz; this "
+                         f"sparseprune reads version {VERSION} .npz files and version "
+                         f"{compact.VERSION} compact files")
     dtype = _read_scalar_str(npz, "dtype", path)
     if dtype not in {str(d) for d in FLOAT_DTYPES}:
         raise ValueError(f"{path}: dtype must be float32 or float64, got {dtype!r}")
@@ -188,13 +217,34 @@ def _read_head(npz, keys, path):
 
 
 def read_arrays(path):
-    """Read and fully validate a model file.
+    """Read and fully validate a model file of either version.
 
-    Returns (dtype, sizes, layers, head) with layers a list of (indptr int32, indices
-    int32, data, bias) per layer, every array checked: shapes consistent across layers,
-    indices in range, indptr monotone, values finite; and head the model's
-    {"activation", "loss", "classes"} (names checked; the model checks the rest).
+    Returns (dtype, sizes, layers, head) with layers a list of dicts as
+    :func:`write_arrays` takes them (indptr and indices int32), every array checked:
+    shapes consistent across layers, indices in range, indptr monotone, values finite,
+    codes within their bits; and head the model's {"activation", "loss", "classes"}
+    (names checked; the model checks the rest).
     """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(len(compact.MAGIC))
+            if raw == compact.MAGIC:
+                raw += f.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable .npz file: {_brief(exc)}") from exc
+    if raw[: len(compact.MAGIC)] != compact.MAGIC:
+        return _read_npz(path)
+    dtype, sizes, layers, head = compact.decode(raw, str(path), ACTIVATIONS, HEADS)
+    try:
+        HEADS[head["loss"]].check_outputs(sizes[-1])
+    except ValueError as exc:
+        raise ValueError(f"{path}: layer sizes {sizes} do not fit the {head['loss']} "
+                         f"head: {exc}") from None
+    return dtype, sizes, layers, head
+
+
+def _read_npz(path):
+    """(dtype, sizes, layers, head) of a version-1 file, every array validated."""
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
@@ -235,5 +285,5 @@ def read_arrays(path):
             if bias.dtype != dtype:
                 raise ValueError(f"{name} bias must be {dtype}, got {bias.dtype}")
             bias = check_matrix(bias, (n_out,), dtype, f"{name} bias")
-            layers.append((indptr, indices, data, bias))
+            layers.append({"indptr": indptr, "indices": indices, "data": data, "bias": bias})
     return dtype, sizes, layers, head

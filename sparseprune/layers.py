@@ -13,6 +13,10 @@ sample-major data:
   ``with_values(kept, bias)``, a copy with new values on the same pattern;
 - ``parameters()``: the flat arrays an optimizer updates in place, with their masks.
 
+A third kind, :class:`QuantizedLinear`, serves a sparse layer whose values are b-bit
+codes: it has the inference half of the face (``forward``, ``forward_fm``, the kept
+weights, ``csr_arrays``, ``with_values``, ``nbytes``) and no training half.
+
 Callers never need to know which kind they hold, nor touch its private state.
 """
 
@@ -23,15 +27,18 @@ import scipy.sparse as sp
 
 from ._tuning import Plan, check_backend
 from ._validation import (
-    INDEX_DTYPE, check_dtype, check_features, check_matrix, check_sparse_weight,
+    INDEX_DTYPE, check_dtype, check_features, check_matrix, check_quantized_bits,
+    check_sparse_weight,
 )
 from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
+from .mdl.pieces import quantize
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
     csr_weight_grad, masked_to_csr, narrow_indices, row_chunks,
 )
+from .quantized_ops import dequantization_table, index_dtype, qcsr_forward
 
-__all__ = ["MaskedLinear", "SparseLinear"]
+__all__ = ["MaskedLinear", "QuantizedLinear", "SparseLinear"]
 
 
 def _read_only(a):
@@ -522,4 +529,192 @@ class SparseLinear(_Linear):
         return (
             f"SparseLinear(in={self.in_features}, out={self.out_features}, nnz={self.nnz}, "
             f"density={self.density:.3f}, dtype={self.dtype}, backend={self.backend!r})"
+        )
+
+
+class QuantizedLinear(_Linear):
+    """A sparse layer whose kept weights and biases are ``bits``-bit codes, for serving:
+    ``forward(X) == X @ W_q + b_q`` with W_q and b_q the dequantized weight and bias.
+
+    Parameters
+    ----------
+    W : scipy.sparse array or matrix (in, out)
+        As for :class:`SparseLinear`: its stored entries are the weights to quantize.
+    bias : array (out,), optional
+        Zeros by default; quantized with the weights.
+    bits : int, 2 to 8
+    dtype : float32 or float64, optional
+        Of the computation and the dequantized values; W's dtype if it is one of these.
+
+    The quantizer is the one the two-part code counts (``mdl.quantize``): per layer, the
+    kept weights and the biases together, ``2**bits`` levels from ``offset`` with spacing
+    ``step`` (two float32), every value within half a step of its code's. The layer is
+    therefore the model ``mdl.description_length(model, X, y, bits=bits)`` describes.
+
+    Held: the pattern as CSR of ``W.T`` (indptr int32 (out + 1,); indices uint16 for at
+    most 65,536 inputs, else int32 (nnz,)), ``codes`` uint8 (nnz,) and ``bias_codes``
+    uint8 (out,), ``step`` and ``offset``; the dequantized bias (out,) and the table of the
+    ``2**bits`` values, in ``dtype``. No float weight array: the kernels dequantize as they
+    go (``kernels/quantized.py``). Forward only, always through those kernels.
+    """
+
+    def __init__(self, W, bias=None, bits=8, dtype=None):
+        bits = check_quantized_bits(bits)
+        shape, indptr, indices, data = check_sparse_weight(W, dtype=dtype, name="W")
+        bias = np.zeros(shape[1]) if bias is None else bias
+        bias = check_matrix(bias, (shape[1],), data.dtype, "bias")
+        self._quantize(shape, indptr, indices, data.astype(np.float64),
+                       bias.astype(np.float64), bits, data.dtype)
+
+    @classmethod
+    def from_layer(cls, layer, bits=8):
+        """``layer`` (a MaskedLinear, SparseLinear or QuantizedLinear) with its kept
+        weights and biases quantized to ``bits`` bits, in its dtype. A QuantizedLinear
+        is quantized again from its exact values (``offset + step * code`` in float64): at
+        its own ``bits`` that gives back its codes, step and offset."""
+        bits = check_quantized_bits(bits)
+        if not isinstance(layer, _Linear):
+            raise TypeError(f"layer must be a MaskedLinear, SparseLinear or QuantizedLinear, "
+                            f"got {type(layer).__name__}")
+        indptr, indices, values = layer.csr_arrays()
+        if isinstance(layer, QuantizedLinear):
+            exact = dequantization_table(layer.bits, layer.offset, layer.step, np.float64)
+            values, bias = exact[layer._codes], exact[layer._bias_codes]
+        else:
+            values, bias = values.astype(np.float64), layer.bias.astype(np.float64)
+        layer_q = cls.__new__(cls)
+        layer_q._quantize(layer.shape, indptr, indices, values, bias, bits, layer.dtype)
+        return layer_q
+
+    @classmethod
+    def from_codes(cls, shape, indptr, indices, codes, bias_codes, bits, offset, step, dtype):
+        """A layer on arrays that are already validated: CSR of ``W.T`` (``check_csr``),
+        ``codes`` uint8 (nnz,) and ``bias_codes`` uint8 (out,) below ``2**bits``, ``bits``
+        in 2..8, ``offset`` and ``step`` finite float32 (step >= 0). The package's own path
+        from files; a table of values that overflows ``dtype`` is a ValueError."""
+        layer = cls.__new__(cls)
+        layer._setup(tuple(shape), indptr, indices, codes, bias_codes, bits, offset, step,
+                     np.dtype(dtype))
+        return layer
+
+    def _quantize(self, shape, indptr, indices, values, bias, bits, dtype):
+        q, offset, step = quantize(np.concatenate([values, bias]), bits)
+        q = q.astype(np.uint8)
+        self._setup(shape, indptr, indices, q[: values.size], q[values.size :], bits, offset,
+                    step, dtype)
+
+    def _setup(self, shape, indptr, indices, codes, bias_codes, bits, offset, step, dtype):
+        self.in_features, self.out_features = shape
+        self.dtype = dtype
+        self.bits = int(bits)
+        #: The quantizer, as float32: value = offset + step * code.
+        self.offset, self.step = np.float32(offset), np.float32(step)
+        table = dequantization_table(self.bits, self.offset, self.step, dtype)
+        if not np.isfinite(table).all():
+            raise ValueError(f"offset {self.offset} and step {self.step} give values beyond "
+                             f"the range of {dtype} at {bits} bits")
+        self._table = table
+        # The kernels' signatures take writable arrays (as SparseLinear's): read-only
+        # ones (a buffer read from a file, a memory map) are copied once here.
+        self._indptr, self._indices, self._codes, self._bias_codes = (
+            a if a.flags.writeable else a.copy() for a in (
+                np.ascontiguousarray(indptr, INDEX_DTYPE),
+                np.ascontiguousarray(indices, index_dtype(self.in_features)),
+                np.ascontiguousarray(codes, np.uint8),
+                np.ascontiguousarray(bias_codes, np.uint8)))
+        self._bias = table[self._bias_codes]
+        self._kernel_step, self._kernel_offset = dtype.type(self.step), dtype.type(self.offset)
+        self._row_bounds = row_chunks(self._indptr)
+        #: Measured choices: none (the backend is fixed); here for the common face.
+        self.plan = Plan()
+
+    # -- parameters ------------------------------------------------------------------
+
+    @property
+    def bias(self):
+        """The dequantized bias (out,), read-only: it is ``offset + step * bias_codes``."""
+        return _read_only(self._bias)
+
+    @property
+    def codes(self):
+        """The kept weights' codes, uint8 (nnz,) in CSR-of-``W.T`` order, read-only."""
+        return _read_only(self._codes)
+
+    @property
+    def bias_codes(self):
+        """The biases' codes, uint8 (out,), read-only."""
+        return _read_only(self._bias_codes)
+
+    @property
+    def table(self):
+        """The ``2**bits`` values the codes stand for, of the layer's dtype, read-only."""
+        return _read_only(self._table)
+
+    @property
+    def nnz(self):
+        return int(self._codes.size)
+
+    n_active = nnz
+
+    @property
+    def weight(self):
+        """The dequantized weight as a new ``scipy.sparse.csc_array`` (in, out)."""
+        indptr, indices, values = self.csr_arrays()
+        return sp.csc_array((values, indices, indptr), shape=self.shape)
+
+    def csr_arrays(self):
+        """The dequantized weight as CSR of ``W.T``: (indptr int32 (out + 1,), indices
+        int32 (nnz,), values (nnz,)), new arrays (the layer's own hold codes)."""
+        return (self._indptr.copy(), self._indices.astype(INDEX_DTYPE),
+                self._table[self._codes])
+
+    def kept_values(self):
+        """The dequantized kept weights (nnz,), in CSR-of-``W.T`` order."""
+        return self._table[self._codes]
+
+    def nbytes(self):
+        """Bytes the layer holds for its weight: codes (1 a nonzero), indices (2 or 4),
+        indptr, the bias codes, the table and the step and offset (the float bias, as
+        every layer's, is counted by the model)."""
+        arrays = (self._codes, self._indices, self._indptr, self._bias_codes, self._table)
+        return sum(a.nbytes for a in arrays) + self.offset.nbytes + self.step.nbytes
+
+    def with_values(self, kept, bias):
+        """A float :class:`SparseLinear` on this pattern with the values ``kept`` (nnz,)
+        and ``bias`` (out,), cast to the layer's dtype, on the CSR kernels: values off
+        the grid have no codes (noisy weights, another quantizer)."""
+        kept = np.ascontiguousarray(kept, dtype=self.dtype)
+        bias = np.ascontiguousarray(bias, dtype=self.dtype)
+        indptr, indices, _ = self.csr_arrays()
+        return SparseLinear.from_csr(self.shape, indptr, indices, kept, bias, "sparse")
+
+    def to_dense(self):
+        """The dequantized weight as a new dense array (in, out)."""
+        return self.weight.toarray()
+
+    @property
+    def backend(self):
+        """Always "sparse" (the quantized CSR kernels), and read-only: there is no
+        float weight to run a dense product on."""
+        return "sparse"
+
+    def backend_for(self, batch):
+        """Always "sparse": the quantized kernels at every batch size."""
+        return "sparse"
+
+    # -- passes ----------------------------------------------------------------------
+
+    def forward_fm(self, x, out, act):
+        """Fill ``out`` (out, batch) with ``act(W_q.T @ x + b_q)`` for feature-major ``x``
+        (in, batch); both C-contiguous, of the layer's dtype; act: an activation code."""
+        qcsr_forward(self._indptr, self._indices, self._codes, self._table, self._kernel_step,
+                     self._kernel_offset, self._row_bounds, self._bias, act == RELU, x, out)
+        if act not in (IDENTITY, RELU):
+            dense_bias_act(out, EMPTY[self.dtype], act)
+        return out
+
+    def __repr__(self):
+        return (
+            f"QuantizedLinear(in={self.in_features}, out={self.out_features}, nnz={self.nnz}, "
+            f"bits={self.bits}, density={self.density:.3f}, dtype={self.dtype})"
         )

@@ -8,12 +8,12 @@ import warnings
 import numpy as np
 
 from ._tuning import Plan, check_backend, single_threaded_blas
-from ._validation import check_dtype, check_int
+from ._validation import check_dtype, check_int, check_quantized_bits
 from .activations import check_activation, code, init_std
 from .heads import check_loss, get_head
 from .interop import torch_out
 from .io import read_arrays, write_arrays
-from .layers import MaskedLinear, SparseLinear
+from .layers import MaskedLinear, QuantizedLinear, SparseLinear
 from .passes import Workspace, chunks, forward_backward, logits_fm, to_feature_major
 from .train import DenseBackend, fit
 
@@ -287,7 +287,7 @@ class MLP(_Network):
         loss, _ = forward_backward(backends, ws, n)
         return loss / n, [(b.grad_weight, gb.copy()) for b, gb in zip(backends, ws.grad_bias)]
 
-    def to_sparse(self, backend="auto", *, engine=None):
+    def to_sparse(self, backend="auto", *, engine=None, bits=None):
         """The model with every weight matrix stored sparse: a :class:`SparseMLP`.
 
         Each layer keeps only its surviving weights, as a ``scipy.sparse`` (in, out)
@@ -295,14 +295,34 @@ class MLP(_Network):
         layer's: "auto" (measured per batch size, see :meth:`SparseLinear.forward_fm`),
         "sparse" (the CSR kernels) or "dense". (``engine=``, with "csr" for "sparse", is
         the deprecated name of ``backend``.)
+
+        With ``bits`` (2..8) the kept weights and biases are quantized as well:
+        ``to_sparse(bits=b)`` is ``to_sparse().quantize(b)`` (see
+        :meth:`SparseMLP.quantize`), made without the float copy; ``backend`` must then
+        be "auto" or "sparse", as quantized layers run their own kernels only.
         """
         if engine is not None:
             warnings.warn("to_sparse(engine=...) is deprecated; use backend= ('sparse' for "
                           "'csr')", DeprecationWarning, stacklevel=2)
             backend = "sparse" if engine == "csr" else engine
         check_backend(backend)
-        return SparseMLP([SparseLinear.from_masked(layer, backend) for layer in self.layers],
-                         activation=self.activation, loss=self.loss, classes=self.classes)
+        if bits is not None:
+            bits = check_quantized_bits(bits)
+            if backend == "dense":
+                raise ValueError("backend='dense' cannot serve quantized layers: they run "
+                                 "the quantized CSR kernels; use backend='auto' or 'sparse'")
+            layers = [QuantizedLinear.from_layer(layer, bits) for layer in self.layers]
+        else:
+            layers = [SparseLinear.from_masked(layer, backend) for layer in self.layers]
+        return SparseMLP(layers, activation=self.activation, loss=self.loss,
+                         classes=self.classes)
+
+    def quantize(self, bits=8):
+        """Not for a masked model: quantized values are served by sparse layers. A
+        TypeError that says so; use ``model.to_sparse(bits=bits)``."""
+        raise TypeError(f"quantize() serves sparse models; this MLP holds dense masked "
+                        f"weights: use model.to_sparse(bits={bits!r}) (or "
+                        f"model.to_sparse().quantize({bits!r}))")
 
     def remove_units(self, layer, units):
         """Remove hidden units, in place: ``units`` (int indices) of the outputs of
@@ -368,19 +388,21 @@ class SparseMLP(_Network):
 
     Parameters
     ----------
-    layers : list of SparseLinear
+    layers : list of SparseLinear or QuantizedLinear
         Consecutive layers: each one's ``in_features`` is the previous one's
-        ``out_features``; one dtype for all.
+        ``out_features``; one dtype for all. Float and quantized layers may mix.
     activation, loss, classes
         As :class:`MLP`'s: the activation between layers, the output head, the labels.
 
-    Usually made by :meth:`MLP.to_sparse` or :func:`sparseprune.load`.
+    Usually made by :meth:`MLP.to_sparse`, :meth:`quantize` or :func:`sparseprune.load`.
     """
 
     def __init__(self, layers, activation="relu", loss="softmax", classes=None):
         layers = list(layers)
-        if not layers or not all(isinstance(layer, SparseLinear) for layer in layers):
-            raise TypeError("layers must be a non-empty list of SparseLinear")
+        if not layers or not all(isinstance(layer, (SparseLinear, QuantizedLinear))
+                                 for layer in layers):
+            raise TypeError("layers must be a non-empty list of SparseLinear or "
+                            "QuantizedLinear")
         for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
             if a.out_features != b.in_features:
                 raise ValueError(f"layers[{i + 1}] takes {b.in_features} inputs, "
@@ -434,26 +456,62 @@ class SparseMLP(_Network):
         return {"model": self.plan.as_dict(),
                 **{f"layer {i}": layer.plan.as_dict() for i, layer in enumerate(self.layers)}}
 
+    def quantize(self, bits=8):
+        """A new SparseMLP whose layers hold their kept weights and biases as ``bits``-bit
+        codes (2..8): :class:`QuantizedLinear`, quantized per layer exactly as
+        ``mdl.description_length(self, X, y, bits=bits)`` counts them, so the new model is
+        the one that code describes. Served by the quantized kernels; saved compact
+        (format version 2)."""
+        bits = check_quantized_bits(bits)
+        return SparseMLP([QuantizedLinear.from_layer(layer, bits) for layer in self.layers],
+                         activation=self.activation, loss=self.loss, classes=self.classes)
+
+    @property
+    def bits(self):
+        """The bits of the layers' codes when every layer is quantized at the same
+        precision, else None."""
+        bits = {getattr(layer, "bits", None) for layer in self.layers}
+        return bits.pop() if len(bits) == 1 else None
+
     def nbytes(self):
-        """Bytes of the stored weights and biases (CSR data + indices + indptr)."""
+        """Bytes of the stored weights and biases (CSR data + indices + indptr, or codes
+        + indices + indptr + the dequantization table, and the biases)."""
         return sum(layer.nbytes() + layer.bias.nbytes for layer in self.layers)
 
-    def save(self, path):
-        """Write the model to ``path`` (.npz, atomically); read it with
-        :func:`sparseprune.load`. Returns ``path``."""
+    def save(self, path, version=None):
+        """Write the model to ``path`` atomically; read it with :func:`sparseprune.load`.
+        Returns ``path``.
+
+        ``version`` 1 is an ``.npz`` of the float CSR arrays, 2 the compact format (the
+        mask Golomb coded, quantized values at their bits; float values as they are).
+        By default a model with a quantized layer is saved as 2 (1 cannot hold codes),
+        any other as 1.
+        """
+        quantized = any(isinstance(layer, QuantizedLinear) for layer in self.layers)
+        if version is None:
+            version = 2 if quantized else 1
         return write_arrays(path, self.dtype, self.sizes,
-                            [(*layer.csr_arrays(), layer.bias) for layer in self.layers],
+                            [_layer_arrays(layer) for layer in self.layers],
                             head={"activation": self.activation, "loss": self.loss,
-                                  "classes": self.classes})
+                                  "classes": self.classes}, version=version)
 
     @classmethod
     def load(cls, path):
-        """A SparseMLP from a file written by :meth:`save`, every array validated
-        before use; a corrupt or hostile file gets a ValueError."""
-        _, sizes, arrays, head = read_arrays(path)
-        layers = [SparseLinear.from_csr((n_in, n_out), indptr, indices, data, bias)
-                  for (n_in, n_out), (indptr, indices, data, bias)
-                  in zip(zip(sizes[:-1], sizes[1:]), arrays)]
+        """A SparseMLP from a file written by :meth:`save` (either version), every array
+        validated before use; a corrupt or hostile file gets a ValueError."""
+        dtype, sizes, arrays, head = read_arrays(path)
+        layers = []
+        for i, ((n_in, n_out), a) in enumerate(zip(zip(sizes[:-1], sizes[1:]), arrays)):
+            if "codes" in a:
+                try:
+                    layers.append(QuantizedLinear.from_codes(
+                        (n_in, n_out), a["indptr"], a["indices"], a["codes"],
+                        a["bias_codes"], a["bits"], a["offset"], a["step"], dtype))
+                except ValueError as exc:
+                    raise ValueError(f"{path}: layer {i}: {exc}") from None
+            else:
+                layers.append(SparseLinear.from_csr((n_in, n_out), a["indptr"], a["indices"],
+                                                    a["data"], a["bias"]))
         try:
             return cls(layers, **head)
         except (TypeError, ValueError) as exc:
@@ -462,8 +520,20 @@ class SparseMLP(_Network):
     def __repr__(self):
         return (
             f"SparseMLP(sizes={list(self.sizes)}, dtype={self.dtype}, activation="
-            f"{self.activation!r}, loss={self.loss!r}, sparsity={self.sparsity:.3f})"
+            f"{self.activation!r}, loss={self.loss!r}, sparsity={self.sparsity:.3f}"
+            + ("" if self.bits is None else f", bits={self.bits}") + ")"
         )
+
+
+def _layer_arrays(layer):
+    """A layer's arrays as ``io.write_arrays`` takes them."""
+    if isinstance(layer, QuantizedLinear):
+        indptr, indices, _ = layer.csr_arrays()
+        return {"indptr": indptr, "indices": indices, "codes": layer.codes,
+                "bias_codes": layer.bias_codes, "bits": layer.bits, "offset": layer.offset,
+                "step": layer.step}
+    indptr, indices, data = layer.csr_arrays()
+    return {"indptr": indptr, "indices": indices, "data": data, "bias": layer.bias}
 
 
 def load(path):

@@ -16,7 +16,7 @@ from .kernels import csr
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
            "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "masked_to_csr",
-           "narrow_indices", "row_chunks"]
+           "narrow_indices", "pack_tiles", "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -109,10 +109,10 @@ def aligned_empty(shape, dtype, align=64):
     return _aligned_bytes(nbytes, align).view(dtype).reshape(shape)
 
 
-def _tiles(x):
-    """x (n_in, batch) packed as (n_tiles, n_in, lanes) tiles, zero-padded past the
-    batch: a view of x itself when it is exactly one aligned tile."""
-    lanes = TILE_LANES[x.dtype]
+def pack_tiles(x, lanes):
+    """x (n_in, batch) packed as (n_tiles, n_in, lanes) tiles for the tiled kernels,
+    zero-padded past the batch: a view of x itself when it is exactly one aligned tile,
+    else this thread's scratch buffer (valid until its next call)."""
     n_in, batch = x.shape
     if batch == lanes and x.ctypes.data % 64 == 0:
         return x.reshape(1, n_in, lanes)
@@ -201,7 +201,7 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
         else:
             csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
     elif batch >= TILE_LANES[x.dtype]:
-        _tiled(indptr, indices, data, row_bounds, bias, relu, _tiles(x), False, out)
+        _tiled(indptr, indices, data, row_bounds, bias, relu, pack_tiles(x, TILE_LANES[x.dtype]), False, out)
     elif _serial(indices.size, batch):
         csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
     else:

@@ -5,22 +5,26 @@ import contextlib
 import numpy as np
 
 import sparseprune as spp
-from sparseprune import ops
+from sparseprune import ops, quantized_ops
 
 KERNEL_PATHS = ("serial", "parallel")
 
 
 @contextlib.contextmanager
 def kernel_path(path):
-    """Run ``ops`` on its serial or its parallel kernels whatever the size, so that
-    small test cases check both (ops picks by the amount of work)."""
-    saved = ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ
+    """Run ``ops`` and ``quantized_ops`` on their serial or their parallel kernels
+    whatever the size, so that small test cases check both (each picks by the amount
+    of work)."""
+    modules = (ops, quantized_ops)
+    saved = [(m.PARALLEL_WORK, m.PARALLEL_MATVEC_NNZ) for m in modules]
     limit = 1 << 62 if path == "serial" else 0
-    ops.PARALLEL_WORK = ops.PARALLEL_MATVEC_NNZ = limit
+    for m in modules:
+        m.PARALLEL_WORK = m.PARALLEL_MATVEC_NNZ = limit
     try:
         yield
     finally:
-        ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ = saved
+        for m, (work, nnz) in zip(modules, saved):
+            m.PARALLEL_WORK, m.PARALLEL_MATVEC_NNZ = work, nnz
 
 
 def random_model(sizes, dtype, seed):

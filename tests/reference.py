@@ -16,6 +16,20 @@ def relu(z):
     return np.maximum(z, 0.0)
 
 
+def dequantize(codes, offset, step):
+    """The values a uniform quantizer's codes stand for: offset + step * code, float64."""
+    return float(offset) + float(step) * np.asarray(codes, np.float64)
+
+
+def csr_to_dense(shape, indptr, indices, values):
+    """W (in, out) dense, float64, from CSR arrays of W.T (row j: output j's inputs)."""
+    n_in, n_out = shape
+    W = np.zeros((n_in, n_out))
+    for j in range(n_out):
+        W[indices[indptr[j]:indptr[j + 1]], j] = values[indptr[j]:indptr[j + 1]]
+    return W
+
+
 def gelu_tanh(z):
     return 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3)))
 

@@ -337,6 +337,17 @@ def test_a_cluster_equals_the_whole_array(models, client):
             check_against_whole(model, X, da.from_array(X, chunks=(chunks, N_FEATURES)))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_quantized_model_scores_on_both_schedulers(models, client, dtype):
+    """A quantized model travels as its version-2 file; its layers' backend is fixed
+    (and read-only), the others' are set again on arrival."""
+    model = models["sparse", dtype].quantize(8)
+    X = data(137, seed=5)
+    dX = da.from_array(X, chunks=((37, 100), N_FEATURES))
+    check_against_whole(model, X, dX, get="threads")
+    check_against_whole(model, X, dX)
+
+
 def worker_state():
     """On a worker: the threads a task gets, and how the kernels were loaded."""
     from sparseprune.kernels import csr, dense, optim

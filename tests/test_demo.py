@@ -53,6 +53,7 @@ def test_demo_prints_the_story(quick_run):
                  "cubic schedule to 90%", "how far to prune", "MDL prefers step",
                  "prequential", "uniform (no model)", "pruning methods side by side",
                  "lottery ticket, random reinit", "units removed", "as a SparseMLP",
+                 "file bits", "its values quantized", "file / model bits", "smallest within",
                  "wrote"]:
         assert text in out
 
@@ -66,7 +67,7 @@ def test_demo_writes_every_file(quick_run):
         assert f"]({name})" in text
     for heading in ["## Reading", "## Pruning", "## How far to prune", "## Codes against",
                     "## Pruning methods side by side", "## The pruned model, sparse",
-                    "## Plots"]:
+                    "## Sparse and quantized", "## Plots"]:
         assert heading in text
     assert "| step | sparsity |" in text
 
@@ -180,6 +181,72 @@ def test_a_table_is_rendered_once_for_terminal_and_report(quick_run):
     """The terminal and report.md show the same tables: one builder, two renderings."""
     out, stdout, _, _, typed = quick_run
     text = (out / "report.md").read_text()
-    for table in (report.codes_table(typed.codes), report.steps_table(typed.mdl.records)):
+    for table in (report.codes_table(typed.codes),
+                  report.steps_table(typed.mdl.records, typed.mdl.file_bytes),
+                  report.quantized_table(typed.quantized)):
         assert table.text() in stdout
         assert table.markdown() in text
+
+
+def test_demo_quantized_files_hold_together(quick_run):
+    """The 8-bit file is the cubic path's model at 8 bits; every file's size is its
+    model's as saved; the smallest file is within a point of the baseline and no larger
+    than any listed file that is."""
+    out, _, _, results, typed = quick_run
+    q = typed.quantized
+    X, y, Xt, yt = demo.load("blobs", results["network"]["seed"])
+    by_bits = {f.bits: f for f in q.files}
+    assert set(by_bits) == {None, *demo.QUANTIZED_BITS}
+    eight = spp.load(out / "model-8bit.spp")
+    assert eight.bits == 8 and eight.sparsity == pytest.approx(typed.sparse.sparsity)
+    assert (out / "model-8bit.spp").stat().st_size == by_bits[8].file_bytes
+    assert eight.score(Xt, yt) == by_bits[8].test_accuracy
+    assert eight.nbytes() == by_bits[8].memory_bytes
+    assert by_bits[None].test_accuracy == pytest.approx(
+        results["paths"]["cubic"][-1]["val_accuracy"])
+    floor = q.baseline_accuracy - q.tolerance
+    listed = q.files if q.smallest is None else q.files + (q.smallest,)
+    for f in listed:
+        assert f.file_vs_model == pytest.approx(8 * f.file_bytes / f.model_bits)
+        # A compact file is about its model bits (an .npz spends hundreds of bytes of
+        # headers a member, which a model this small notices).
+        assert 0.5 < f.file_vs_model < (2 if f.version == 2 else 20), f
+    if q.smallest is not None:
+        assert q.smallest.test_accuracy >= floor - 1e-12
+        assert all(q.smallest.file_bytes <= f.file_bytes for f in q.files
+                   if f.bits is not None and f.test_accuracy >= floor)
+    else:
+        assert all(f.test_accuracy < floor for f in q.files if f.bits is not None)
+    assert q.searched == 7 * (1 + results["mdl"]["steps"])
+    sweep_files = results["mdl"]["file_bytes"]
+    assert len(sweep_files) == results["mdl"]["steps"]
+    for record, size in zip(results["mdl"]["sweep"], sweep_files):
+        b = record["description_length"]["bits"]
+        assert (size is None) == (8 < b < 32)
+        if size is not None:
+            assert 0.5 < 8 * size / record["description_length"]["model_bits"] < 2
+
+
+def test_report_shows_the_files_beside_the_description_length():
+    import dataclasses
+
+    from sparseprune.app.results import Quantized, ServedFile
+
+    base = _fake_results(best_total=500.0, uniform=1000.0)
+    assert "## Sparse and quantized" not in report.markdown(base, [])
+    files = (ServedFile("cubic path's end", 0.9, None, 1, 0.965, 26_000, 43_000, 180_000.0),
+             ServedFile("cubic path's end", 0.9, 8, 2, 0.965, 7_000, 21_000, 64_000.0))
+    smallest = ServedFile("sweep step 4", 0.82, 5, 2, 0.9655, 5_000, 30_000, 40_000.0)
+    quantized = Quantized(dense_bytes=200_000, baseline_accuracy=0.9733, files=files,
+                          smallest=smallest, tolerance=0.01, searched=119)
+    text = report.markdown(dataclasses.replace(base, quantized=quantized), [])
+    assert "## Sparse and quantized" in text
+    table = report.quantized_table(quantized).markdown()
+    assert table in text
+    assert "| cubic path's end | 90.00% | 8 | 2 | 96.50% | 7,000 | 0.875 | 28.6x |" in table
+    assert "smallest within 1 point: sweep step 4 | 82.00% | 5 |" in table
+    assert "sweep step 4 at 5 bits, 5,000 bytes, 96.55%, 40.0x smaller" in text
+    reading = report.reading(dataclasses.replace(base, quantized=quantized))
+    assert "At 8 bits a value it scores 96.50%" in reading and "28.6x" in reading
+    assert dataclasses.replace(base, quantized=quantized).as_dict()["quantized"][
+        "smallest"]["file_vs_model"] == pytest.approx(1.0)

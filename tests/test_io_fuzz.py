@@ -10,12 +10,14 @@ A successful load is followed by a prediction through the CSR kernels.
 
 import io
 import json
+import lzma
 import os
 import re
 import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -49,7 +51,8 @@ def outcome(path):
     finite = []
     for backend in ("sparse", "dense"):
         for layer in model.layers:
-            layer.backend = backend
+            if isinstance(layer, spp.SparseLinear):  # a QuantizedLinear has one backend
+                layer.backend = backend
         finite.append(bool(np.isfinite(model.predict_proba(X)).all()))
     return {"error": None, "finite": all(finite), "sizes": list(model.sizes)}
 
@@ -532,3 +535,376 @@ def test_a_missing_file(fuzz):
     assert "no-such-file.npz" in result["message"]
     assert "No such file or directory" in result["message"]
     assert result["cause"] == "FileNotFoundError"
+
+
+# == format version 2 (compact files) ======================================================
+#
+# A v2 file ends in a CRC32 of its body, so a flipped or truncated file is refused at the
+# checksum. To reach the parser behind it, every structural case below is rebuilt by this
+# test's own reading of the documented layout (``sparseprune/compact.py``) and sealed
+# with a valid checksum; so are the "resealed" random flips.
+
+V2_BITS = 3
+
+
+def v2_varint(value):
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+class Cursor:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def u8(self):
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def varint(self):
+        value = shift = 0
+        while True:
+            byte = self.u8()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    def take(self, n):
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+
+def v2_fields(raw):
+    """The body of a v2 file as an ordered list of [name, kind, value] (kind u8, varint,
+    f32 or bytes), read by the documented layout."""
+    cur = Cursor(raw[9:])
+    fields = []
+
+    def add(name, kind, n=None):
+        value = {"u8": cur.u8, "varint": cur.varint, "f32": lambda: struct.unpack(
+            "<f", cur.take(4))[0], "bytes": lambda: cur.take(n)}[kind]()
+        fields.append([name, kind, value])
+        return value
+
+    add("dtype", "u8")
+    n_sizes = add("n_sizes", "varint")
+    for i in range(n_sizes):
+        add(f"size{i}", "varint")
+    for key in ("activation", "loss"):
+        add(key, "bytes", add(f"{key}_len", "varint"))
+    if add("classes_type", "bytes", add("classes_type_len", "varint")):
+        dtype = np.dtype(fields[-1][2].decode())
+        add("classes", "bytes", add("classes_count", "varint") * dtype.itemsize)
+    for i in range(n_sizes - 1):
+        bits = add(f"L{i}.bits", "u8")
+        add(f"L{i}.nnz", "varint")
+        if bits:
+            add(f"L{i}.offset", "f32")
+            add(f"L{i}.step", "f32")
+        for key in ("complement", "m", "unary"):
+            add(f"L{i}.{key}", "u8" if key == "complement" else "varint")
+        add(f"L{i}.mask", "bytes", add(f"L{i}.mask_len", "varint"))
+        add(f"L{i}.method", "u8")
+        add(f"L{i}.count", "varint")
+        add(f"L{i}.values", "bytes", add(f"L{i}.values_len", "varint"))
+    assert cur.pos == len(raw) - 9
+    return fields
+
+
+def v2_bytes(fields, version=2, crc=None):
+    """A v2 file from ``fields``, sealed with its checksum (or ``crc``)."""
+    out = {"u8": lambda v: bytes([v]), "varint": v2_varint,
+           "f32": lambda v: struct.pack("<f", v), "bytes": bytes}
+    body = b"".join(out[kind](value) for _, kind, value in fields)
+    crc = zlib.crc32(body) if crc is None else crc
+    return b"\x93SPP" + bytes([version]) + struct.pack("<I", crc) + body
+
+
+def v2_set(fields, name, value):
+    """Set field ``name``; a bytes field's length field follows it."""
+    fields = [list(f) for f in fields]
+    for field in fields:
+        if field[0] == name:
+            field[2] = value(field[2]) if callable(value) else value
+            if field[1] == "bytes":
+                for other in fields:
+                    if other[0] == f"{name}_len":
+                        other[2] = len(field[2])
+            return fields
+    raise KeyError(name)
+
+
+def v2_delete(fields, name):
+    return [f for f in fields if f[0] != name]
+
+
+def v2_insert_after(fields, name, new):
+    i = [f[0] for f in fields].index(name) + 1
+    return fields[:i] + [new] + fields[i:]
+
+
+def v2_base_model():
+    return base_model().quantize(V2_BITS)
+
+
+def v2_values(method, codes):
+    """A layer's values stream stored by ``method`` (codes one per byte for zlib/lzma)."""
+    raw = bytes(codes)
+    if method == 0:
+        bits = np.unpackbits(np.array(codes, np.uint8)[:, None], axis=1, count=V2_BITS,
+                             bitorder="little")
+        return np.packbits(bits.ravel(), bitorder="little").tobytes()
+    if method == 1:
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return c.compress(raw) + c.flush()
+    return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=[
+        {"id": lzma.FILTER_LZMA1, "dict_size": 1 << 22, "lc": 0, "lp": 0, "pb": 0}])
+
+
+def v2_layer_codes(model, i):
+    layer = model.layers[i]
+    return list(layer.codes) + list(layer.bias_codes)
+
+
+def v2_stream_case(i, method, codes):
+    """Layer i's values replaced by ``codes`` stored by ``method``."""
+    def mutate(fields, model):
+        fields = v2_set(fields, f"L{i}.method", method)
+        return v2_set(fields, f"L{i}.values", v2_values(method, codes(v2_layer_codes(model, i))))
+    return mutate
+
+
+def v2_cases():
+    """(name, mutate(fields, model) -> fields or bytes, pattern)."""
+    L = "layer 1"
+
+    def field(name, value):
+        return lambda fields, model: v2_set(fields, name, value)
+
+    def raw(transform):
+        return lambda fields, model: transform(v2_bytes(fields))
+
+    cases = [
+        ("v2-version-3", lambda f, m: v2_bytes(f, version=3), "format version 3"),
+        ("v2-version-1", lambda f, m: v2_bytes(f, version=1), "format version 1"),
+        ("v2-bad-checksum", lambda f, m: v2_bytes(f, crc=1234), "checksum"),
+        ("v2-header-only", raw(lambda b: b[:9]), "checksum"),
+        ("v2-magic-only", raw(lambda b: b[:4]), r"not a sparseprune compact file|checksum"),
+        ("v2-dtype-2", field("dtype", 2), "dtype"),
+        ("v2-dtype-16", field("dtype", 16), "dtype"),
+        ("v2-one-size", lambda f, m: v2_delete(v2_delete(v2_set(f, "n_sizes", 1), "size1"),
+                                               "size2")[:2] + [["size0", "varint", 6]],
+         "sizes"),
+        ("v2-size-zero", field("size1", 0), "sizes"),
+        ("v2-size-huge", field("size1", 2**40), "sizes|limit"),
+        ("v2-size-plus-one", field("size1", 9), "layer 0|layer 1|mask|values"),
+        ("v2-inputs-minus-three", field("size0", 3), "layer 0: (mask|values)"),
+        ("v2-classes-plus-one", field("size3", 4), "layer 2"),
+        # A count that shifts everything after it: refused wherever the reading breaks.
+        ("v2-more-sizes-than-layers", field("n_sizes", 5), "activation|needs|remain"),
+        ("v2-fewer-sizes", lambda f, m: v2_delete(v2_set(f, "n_sizes", 3), "size3"),
+         "layer|bytes after|limit"),
+        ("v2-activation-unknown", field("activation", b"swish"), "activation"),
+        ("v2-activation-not-ascii", field("activation", "rélu".encode()), "ASCII"),
+        ("v2-activation-too-long", field("activation", b"r" * 100), "activation"),
+        ("v2-loss-unknown", field("loss", b"hinge"), "loss"),
+        ("v2-classes-object", lambda f, m: v2_insert_after(v2_insert_after(v2_set(
+            f, "classes_type", b"|O"), "classes_type", ["classes_count", "varint", 3]),
+            "classes_count", ["classes", "bytes", b"\x00" * 24]), "classes"),
+        ("v2-classes-complex", lambda f, m: v2_insert_after(v2_insert_after(v2_set(
+            f, "classes_type", b"<c16"), "classes_type", ["classes_count", "varint", 3]),
+            "classes_count", ["classes", "bytes", b"\x00" * 48]), "classes"),
+        ("v2-classes-two-for-three-outputs", lambda f, m: v2_insert_after(v2_insert_after(
+            v2_set(f, "classes_type", b"<i8"), "classes_type", ["classes_count", "varint", 2]),
+            "classes_count", ["classes", "bytes", b"\x00" * 16]), "classes"),
+        ("v2-classes-short", lambda f, m: v2_insert_after(v2_insert_after(
+            v2_set(f, "classes_type", b"<i8"), "classes_type", ["classes_count", "varint", 3]),
+            "classes_count", ["classes", "bytes", b"\x00" * 20]), "layer 0|classes|remain"),
+        ("v2-classes-duplicate", lambda f, m: v2_insert_after(v2_insert_after(
+            v2_set(f, "classes_type", b"<i8"), "classes_type", ["classes_count", "varint", 3]),
+            "classes_count", ["classes", "bytes", b"\x00" * 24]), "distinct"),
+        ("v2-trailing-byte", lambda f, m: f + [["extra", "u8", 0]], "after the last layer"),
+        ("v2-one-layer-missing", lambda f, m: [x for x in f if not x[0].startswith("L2.")],
+         "layer 2|remain"),
+        ("v2-bits-1", field("L1.bits", 1), f"{L}: bits"),
+        ("v2-bits-9", field("L1.bits", 9), f"{L}: bits"),
+        ("v2-bits-255", field("L1.bits", 255), f"{L}: bits"),
+        ("v2-bits-0-reads-offset-as-mask", field("L1.bits", 0), f"{L}"),
+        ("v2-bits-8-for-3-bit-codes", field("L1.bits", 8), f"{L}: values"),
+        ("v2-bits-2-for-3-bit-codes", field("L1.bits", 2), f"{L}: values"),
+        ("v2-nnz-plus-one", field("L1.nnz", lambda v: v + 1), f"{L}: .*(disagree|values)"),
+        ("v2-nnz-minus-one", field("L1.nnz", lambda v: v - 1), f"{L}: .*(disagree|values)"),
+        ("v2-nnz-zero", field("L1.nnz", 0), f"{L}: (mask|values)"),
+        ("v2-nnz-above-n", field("L1.nnz", 41), f"{L}: nnz.*limit"),
+        ("v2-nnz-huge", field("L1.nnz", 2**62), f"{L}: nnz.*limit"),
+        ("v2-offset-nan", field("L1.offset", float("nan")), f"{L}: .*offset"),
+        ("v2-offset-inf", field("L1.offset", float("inf")), f"{L}: .*offset"),
+        ("v2-step-nan", field("L1.step", float("nan")), f"{L}: .*step"),
+        ("v2-step-negative", field("L1.step", -0.5), f"{L}: .*step"),
+        ("v2-step-overflows", field("L1.step", 3e38), f"{L}: .*(beyond|range)"),
+        ("v2-complement-2", field("L1.complement", 2), f"{L}: mask complement"),
+        ("v2-complement-flipped", field("L1.complement", lambda v: 1 - v), f"{L}: mask"),
+        ("v2-m-zero", field("L1.m", 0), f"{L}: mask"),
+        ("v2-m-huge", field("L1.m", 2**50), f"{L}: mask"),
+        ("v2-m-plus-one", field("L1.m", lambda v: v + 1), f"{L}: mask"),
+        ("v2-unary-plus-one", field("L1.unary", lambda v: v + 1), f"{L}: mask.*disagree"),
+        ("v2-unary-minus-one", field("L1.unary", lambda v: v - 1), f"{L}: mask.*disagree"),
+        ("v2-mask-truncated", field("L1.mask", lambda v: v[:-1]), f"{L}: mask"),
+        ("v2-mask-extra-byte", field("L1.mask", lambda v: v + b"\x00"), f"{L}: mask"),
+        ("v2-mask-empty", field("L1.mask", b""), f"{L}: mask"),
+        ("v2-mask-ones", field("L1.mask", lambda v: b"\xff" * len(v)), f"{L}: mask"),
+        ("v2-mask-zeros", field("L1.mask", lambda v: b"\x00" * len(v)), f"{L}: mask"),
+        ("v2-mask-length-beyond-file", field("L1.mask_len", 10**6), f"{L}: mask.*remain"),
+        ("v2-method-3", field("L1.method", 3), f"{L}: values.*method"),
+        ("v2-count-plus-one", field("L1.count", lambda v: v + 1), f"{L}: values.*expected"),
+        ("v2-count-minus-one", field("L1.count", lambda v: v - 1), f"{L}: values.*expected"),
+        ("v2-values-truncated", field("L1.values", lambda v: v[:-1]), f"{L}: values"),
+        ("v2-values-extra-byte", field("L1.values", lambda v: v + b"\x00"), f"{L}: values"),
+        ("v2-values-nonzero-padding", field("L1.values", lambda v: v[:-1] + bytes(
+            [v[-1] | 0x80])), f"{L}: values.*padding"),
+        ("v2-values-length-beyond-file", field("L1.values_len", 10**6), f"{L}: values"),
+        ("v2-values-raw-called-zlib", field("L1.method", 1), f"{L}: values"),
+        ("v2-values-raw-called-lzma", field("L1.method", 2), f"{L}: values"),
+        ("v2-values-zlib-ok", v2_stream_case(1, 1, lambda c: c), None),
+        ("v2-values-lzma-ok", v2_stream_case(1, 2, lambda c: c), None),
+        ("v2-values-zlib-one-short", v2_stream_case(1, 1, lambda c: c[:-1]), f"{L}: values"),
+        ("v2-values-lzma-one-long", v2_stream_case(1, 2, lambda c: c + [0]), f"{L}: values"),
+        ("v2-values-zlib-code-past-bits", v2_stream_case(1, 1, lambda c: c[:-1] + [8]),
+         f"{L}: values.*code above 7"),
+        ("v2-values-lzma-code-255", v2_stream_case(1, 2, lambda c: [255] + c[1:]),
+         f"{L}: values.*code above 7"),
+        ("v2-values-zlib-garbage", lambda f, m: v2_set(v2_set(f, "L1.method", 1),
+                                                       "L1.values", b"\xff" * 30),
+         f"{L}: values"),
+        # Ten million outputs claimed, their biases in a 2-byte deflate stream: refused
+        # before anything is inflated or allocated.
+        ("v2-values-zlib-bomb-claim", lambda f, m: v2_set(v2_set(v2_set(v2_set(
+            f, "size3", 10**7), "L2.count", lambda c: c - 3 + 10**7), "L2.method", 1),
+            "L2.values", b"\x03\x00"), "layer 2: values: 2 zlib bytes cannot hold"),
+    ]
+    return cases
+
+
+def v2_float_cases():
+    """Corruptions of a float model's v2 file (values raw: little-endian floats)."""
+    L = "layer 0"
+
+    def values(transform):
+        def mutate(fields, model):
+            fields = v2_set(fields, "L0.method", 0)
+            layer = model.layers[0]
+            v = np.concatenate([layer.data, layer.bias]).astype("<f4")
+            return v2_set(fields, "L0.values", transform(v).tobytes())
+        return mutate
+
+    return [
+        ("v2f-values-raw-ok", values(lambda v: v), None),
+        ("v2f-data-nan", values(lambda v: poke(v)), f"{L}: data"),
+        ("v2f-data-inf", values(lambda v: poke(v, np.inf)), f"{L}: data"),
+        ("v2f-bias-nan", values(lambda v: np.concatenate([v[:-1], [np.nan]]).astype("<f4")),
+         f"{L} bias"),
+        ("v2f-values-short", values(lambda v: v[:-1]), f"{L}: values"),
+        ("v2f-values-float64", values(lambda v: v.astype("<f8")), f"{L}: values"),
+        ("v2f-offset-for-float-layer", lambda f, m: v2_insert_after(
+            f, "L0.nnz", ["L0.offset", "f32", 1.0]), f"{L}"),
+    ]
+
+
+V2_STRUCTURAL = v2_cases()
+V2_FLOAT = v2_float_cases()
+N_V2_FLIPS = 200
+
+
+@pytest.fixture(scope="module")
+def fuzz_v2(tmp_path_factory):
+    """Writes every v2 case's file, loads them all: (results, expectations, raw)."""
+    directory = tmp_path_factory.mktemp("fuzz_v2")
+    served = v2_base_model()
+    float_model = base_model()
+    raw, raw_float = (directory / "base.spp"), (directory / "base-float.spp")
+    served.save(raw)
+    float_model.save(raw_float, version=2)
+    raw, raw_float = raw.read_bytes(), raw_float.read_bytes()
+    fields, fields_float = v2_fields(raw), v2_fields(raw_float)
+    assert v2_bytes(fields) == raw and v2_bytes(fields_float) == raw_float
+    cases, expected = [], {}
+
+    def add(name, data, kind, pattern):
+        path = directory / f"case{len(cases)}.spp"
+        path.write_bytes(data)
+        cases.append((name, str(path)))
+        expected[name] = (kind, pattern)
+
+    add("v2-base", raw, "ok", None)
+    add("v2f-base", raw_float, "ok", None)
+    for table, base, model in ((V2_STRUCTURAL, fields, served),
+                               (V2_FLOAT, fields_float, float_model)):
+        for name, mutate, pattern in table:
+            result = mutate([list(f) for f in base], model)
+            data = result if isinstance(result, bytes) else v2_bytes(result)
+            add(name, data, "ok" if pattern is None else "structural", pattern)
+    step = max(1, len(raw) // N_TRUNCATIONS)
+    for n in list(range(0, len(raw), step)) + [len(raw) - 1]:
+        add(f"v2-truncated-at-{n}", raw[:n], "bytes", None)
+    rng = np.random.default_rng(77)
+    for k in range(N_V2_FLIPS):
+        for resealed in (False, True):
+            body = bytearray(raw[9:])
+            for _ in range(1 + (k % 3 == 0)):
+                body[rng.integers(len(body))] ^= int(rng.integers(1, 256))
+            data = raw[:5] + (struct.pack("<I", zlib.crc32(body)) if resealed else raw[5:9])
+            add(f"v2-{'resealed-' if resealed else ''}flip-{k}", data + bytes(body),
+                "resealed" if resealed else "bytes", None if resealed else "checksum")
+    return run_loads(cases, str(directory)), expected
+
+
+def test_v2_base_files_load(fuzz_v2):
+    results, _ = fuzz_v2
+    for name in ("v2-base", "v2f-base"):
+        assert results[name] == {"error": None, "finite": True, "sizes": BASE_SIZES}, name
+
+
+@pytest.mark.parametrize("name", [c[0] for c in V2_STRUCTURAL + V2_FLOAT])
+def test_v2_structural_corruption_is_refused(fuzz_v2, name):
+    """Each crafted file, checksum valid, is refused with a message that names the
+    problem; the few well-formed variants (the same values stored another way) load."""
+    results, expected = fuzz_v2
+    kind, pattern = expected[name]
+    if kind == "ok":
+        assert results[name] == {"error": None, "finite": True, "sizes": BASE_SIZES}
+        return
+    problem = check_refused(name, results[name], pattern)
+    assert problem is None, problem
+
+
+def test_v2_truncations_and_flips_are_refused(fuzz_v2):
+    results, expected = fuzz_v2
+    problems = [check_refused(name, results[name], pattern)
+                for name, (kind, pattern) in expected.items() if kind == "bytes"]
+    problems = [p for p in problems if p]
+    assert not problems, f"{len(problems)} cases:\n" + "\n".join(problems)
+
+
+def test_v2_resealed_flips_are_refused_or_harmless(fuzz_v2):
+    """Flips behind a recomputed checksum reach the parser: each is refused with a
+    ValueError or decodes to a well-formed model that predicts finite values (a flipped
+    code is another weight); never a crash."""
+    results, expected = fuzz_v2
+    names = [n for n, (kind, _) in expected.items() if kind == "resealed"]
+    problems = []
+    for name in names:
+        result = results[name]
+        if result["error"] is None:
+            if result["finite"] is not True:
+                problems.append(f"{name}: loaded, predictions finite: {result['finite']}")
+        else:
+            problem = check_refused(name, result, None)
+            if problem:
+                problems.append(problem)
+    refused = sum(results[n]["error"] == "ValueError" for n in names)
+    assert not problems, f"{len(problems)} of {len(names)} flips:\n" + "\n".join(problems)
+    assert refused > len(names) // 3

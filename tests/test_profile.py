@@ -18,8 +18,9 @@ TINY_ARGS = ["--shapes", "32x24", "--batch", "1", "5", "--sparsity", "0", "0.5",
              "--budget", "0.001", "--no-progress"]
 ROW_TYPES = {
     "case": str, "shape": list, "sparsity": float, "batch": int, "dtype": str, "itemsize": int,
-    "dense_s": float, "sparse_s": float, "scipy_s": float, "speedup": float,
-    "speedup_scipy": float, "dense_bytes": int, "sparse_bytes": int,
+    "dense_s": float, "sparse_s": float, "scipy_s": float, "quantized_s": float,
+    "speedup": float, "speedup_scipy": float, "speedup_quantized": float, "dense_bytes": int,
+    "sparse_bytes": int, "quantized_bytes": int,
     "mask_entropy_bytes": float, "entropy_bound_bytes": float, "nnz": int, "gflops": float,
 }
 
@@ -91,6 +92,16 @@ def test_contenders_compute_the_same_thing(rng):
     # The kernel layout: feature-major in and out.
     kernel = prof._chain(layers, X, "kernel")
     np.testing.assert_allclose(kernel["sparse"]().T, dense, rtol=1e-12, atol=1e-12)
+    quantized = layers[0].quantized
+    assert quantized.bits == prof.QUANTIZED_BITS
+    np.testing.assert_allclose(calls["quantized"](), X @ quantized.to_dense() + quantized.bias,
+                               rtol=1e-12, atol=1e-12)
+    # Within half a step of each weight and bias: the error of the 8-bit layer's output.
+    half = float(quantized.step) / 2
+    np.testing.assert_allclose(calls["quantized"](), dense,
+                               atol=half * (np.abs(X).sum(axis=1).max() + 1))
+    np.testing.assert_allclose(kernel["quantized"]().T, calls["quantized"](), rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_model_chain_matches_the_model(rng, tmp_path):
@@ -132,9 +143,13 @@ def test_run_tiny_grid_schema(tmp_path):
             assert isinstance(row[key], kind), (key, row[key])
         assert row["shape"] == [32, 24] and row["dtype"] == "float32" and row["itemsize"] == 4
         assert row["speedup"] == pytest.approx(row["dense_s"] / row["sparse_s"])
+        assert row["speedup_quantized"] == pytest.approx(row["sparse_s"] / row["quantized_s"])
         assert row["gflops"] == pytest.approx(2 * row["nnz"] * row["batch"] / row["sparse_s"] / 1e9)
         assert row["dense_bytes"] == 32 * 24 * 4
-        assert min(row["dense_s"], row["sparse_s"], row["scipy_s"]) > 0
+        assert min(row["dense_s"], row["sparse_s"], row["scipy_s"], row["quantized_s"]) > 0
+        # 8-bit codes and uint16 indices: 3 bytes a nonzero, then indptr, bias codes and
+        # the 256-entry table.
+        assert row["quantized_bytes"] == 3 * row["nnz"] + 25 * 4 + 24 + 256 * 4 + 8
     assert set(doc["crossover_by_case"]) == {"32x24"}
     assert set(doc["crossover_by_case"]["32x24"]) == {"1", "5"}
     assert doc["crossover_by_case"] == prof.crossover_by_case(rows)
@@ -154,8 +169,8 @@ def test_cli_profile_writes_json_and_plots(tmp_path, capsys):
     assert main(["profile", "--quick", "--out", str(tmp_path)] + TINY_ARGS) == 0
     out, err = capsys.readouterr()
     assert err == ""  # --no-progress
-    for text in ["synthetic layers: 32x24", "vs dense", "crossover", "profile.json",
-                 "speedup.png", "bytes.png"]:
+    for text in ["synthetic layers: 32x24", "vs dense", "q8 ms", "q8 vs csr", "q8 KiB",
+                 "crossover", "profile.json", "speedup.png", "bytes.png"]:
         assert text in out
     assert out.count("32x24") >= 1 + 6 + 1  # header, six rows, crossover table
     doc = json.loads((tmp_path / "profile.json").read_text())
@@ -218,4 +233,5 @@ def test_cli_profile_saved_model(tmp_path, capsys):
     full = next(r for r in model_rows if r["nnz"] == sum(own))
     assert full["dense_bytes"] == (20 * 16 + 16 * 5) * 4
     assert full["sparse_bytes"] == sum(layer.nbytes() for layer in smodel.layers)
+    assert full["quantized_bytes"] == sum(layer.nbytes() for layer in smodel.quantize(8).layers)
     assert (out_dir / "speedup.png").exists() and (out_dir / "bytes.png").exists()

@@ -230,7 +230,7 @@ def test_tiled_forward_at_tile_edges_with_a_reused_scratch(dtype):
             x = x.reshape(50, batch)
             x[...] = rng.uniform(-2, 2, (50, batch))
             # One tile of aligned x is used in place; anything else is packed.
-            assert np.shares_memory(ops._tiles(x), x) == (aligned and batch == lanes)
+            assert np.shares_memory(ops.pack_tiles(x, lanes), x) == (aligned and batch == lanes)
             # Packing on one thread (small x) and on the pool (large x).
             for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
                 ops._SCRATCH.buf[...] = 255  # stale bytes: NaN in either dtype

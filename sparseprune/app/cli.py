@@ -38,7 +38,8 @@ def _shape(text):
 
 
 def profile(args):
-    """Time dense NumPy, sparseprune CSR and scipy.sparse against sparsity and batch."""
+    """Time dense NumPy, sparseprune CSR, scipy.sparse and sparseprune's 8-bit quantized
+    layers against sparsity and batch."""
     quick = prof.QUICK if args.quick else {}
     shapes = args.shapes or quick.get("shapes", prof.SHAPES)
     sparsities = args.sparsity or quick.get("sparsities", prof.SPARSITIES)
@@ -67,11 +68,15 @@ def profile(args):
         return 2
     rows = [[r["case"], f"{r['sparsity']:.2%}", r["batch"], r["nnz"],
              f"{r['dense_s'] * 1e3:.3f}", f"{r['sparse_s'] * 1e3:.3f}",
-             f"{r['scipy_s'] * 1e3:.3f}", f"{r['speedup']:.2f}x", f"{r['speedup_scipy']:.2f}x",
-             f"{r['gflops']:.2f}", kib(r["dense_bytes"]), kib(r["sparse_bytes"]),
-             kib(r["entropy_bound_bytes"])] for r in result["rows"]]
+             f"{r['scipy_s'] * 1e3:.3f}", f"{r['quantized_s'] * 1e3:.3f}",
+             f"{r['speedup']:.2f}x", f"{r['speedup_scipy']:.2f}x",
+             f"{r['speedup_quantized']:.2f}x", f"{r['gflops']:.2f}", kib(r["dense_bytes"]),
+             kib(r["sparse_bytes"]), kib(r["quantized_bytes"]), kib(r["entropy_bound_bytes"])]
+            for r in result["rows"]]
+    bits = prof.QUANTIZED_BITS
     print(Table(("case", "sparsity", "batch", "nnz", "dense ms", "csr ms", "scipy ms",
-                 "vs dense", "vs scipy", "GFLOP/s", "dense KiB", "csr KiB", "bound KiB"),
+                 f"q{bits} ms", "vs dense", "vs scipy", f"q{bits} vs csr", "GFLOP/s",
+                 "dense KiB", "csr KiB", f"q{bits} KiB", "bound KiB"),
                 tuple(rows)).text())
     print("\ncrossover: lowest measured sparsity at which CSR beats dense")
     batches = sorted({r["batch"] for r in result["rows"]})

@@ -4,7 +4,8 @@ Baseline training; one-shot 50% magnitude pruning and fine-tuning; iterative pru
 along the linear and cubic schedules; a deeper pruning sweep with the description
 length at every step and the sparsity MDL prefers; the other codes (bits back,
 prequential) against the uniform one; the pruning methods side by side
-(:mod:`~sparseprune.app.methods`); the pruned model made sparse, its speed and size.
+(:mod:`~sparseprune.app.methods`); the pruned model made sparse, its speed and size;
+its values quantized, its files beside the description length.
 :func:`run` does the work and returns a :class:`~sparseprune.app.results.DemoResult`;
 :func:`write` saves it as ``results.json``, ``report.md``, the plots and the sparse
 model.
@@ -25,15 +26,16 @@ from .methods import compare
 from .plots import demo_figures
 from .profile import measure
 from .report import (
-    codes_table, markdown, methods_table, one_shot_table, steps_table, structured_table,
-    timing_table,
+    codes_table, markdown, methods_table, one_shot_table, quantized_table, steps_table,
+    structured_table, timing_table,
 )
 from .results import (
-    Baseline, BitsBackSearch, Codes, DataInfo, DemoResult, OneShot, SparsePayoff, Sweep, Timing,
+    Baseline, BitsBackSearch, Codes, DataInfo, DemoResult, OneShot, Quantized, ServedFile,
+    SparsePayoff, Sweep, Timing,
 )
 
-__all__ = ["BATCHES", "NOTEBOOK", "QUICK_SCALE", "SETUPS", "SIGMAS", "VARIATIONAL_EPOCHS", "load",
-           "run", "write"]
+__all__ = ["BATCHES", "NOTEBOOK", "QUANTIZED_BITS", "QUICK_SCALE", "SETUPS", "SIGMAS",
+           "TOLERANCE", "VARIATIONAL_EPOCHS", "load", "run", "write"]
 
 # Per data set: the network, the baseline's training, the fine-tuning after each pruning
 # step, the iterative paths' target, and the MDL sweep (deep enough that the misfit
@@ -66,6 +68,11 @@ SIGMAS = (0.01, 0.018, 0.032, 0.056, 0.1, 0.18, 0.32, 0.56)
 VARIATIONAL_EPOCHS = 200
 # Batch sizes at which dense and sparse inference are timed (plus the whole test set).
 BATCHES = (1, 64)
+# The precisions the pruned model's files are shown at (the search for the smallest file
+# tries every one from 2 to 8), and the accuracy a smaller file may cost: one point of
+# the dense baseline's.
+QUANTIZED_BITS = (8, 4)
+TOLERANCE = 0.01
 
 
 def load(name, seed):
@@ -193,6 +200,58 @@ def _sparse_payoff(model, Xt, budget):
     return smodel, payoff
 
 
+def _file_bytes(smodel, version=None):
+    """Bytes of ``smodel``'s file as ``save`` writes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return os.path.getsize(smodel.save(os.path.join(tmp, "model"), version=version))
+
+
+def _served(name, model, bits, X, y, Xt, yt):
+    """A ServedFile of ``model`` (an MLP) with float32 values (``bits`` None, format
+    version 1) or ``bits``-bit codes (version 2)."""
+    smodel = model.to_sparse(backend="sparse") if bits is None else model.to_sparse(bits=bits)
+    code = mdl.description_length(model, X, y, bits=32 if bits is None else bits)
+    return ServedFile(name=name, sparsity=model.sparsity, bits=bits,
+                      version=1 if bits is None else 2, test_accuracy=smodel.score(Xt, yt),
+                      file_bytes=_file_bytes(smodel), memory_bytes=int(smodel.nbytes()),
+                      model_bits=code.model_bits)
+
+
+def _sweep_files(records, states):
+    """Per sweep record, the bytes of its model saved at the record's b (None where no
+    file holds b: 9 to 16)."""
+    sizes = []
+    for record, state in zip(records, states):
+        b = record.description_length.bits
+        if b == 32:
+            sizes.append(_file_bytes(state.to_sparse(backend="sparse"), version=2))
+        else:
+            sizes.append(_file_bytes(state.to_sparse(bits=b)) if b <= 8 else None)
+    return tuple(sizes)
+
+
+def _quantized(pruned, candidates, baseline, X, y, Xt, yt):
+    """The cubic path's model at float32 and at QUANTIZED_BITS, and the smallest file of
+    ``candidates`` ({name: MLP}) at 2..8 bits within TOLERANCE of the baseline."""
+    name = "cubic path's end"
+    files = [_served(name, pruned, bits, X, y, Xt, yt) for bits in (None, *QUANTIZED_BITS)]
+    floor = baseline.test_accuracy - TOLERANCE - 1e-12
+    best = None  # (file bytes, name, bits)
+    for label, model in candidates.items():
+        for bits in range(2, 9):
+            smodel = model.to_sparse(bits=bits)
+            if smodel.score(Xt, yt) >= floor:
+                size = _file_bytes(smodel)
+                if best is None or size < best[0]:
+                    best = (size, label, bits)
+    smallest = None if best is None else _served(best[1], candidates[best[1]], best[2], X, y,
+                                                 Xt, yt)
+    dense_bytes = sum(layer.weight.nbytes + layer.bias.nbytes for layer in pruned.layers)
+    return Quantized(dense_bytes=int(dense_bytes), baseline_accuracy=baseline.test_accuracy,
+                     files=tuple(files), smallest=smallest, tolerance=TOLERANCE,
+                     searched=7 * len(candidates))
+
+
 def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
     """Run the story, telling it through ``say``; returns ``(result, artifacts)``.
 
@@ -229,7 +288,8 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
     _, records = _path(base, X, y, Xt, yt, sweep["target"], sweep["steps"], "geometric",
                        dict(tune, epochs=_epochs(sweep["epochs"], quick)), progress,
                        callback=lambda record, model: states.append(copy.deepcopy(model)))
-    say(steps_table(records).text())
+    file_bytes = _sweep_files(records, states)
+    say(steps_table(records, file_bytes).text())
     best = mdl.best(records)
     accurate = max(records, key=lambda r: (r.val_accuracy, -r.step))
     say(f"MDL prefers step {best.step}: sparsity {best.sparsity:.2%}, {best.active} active "
@@ -237,7 +297,7 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
         f"(most accurate: step {accurate.step}, {accurate.val_accuracy:.2%})")
     mdl_sweep = Sweep(schedule="geometric", target=sweep["target"], steps=sweep["steps"],
                       records=records, preferred_step=best.step,
-                      most_accurate_step=accurate.step)
+                      most_accurate_step=accurate.step, file_bytes=file_bytes)
 
     codes_started = time.perf_counter()
     codes = _codes(base, states[best.step - 1],
@@ -259,6 +319,13 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
         f"dense; predictions agree on {sparse.same_predictions:.2%} of the test set")
     say(timing_table(sparse).text())
 
+    candidates = {"cubic path's end": pruned,
+                  **{f"sweep step {r.step}": m for r, m in zip(records, states)}}
+    quantized = _quantized(pruned, candidates, baseline, X, y, Xt, yt)
+    say(f"\nits values quantized (files against the two-part code's model bits; dense "
+        f"parameters: {quantized.dense_bytes:,} bytes):")
+    say(quantized_table(quantized).text())
+
     elapsed = time.perf_counter() - started
     say(f"\ndone in {elapsed:.1f} s")
     result = DemoResult(
@@ -269,11 +336,12 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
                   "sweep": dict(sweep, epochs=_epochs(sweep["epochs"], quick)),
                   "bits_back_sigmas": list(SIGMAS)},
         baseline=baseline, one_shot=one_shot, paths=paths, mdl=mdl_sweep, codes=codes,
-        sparse=sparse, seconds=elapsed, quick=quick, methods=methods)
+        sparse=sparse, seconds=elapsed, quick=quick, methods=methods, quantized=quantized)
     names = [f"layer {i + 1}: {layer.in_features} x {layer.out_features}"
              for i, layer in enumerate(base.layers)]
     artifacts = {
         "base": base, "pruned": pruned, "smodel": smodel, "names": names,
+        "quantized": pruned.to_sparse(bits=QUANTIZED_BITS[0]),
         "before": [layer.weight.ravel().copy() for layer in base.layers],
         "after": [layer.weight[layer.mask] for layer in pruned.layers],
         "masks": [layer.mask.copy() for layer in pruned.layers],
@@ -282,11 +350,13 @@ def run(data_name="blobs", quick=False, seed=0, progress=True, say=print):
 
 
 def write(result, artifacts, out, say=print):
-    """Write ``results.json``, ``model.npz`` (the pruned SparseMLP), the plots (if
-    matplotlib is installed) and ``report.md`` to ``out``; returns ``(result, paths)``:
-    the result with the model file's size filled in, and the paths written."""
+    """Write ``results.json``, ``model.npz`` (the pruned SparseMLP), ``model-8bit.spp``
+    (the same quantized to 8 bits, format version 2), the plots (if matplotlib is
+    installed) and ``report.md`` to ``out``; returns ``(result, paths)``: the result with
+    the model file's size filled in, and the paths written."""
     os.makedirs(out, exist_ok=True)
-    written = []
+    written = [artifacts["quantized"].save(
+        os.path.join(out, f"model-{QUANTIZED_BITS[0]}bit.spp"))]
     model_path = os.path.join(out, "model.npz")
     artifacts["smodel"].save(model_path)
     result = dataclasses.replace(result, sparse=dataclasses.replace(

@@ -99,18 +99,22 @@ def profile_speedup(report, path):
 
 
 def profile_bytes(report, path):
-    """Bytes of each case's weights against sparsity: dense, CSR and the entropy bound
-    (which weights survive at log2 C(n, k) bits, plus the values); log scale."""
+    """Bytes of each case's weights against sparsity: dense, CSR, 8-bit codes and the
+    entropy bound (which weights survive at log2 C(n, k) bits, plus the values at their
+    itemsize); log scale. Rows without ``quantized_bytes`` (older reports) skip it."""
     Figure, FigureCanvasAgg = _matplotlib()
     cases = _cases(report["rows"])
     fig, axes = _grid(Figure, max(1, len(cases)), "weight memory against sparsity")
     series = (("dense_bytes", "dense", "-"), ("sparse_bytes", "CSR (data + indices + indptr)", "-"),
+              ("quantized_bytes", "8-bit codes (codes + uint16 indices + indptr)", "-"),
               ("entropy_bound_bytes", "entropy bound (mask + values)", "--"),
               ("mask_entropy_bytes", "entropy bound, mask only", ":"))
     for ax, (case, rows) in zip(axes, cases.items()):
         by_sparsity = {r["sparsity"]: r for r in rows}
         xs = sorted(by_sparsity)
         for key, label, style in series:
+            if key not in rows[0]:
+                continue
             # A log axis cannot show 0 (the mask costs nothing when all or none survive).
             ys = [by_sparsity[x][key] if by_sparsity[x][key] > 0 else math.nan for x in xs]
             ax.plot(xs, ys, linestyle=style, marker="o", markersize=4, label=label)

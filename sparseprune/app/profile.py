@@ -1,6 +1,6 @@
 """Speed and memory against sparsity: the numbers behind ``sparseprune profile``.
 
-Three contenders on each case (a layer shape, a sparsity, a batch size):
+Four contenders on each case (a layer shape, a sparsity, a batch size):
 
 - ``dense``: NumPy, ``X @ W + b`` with W dense C-contiguous and X (batch, in) sample-major,
   the baseline;
@@ -10,7 +10,10 @@ Three contenders on each case (a layer shape, a sparsity, a batch size):
   that also runs NumPy linear algebra), or in the layout inside a model ("kernel":
   ``forward_fm`` on feature-major input (in, batch), with a pause after each dense
   repetition so that OpenBLAS's idle threads are gone);
-- ``scipy``: ``X @ W_csr + b`` with W a ``scipy.sparse.csr_array``.
+- ``scipy``: ``X @ W_csr + b`` with W a ``scipy.sparse.csr_array``;
+- ``quantized``: the same pruned weights as 8-bit codes, ``QuantizedLinear.forward(X)``
+  in the public layout and ``forward_fm`` in the kernel one (its own weights: within
+  half a quantizer step of the others).
 
 The pure pieces (entropy bound, byte counts, crossover, the report) are apart from the
 measuring, so they can be tested without a clock.
@@ -30,10 +33,11 @@ from tqdm.auto import tqdm
 from .._tuning import measure as tuning_measure
 from .._validation import check_choice, check_dtype
 from ..kernels.dense import IDENTITY, RELU
-from ..layers import SparseLinear
+from ..layers import QuantizedLinear, SparseLinear
 from ..mdl import log2_binomial
 
-__all__ = ["BATCHES", "BUDGET", "CONTENDERS", "LAYOUTS", "QUICK", "SETTLE_SECONDS", "SHAPES",
+__all__ = ["BATCHES", "BUDGET", "CONTENDERS", "LAYOUTS", "QUANTIZED_BITS", "QUICK",
+           "SETTLE_SECONDS", "SHAPES",
            "SPARSITIES", "byte_counts", "crossover", "crossover_by_case", "machine_info",
            "make_row", "measure", "model_cases", "report", "run", "synthetic_cases"]
 
@@ -49,7 +53,9 @@ QUICK = {"shapes": ((512, 512), (1024, 256)),
 # instead of 18 ms at 4096^2, 90%, batch 256); a 0.1 s pause gave it its solo time back.
 SETTLE_SECONDS = 0.1
 LAYOUTS = ("public", "kernel")
-CONTENDERS = ("dense", "sparse", "scipy")
+CONTENDERS = ("dense", "sparse", "scipy", "quantized")
+#: The quantized contender's precision.
+QUANTIZED_BITS = 8
 
 
 # -- pure logic --------------------------------------------------------------------------
@@ -108,9 +114,10 @@ def crossover_by_case(rows):
 
 def make_row(case, shape, sparsity, batch, dtype, times, nbytes, nnz):
     """One case's record. ``times``: {contender: seconds}; ``nbytes``: from
-    :func:`byte_counts` (summed over layers for a whole model)."""
+    :func:`byte_counts` with ``quantized_bytes`` (the quantized layers' ``nbytes()``),
+    summed over layers for a whole model."""
     dtype = np.dtype(dtype)
-    dense_s, sparse_s, scipy_s = (float(times[c]) for c in CONTENDERS)
+    dense_s, sparse_s, scipy_s, quantized_s = (float(times[c]) for c in CONTENDERS)
     return {
         "case": case,
         "shape": [int(shape[0]), int(shape[1])],
@@ -121,10 +128,13 @@ def make_row(case, shape, sparsity, batch, dtype, times, nbytes, nnz):
         "dense_s": dense_s,
         "sparse_s": sparse_s,
         "scipy_s": scipy_s,
+        "quantized_s": quantized_s,
         "speedup": dense_s / sparse_s,
         "speedup_scipy": scipy_s / sparse_s,
+        "speedup_quantized": sparse_s / quantized_s,
         **{key: nbytes[key] for key in
-           ("dense_bytes", "sparse_bytes", "mask_entropy_bytes", "entropy_bound_bytes")},
+           ("dense_bytes", "sparse_bytes", "quantized_bytes", "mask_entropy_bytes",
+            "entropy_bound_bytes")},
         "nnz": int(nnz),
         "gflops": 2 * int(nnz) * int(batch) / sparse_s / 1e9,
     }
@@ -178,24 +188,27 @@ def _keep_largest(rows, cols, values, k):
 
 
 class _Layer:
-    """One layer prepared three ways: dense (in, out), sparseprune CSR, scipy CSR."""
+    """One layer prepared four ways: dense (in, out), sparseprune CSR, scipy CSR, and
+    sparseprune quantized to QUANTIZED_BITS."""
 
     def __init__(self, shape, rows, cols, values, bias, dtype):
         coo = sp.coo_array((values.astype(dtype), (rows, cols)), shape=shape)
         self.shape = tuple(shape)
         self.bias = bias.astype(dtype)
         self.sparse = SparseLinear(coo, self.bias, dtype=dtype, backend="sparse")
+        self.quantized = QuantizedLinear.from_layer(self.sparse, QUANTIZED_BITS)
         self.scipy = sp.csr_array(coo)
         self.dense = np.ascontiguousarray(self.sparse.to_dense())
         self.nnz = self.sparse.nnz
         self.nbytes = byte_counts(shape, np.dtype(dtype).itemsize, self.sparse.nnz,
                                   self.sparse.nbytes())
+        self.nbytes["quantized_bytes"] = self.quantized.nbytes()
 
 
 def _chain(layers, X, layout="public"):
     """{contender: callable} running ``layers`` in sequence (ReLU between) on X (batch,
-    in); dense and scipy return (batch, out), sparse too in the "public" layout, the
-    feature-major (out, batch) in the "kernel" one."""
+    in); dense and scipy return (batch, out), sparse and quantized too in the "public"
+    layout, the feature-major (out, batch) in the "kernel" one."""
     xt = np.ascontiguousarray(X.T)
     outs = [np.empty((layer.shape[1], X.shape[0]), X.dtype) for layer in layers]
     last = len(layers) - 1
@@ -211,23 +224,31 @@ def _chain(layers, X, layout="public"):
             return a
         return run
 
-    def sparse():
-        a = xt
-        for i, layer in enumerate(layers):
-            a = layer.sparse.forward_fm(a, outs[i], RELU if i < last else IDENTITY)
-        return a
+    def feature_major(kind):
+        """The chain through sparseprune's ``kind`` layers, on feature-major x."""
+        def run():
+            a = xt
+            for i, layer in enumerate(layers):
+                a = getattr(layer, kind).forward_fm(a, outs[i], RELU if i < last else IDENTITY)
+            return a
+        return run
 
-    def public():
-        a = X
-        for i, layer in enumerate(layers):
-            a = layer.sparse.forward(a)
-            if i < last:
-                np.maximum(a, 0, out=a)
-        return a
+    def public(kind):
+        """The chain through sparseprune's ``kind`` layers as users call them, on X."""
+        def run():
+            a = X
+            for i, layer in enumerate(layers):
+                a = getattr(layer, kind).forward(a)
+                if i < last:
+                    np.maximum(a, 0, out=a)
+            return a
+        return run
 
+    chain = public if layout == "public" else feature_major
     return {"dense": sample_major([layer.dense for layer in layers]),
-            "sparse": public if layout == "public" else sparse,
-            "scipy": sample_major([layer.scipy for layer in layers])}
+            "sparse": chain("sparse"),
+            "scipy": sample_major([layer.scipy for layer in layers]),
+            "quantized": chain("quantized")}
 
 
 def _sum_bytes(layers):

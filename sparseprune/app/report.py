@@ -5,7 +5,7 @@ from .plots import FIGURES
 from .tables import Table, bits, kib, percent
 
 __all__ = ["bytes_table", "codes_table", "markdown", "methods_table", "one_shot_table",
-           "reading", "steps_table", "structured_table", "timing_table"]
+           "quantized_table", "reading", "steps_table", "structured_table", "timing_table"]
 
 
 def one_shot_table(shot, baseline=None):
@@ -19,15 +19,35 @@ def one_shot_table(shot, baseline=None):
     return Table(("model", "sparsity", "active params", "test accuracy"), tuple(rows))
 
 
-def steps_table(records):
-    """One row per pruning step: sparsity, accuracy and description length."""
-    return Table(
-        ("step", "sparsity", "active", "train acc", "test acc", "b", "model bits",
-         "data bits", "total bits"),
-        tuple([r.step, percent(r.sparsity), r.active, percent(r.train_accuracy),
-               percent(r.val_accuracy), r.description_length.bits,
-               bits(r.description_length.model_bits), bits(r.description_length.data_bits),
-               bits(r.total_bits)] for r in records))
+def steps_table(records, file_bytes=()):
+    """One row per pruning step: sparsity, accuracy and description length; with
+    ``file_bytes`` (per record, or None), the model's file in bits beside its model
+    bits, at the same b."""
+    headers = ("step", "sparsity", "active", "train acc", "test acc", "b", "model bits")
+    files = ("file bits",) if file_bytes else ()
+    rows = []
+    for i, r in enumerate(records):
+        code = r.description_length
+        row = [r.step, percent(r.sparsity), r.active, percent(r.train_accuracy),
+               percent(r.val_accuracy), code.bits, bits(code.model_bits)]
+        if file_bytes:
+            row.append("-" if file_bytes[i] is None else bits(8 * file_bytes[i]))
+        rows.append(row + [bits(code.data_bits), bits(r.total_bits)])
+    return Table(headers + files + ("data bits", "total bits"), tuple(rows))
+
+
+def quantized_table(quantized):
+    """The pruned model's files: values as float32 or b-bit codes, accuracy, bytes,
+    against the two-part code's model bits and against the dense parameters."""
+    rows = []
+    for f in quantized.files + ((quantized.smallest,) if quantized.smallest else ()):
+        name = f.name if f is not quantized.smallest else f"smallest within " \
+            f"{100 * quantized.tolerance:g} point: {f.name}"
+        rows.append([name, percent(f.sparsity), "float32" if f.bits is None else f.bits,
+                     f.version, percent(f.test_accuracy), f"{f.file_bytes:,}",
+                     f"{f.file_vs_model:.3f}", f"{quantized.dense_bytes / f.file_bytes:.1f}x"])
+    return Table(("model", "sparsity", "values (bits)", "format", "test acc", "file bytes",
+                  "file / model bits", "vs dense"), tuple(rows))
 
 
 def codes_table(codes):
@@ -145,7 +165,50 @@ def reading(result):
         f"KiB dense, agrees with the masked model on {percent(sparse.same_predictions)} of "
         f"the test predictions, and at best its inference is "
         f"{fastest.speedup:.2f}x the dense model's (batch {fastest.batch}).")
+    q = result.quantized
+    if q is not None:
+        for f in q.files:
+            if f.bits is not None:
+                parts.append(
+                    f"At {f.bits} bits a value it scores {percent(f.test_accuracy)} and its "
+                    f"file takes {f.file_bytes:,} bytes, {q.dense_bytes / f.file_bytes:.1f}x "
+                    f"less than the dense parameters and {f.file_vs_model:.2f}x the model "
+                    f"bits of its two-part code.")
+        if q.smallest is not None:
+            parts.append(
+                f"The smallest file within {100 * q.tolerance:g} point of the baseline is "
+                f"{q.smallest.name} at {q.smallest.bits} bits: {q.smallest.file_bytes:,} "
+                f"bytes, {q.dense_bytes / q.smallest.file_bytes:.1f}x smaller than dense.")
     return " ".join(parts)
+
+
+def _quantized_section(result):
+    q = result.quantized
+    if q is None:
+        return []
+    smallest = (
+        f"The smallest file within {100 * q.tolerance:g} point of the dense baseline's "
+        f"{percent(q.baseline_accuracy)} ({q.searched} candidates: the cubic path's model "
+        f"and every sweep step, at 2 to 8 bits): {q.smallest.name} at {q.smallest.bits} "
+        f"bits, {q.smallest.file_bytes:,} bytes, {percent(q.smallest.test_accuracy)}, "
+        f"{q.dense_bytes / q.smallest.file_bytes:.1f}x smaller than the dense parameters "
+        "(Deep Compression's bar on LeNet-300-100: 40x)." if q.smallest is not None else
+        f"No candidate stays within {100 * q.tolerance:g} point of the dense baseline.")
+    return [
+        "## Sparse and quantized",
+        "",
+        f"The dense {result.dtype} weights and biases take {q.dense_bytes:,} bytes. "
+        "Quantized, a layer's kept weights and biases are b-bit codes of the two-part "
+        "code's own quantizer (one per layer), served by the uint8 CSR kernels and saved "
+        "in format version 2 (the mask Golomb coded, the codes packed or compressed); "
+        "`file / model bits` compares the file with the model bits of "
+        "`mdl.description_length` at the same b (b = 32 for float32).",
+        "",
+        quantized_table(q).markdown(),
+        "",
+        smallest,
+        "",
+    ]
 
 
 def _methods_section(result):
@@ -206,9 +269,12 @@ def markdown(result, figures):
         "which weights survive (log2 C(n, k) per layer), every kept weight and bias at b bits "
         "(b chosen per step from 2..16 and 32, per-layer uniform quantization). Data bits: "
         "sum of -log2 p(label) under the model as sent. MDL prefers step "
-        f"**{m.preferred_step}**; the most accurate is step {m.most_accurate_step}.",
+        f"**{m.preferred_step}**; the most accurate is step {m.most_accurate_step}."
+        + (" File bits: the step's model saved at the same b (`SparseMLP.quantize(b)`, "
+           "format version 2), beside the model bits it approaches." if m.file_bytes
+           else ""),
         "",
-        steps_table(m.records).markdown(),
+        steps_table(m.records, m.file_bytes).markdown(),
         "",
         "## Codes against the uniform one",
         "",
@@ -238,6 +304,7 @@ def markdown(result, figures):
         "Median times of `predict_proba`; each layer's backend (sparse or dense) is chosen "
         "by measurement at each batch size.",
         "",
+        *_quantized_section(result),
     ]
     if figures:
         lines += ["## Plots", ""]

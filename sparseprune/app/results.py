@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from ..mdl import BitsBack, DescriptionLength, Prequential, VariationalCode
 
 __all__ = ["Baseline", "BitsBackSearch", "Codes", "DataInfo", "DemoResult", "MethodCurve",
-           "Methods", "OneShot", "SparsePayoff", "Sweep", "Timing"]
+           "Methods", "OneShot", "Quantized", "ServedFile", "SparsePayoff", "Sweep", "Timing"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ class Sweep:
     records: tuple  # of sparseprune.prune.PruneStep, each with its description length
     preferred_step: int  # the step MDL prefers (shortest total)
     most_accurate_step: int
+    # Per record, the bytes of its model saved at the record's b (format version 2: b-bit
+    # codes for b <= 8, float32 values for b = 32; None for 9..16, which no file holds).
+    file_bytes: tuple = ()
 
     def step(self, number):
         """The record of step ``number``; a ValueError if there is none."""
@@ -88,7 +91,8 @@ class Sweep:
         return {"schedule": self.schedule, "target": self.target, "steps": self.steps,
                 "sweep": [r.as_dict() for r in self.records],
                 "preferred_step": self.preferred_step,
-                "most_accurate_step": self.most_accurate_step}
+                "most_accurate_step": self.most_accurate_step,
+                "file_bytes": list(self.file_bytes)}
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,49 @@ class SparsePayoff:
 
 
 @dataclass(frozen=True)
+class ServedFile:
+    """A pruned model as it is served and saved: values as float32 (``bits`` None) or
+    ``bits``-bit codes, its test accuracy, its file and the two-part code's model bits
+    at the same precision (b = 32 for float32)."""
+
+    name: str
+    sparsity: float
+    bits: int | None
+    version: int  # the file's format version
+    test_accuracy: float
+    file_bytes: int
+    memory_bytes: int  # weights and biases as the SparseMLP holds them
+    model_bits: float
+
+    @property
+    def file_vs_model(self):
+        """File bits over the two-part code's model bits: 1 is the bound met."""
+        return 8 * self.file_bytes / self.model_bits
+
+    def as_dict(self):
+        return {**asdict(self), "file_vs_model": self.file_vs_model}
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """The pruned model's values at fewer bits: files beside the description length,
+    and the smallest file found within ``tolerance`` of the dense baseline's accuracy."""
+
+    dense_bytes: int  # the dense float32 (or float64) weights and biases
+    baseline_accuracy: float
+    files: tuple  # of ServedFile: the cubic path's model as float32 and at fewer bits
+    smallest: ServedFile | None  # None: no candidate within the tolerance
+    tolerance: float
+    searched: int  # (model, bits) candidates tried for the smallest
+
+    def as_dict(self):
+        return {"dense_bytes": self.dense_bytes, "baseline_accuracy": self.baseline_accuracy,
+                "tolerance": self.tolerance, "searched": self.searched,
+                "files": [f.as_dict() for f in self.files],
+                "smallest": None if self.smallest is None else self.smallest.as_dict()}
+
+
+@dataclass(frozen=True)
 class MethodCurve:
     """One pruning method's test accuracy at each sparsity it reached (the fraction of
     the weights pruned, or removed with their units)."""
@@ -214,10 +261,13 @@ class DemoResult:
     seconds: float
     quick: bool = False
     methods: Methods | None = None
+    quantized: Quantized | None = None
 
     def as_dict(self):
         """The JSON document ``results.json`` holds."""
         methods = {} if self.methods is None else {"methods": self.methods.as_dict()}
+        if self.quantized is not None:
+            methods["quantized"] = self.quantized.as_dict()
         return {
             "data": asdict(self.data),
             "network": {"sizes": list(self.sizes), "dtype": self.dtype, "seed": self.seed},
