@@ -66,11 +66,13 @@ def dask_run(args, dense, sparse):
     contenders = {"sparse": sparse, "dense": dense, "draw only": None}
     results = {name: {"seconds": [], "peak_rss": []} for name in contenders}
     labels = {}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        for rnd in range(args.rounds):
-            for name, model in contenders.items():
-                client.restart()
+    for rnd in range(args.rounds):
+        for name, model in contenders.items():
+            # A fresh cluster per run, so that each worker's peak resident memory is this
+            # run's (Client.restart, the other way, now and then waited forever for the
+            # workers to come back).
+            with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
                 X = rows(args.rows, SIZES[0], args.chunk, seed=args.seed)
                 small = rows(2 * args.chunk, SIZES[0], args.chunk, seed=args.seed + 1)
                 if model is None:
@@ -83,14 +85,14 @@ def dask_run(args, dense, sparse):
                 value = job.compute()
                 seconds = time.perf_counter() - start
                 peaks = client.run(worker_peak_rss)
-                results[name]["seconds"].append(seconds)
-                results[name]["peak_rss"].append(max(peaks.values()))
-                if model is not None and rnd == 0:
-                    labels[name] = value
-                print(f"round {rnd + 1}, {name}: {seconds:.1f} s, "
-                      f"{args.rows / seconds:,.0f} rows/s, peak worker RSS "
-                      + ", ".join(f"{p / 2**20:.0f}" for p in peaks.values()) + " MiB",
-                      flush=True)
+            results[name]["seconds"].append(seconds)
+            results[name]["peak_rss"].append(max(peaks.values()))
+            if model is not None and rnd == 0:
+                labels[name] = value
+            print(f"round {rnd + 1}, {name}: {seconds:.1f} s, "
+                  f"{args.rows / seconds:,.0f} rows/s, peak worker RSS "
+                  + ", ".join(f"{p / 2**20:.0f}" for p in peaks.values()) + " MiB",
+                  flush=True)
     summary = {}
     for name, r in results.items():
         s = r["seconds"]
