@@ -36,7 +36,9 @@ from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
     csr_weight_grad, masked_to_csr, narrow_indices, row_chunks,
 )
-from .quantized_ops import dequantization_table, index_dtype, qcsr_forward
+from .quantized_ops import (
+    dequantization_table, index_dtype, qcsr_forward, qcsr_forward_sm,
+)
 
 __all__ = ["MaskedLinear", "QuantizedLinear", "SparseLinear"]
 
@@ -703,6 +705,19 @@ class QuantizedLinear(_Linear):
         return "sparse"
 
     # -- passes ----------------------------------------------------------------------
+
+    def forward(self, X):
+        """``X @ W_q + b_q`` for X (batch, in); returns (batch, out) of the layer's dtype
+        (the transpose of a C-contiguous (out, batch) array). X is packed into the
+        kernel's tiles straight from its rows, the finiteness check riding along."""
+        given = X
+        X = check_features(X, self.in_features, self.dtype, finite=False)
+        out = aligned_empty((self.out_features, X.shape[0]), self.dtype)
+        if not qcsr_forward_sm(self._indptr, self._indices, self._codes, self._table,
+                               self._kernel_step, self._kernel_offset, self._row_bounds,
+                               self._bias, False, X, out):
+            check_features(given, self.in_features, self.dtype)  # raises, saying why
+        return out.T
 
     def forward_fm(self, x, out, act):
         """Fill ``out`` (out, batch) with ``act(W_q.T @ x + b_q)`` for feature-major ``x``

@@ -16,7 +16,7 @@ from .kernels import csr
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
            "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "masked_to_csr",
-           "narrow_indices", "pack_tiles", "row_chunks"]
+           "narrow_indices", "pack_tiles", "pack_tiles_sm", "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -242,7 +242,18 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
             csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, yt)
             out[...] = yt.T
         return bool(np.isfinite(xt).all())
-    xp = _scratch((-(-batch // lanes), X.shape[1], lanes), X.dtype)
+    xp, finite = pack_tiles_sm(X, lanes)
+    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sample_major, out)
+    return finite
+
+
+def pack_tiles_sm(X, lanes):
+    """Sample-major X (batch, n_in) packed as (n_tiles, n_in, lanes) tiles, zero-padded
+    past the batch, into this thread's scratch buffer (valid until its next call), and
+    whether X was all finite: the check rides along with the packing. A Fortran-ordered
+    X (a transposed feature-major array) is packed as feature-major; other
+    non-C-contiguous X is copied first."""
+    xp = _scratch((-(-X.shape[0] // lanes), X.shape[1], lanes), X.dtype)
     if not X.flags.c_contiguous and X.T.flags.c_contiguous:
         finite = bool(np.isfinite(X).all())
         if X.nbytes < PACK_PARALLEL_BYTES:
@@ -255,8 +266,7 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
             finite = csr.csr_pack_tiles_sm(X, xp) == 0
         else:
             finite = csr.csr_pack_tiles_sm_parallel(X, xp) == 0
-    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sample_major, out)
-    return finite
+    return xp, finite
 
 
 def _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sm, out):

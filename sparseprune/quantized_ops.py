@@ -9,9 +9,10 @@ import numpy as np
 
 from ._validation import INDEX_DTYPE
 from .kernels import quantized
-from .ops import NARROW_MAX_COLS, pack_tiles
+from .ops import NARROW_MAX_COLS, pack_tiles, pack_tiles_sm
 
-__all__ = ["TILE_LANES", "dequantization_table", "index_dtype", "qcsr_forward"]
+__all__ = ["TILE_LANES", "dequantization_table", "index_dtype", "qcsr_forward",
+           "qcsr_forward_sm"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled.
 TILE_LANES = {np.dtype(t): quantized.qcsr_tile_bytes() // np.dtype(t).itemsize
@@ -67,3 +68,29 @@ def qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, 
         quantized.qcsr_matmul_parallel(relu, indptr, indices, codes, table, row_bounds, x,
                                        bias, out)
     return out
+
+
+def qcsr_forward_sm(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, X,
+                    out):
+    """:func:`qcsr_forward` from sample-major X (batch, cols) into out (rows, batch):
+    what ``QuantizedLinear.forward`` computes, out's transpose its answer. Returns
+    whether X was all finite (if not, out holds garbage and the caller raises).
+
+    Where the tiled kernel runs, X is packed into its tiles straight from its rows (the
+    check riding along); elsewhere it is transposed once. Batch 1 reads X's one row.
+    """
+    batch = X.shape[0]
+    lanes = TILE_LANES[X.dtype]
+    if batch == 1:
+        xv = np.ascontiguousarray(X).reshape(-1, 1)
+        qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, xv,
+                     out)
+        return bool(np.isfinite(xv).all())
+    if batch >= lanes and indices.size * (PER_NONZERO_WORK + batch) >= PARALLEL_WORK:
+        xp, finite = pack_tiles_sm(X, lanes)
+        quantized.qcsr_matmul_tiles_parallel(relu, indptr, indices, codes, table, row_bounds,
+                                             xp, bias, out)
+        return finite
+    xt = np.ascontiguousarray(X.T)
+    qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, xt, out)
+    return bool(np.isfinite(xt).all())

@@ -138,6 +138,49 @@ def test_qcsr_forward_against_numpy(case, batch, relu, bits, seed, path, index, 
     assert_array_equal(out[empty], expected[empty].astype(dtype))
 
 
+@given(csr_cases(), batches, BITS, seeds, st.sampled_from(KERNEL_PATHS),
+       st.sampled_from(["C", "F", "strided"]))
+def test_qcsr_forward_sm_against_numpy(case, batch, bits, seed, path, layout):
+    """The sample-major entry: X (batch, cols) in any layout, out (rows, batch), on every
+    path (batch 1, transposed rows, tiles packed from X's rows), with the finiteness
+    flag; against the forward of the transposed X."""
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = A.shape
+    indptr, indices, _ = csr_arrays(A)
+    codes = rng.integers(0, 2**bits, indices.size).astype(np.uint8)
+    offset, step = np.float32(rng.uniform(-2, 0)), np.float32(rng.uniform(0, 4) / 2**bits)
+    table = quantized_ops.dequantization_table(bits, offset, step, dtype)
+    bias = rng.uniform(-2, 2, n_rows).astype(dtype)
+    X = rng.uniform(-2, 2, (2 * batch, n_cols)).astype(dtype)
+    X = {"C": X[:batch], "F": np.asfortranarray(X[:batch]), "strided": X[::2]}[layout]
+    args = (indptr, indices.astype(quantized_ops.index_dtype(n_cols)), codes, table, dtype.type(step),
+            dtype.type(offset), ops.row_chunks(indptr), bias, False)
+    out = np.full((n_rows, batch), np.nan, dtype)
+    expected = np.full((n_rows, batch), np.nan, dtype)
+
+    with kernel_path(path):
+        assert quantized_ops.qcsr_forward_sm(*args, X, out) is True
+        quantized_ops.qcsr_forward(*args, np.ascontiguousarray(X.T), expected)
+        assert_allclose(out, expected, **tol(dtype, scale=n_cols + 2.0))
+        if n_cols:
+            bad = X.copy(order="K")
+            bad[batch // 2, n_cols // 2] = np.nan
+            assert quantized_ops.qcsr_forward_sm(*args, bad, out) is False
+
+
+@pytest.mark.parametrize("batch", [1, 5, 300])
+def test_forward_names_non_finite_input(batch):
+    """NaN anywhere in X: a ValueError that names X, on each sample-major path."""
+    rng = np.random.default_rng(0)
+    W = sp.random(600, 300, density=0.5, random_state=rng, format="csc", dtype=np.float32)
+    layer = spp.QuantizedLinear(W, bits=8)
+    X = rng.standard_normal((batch, 600)).astype(np.float32)
+    X[batch - 1, 599] = np.nan
+    with pytest.raises(ValueError, match="X"):
+        layer.forward(X)
+
+
 @given(scipy_weights(), batches, BITS, st.sampled_from(["C", "F", "strided"]),
        st.sampled_from([IDENTITY, RELU, TANH]), seeds)
 def test_layer_forward_on_any_layout(case, batch, bits, layout, act, seed):
