@@ -8,7 +8,8 @@ indices, data, other structural arrays, inputs, outputs), with two differences:
   uniform quantizer ``mdl.quantize`` counts (2 <= b <= 8 bits, one per byte in memory).
   No float weight array exists: the kernels dequantize in registers.
 * ``indices`` are ``{I}``, int32 or uint16 (layers of at most 65,536 inputs), so that a
-  nonzero costs 3 bytes (uint16 index + code) against float32 CSR's 8.
+  nonzero costs 3 bytes (uint16 index + code) against float32 CSR's 6 (uint16 index +
+  float32 value).
 
 Two ways to dequantize, each where it measured faster (4096^2 at 90%, float32, 2 cores;
 ``benchmarks/test_bench_sparse.py``, group ``forward``):
@@ -36,8 +37,8 @@ from ._vec import (
 )
 
 __all__ = [
-    "INDEX_TYPES", "qcsr_matmul", "qcsr_matmul_parallel", "qcsr_matmul_tiles_parallel", "qcsr_matvec",
-    "qcsr_matvec_parallel", "qcsr_tile_bytes",
+    "INDEX_TYPES", "qcsr_matmul", "qcsr_matmul_parallel", "qcsr_matmul_tiles_parallel",
+    "qcsr_matvec", "qcsr_matvec_parallel", "qcsr_tile_bytes",
 ]
 
 # Index types of the kernels: int32, or uint16 for layers of at most 65,536 inputs.
