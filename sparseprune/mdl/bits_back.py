@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_int, check_real
-from .code import Code, nll_bits, parameters, prepare
+from .code import NoisyCode, nll_bits, parameters, prepare
 from .pieces import BITS_BACK_SAMPLES, FLOAT_BITS, gaussian_kl_bits, header_bits, log2_binomial
 
 __all__ = ["BitsBack", "LayerBitsBack", "bits_back", "expected_misfit_bits"]
@@ -32,26 +32,10 @@ class LayerBitsBack:
 
 
 @dataclass(frozen=True)
-class BitsBack(Code):
-    """The noisy-weights code: ``model_bits`` (header, masks, KL, priors) + expected
-    ``data_bits`` under weights drawn from the posterior = ``total_bits``."""
-
-    header_bits: float
-    layers: tuple
-    data_bits: float  # mean over the draws
-    data_bits_sem: float | None  # its standard error (None for a single draw)
-    data_bits_at_mean: float  # the misfit of the posterior means, for reference
-    n_samples: int
-    n_classes: int
-    draws: int
-    seed: int | None
-
-    @property
-    def kl_bits(self):
-        return sum(layer.kl_bits for layer in self.layers)
-
-    def as_dict(self):
-        return {**super().as_dict(), "kl_bits": self.kl_bits}
+class BitsBack(NoisyCode):
+    """The noisy-weights code of one sigma a layer (or given ones): ``model_bits``
+    (header, masks, KL, priors) + expected ``data_bits`` under weights drawn from the
+    posterior = ``total_bits``."""
 
 
 def _sigma_for(entry, layer, index):

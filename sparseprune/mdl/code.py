@@ -3,7 +3,7 @@ code sees it (kept weights in one order, whatever the layer kind), and the misfi
 labels in bits."""
 
 import math
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from ..model import MLP, SparseMLP
 from ..passes import chunks, logits_fm
 from .pieces import LN2
 
-__all__ = ["Code", "check_model", "nll_bits", "parameters", "prepare"]
+__all__ = ["Code", "NoisyCode", "check_model", "nll_bits", "parameters", "prepare"]
 
 
 def check_model(model):
@@ -88,3 +88,27 @@ class Code:
             record["layers"] = [{**asdict(c), "shape": list(c.shape), "total_bits": c.total_bits}
                                 for c in self.layers]
         return record
+
+
+@dataclass(frozen=True)
+class NoisyCode(Code):
+    """What the codes of noisy weights share (``mdl.bits_back``, ``mdl.variational``):
+    ``model_bits`` (header, masks, the KL of each layer's posterior from its prior) +
+    the expected ``data_bits`` under weights drawn from the posterior."""
+
+    header_bits: float
+    layers: tuple  # each with ``kl_bits`` and ``total_bits``
+    data_bits: float  # mean over the draws
+    data_bits_sem: float | None  # its standard error (None for a single draw)
+    data_bits_at_mean: float  # the misfit of the posterior means, for reference
+    n_samples: int
+    n_classes: int
+    draws: int
+    seed: int | None
+
+    @property
+    def kl_bits(self):
+        return sum(layer.kl_bits for layer in self.layers)
+
+    def as_dict(self):
+        return {**super().as_dict(), "kl_bits": self.kl_bits}

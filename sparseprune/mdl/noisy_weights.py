@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .._validation import check_choice, check_int, check_real
 from ..model import MLP
 from .bits_back import bits_back, expected_misfit_bits
-from .code import Code, nll_bits, parameters, prepare
+from .code import NoisyCode, nll_bits, parameters, prepare
 from .pieces import FLOAT_BITS, LN2, header_bits, log2_binomial
 
 __all__ = ["LOG_ALPHA_THRESHOLD", "PRIORS", "LayerKL", "Posterior", "VariationalCode",
@@ -173,27 +173,12 @@ class LayerKL:
 
 
 @dataclass(frozen=True)
-class VariationalCode(Code):
+class VariationalCode(NoisyCode):
     """The bits-back code of a trained posterior: ``model_bits`` (header, the prior's
-    parameters, masks, KL) + expected ``data_bits`` under weights drawn from it."""
+    parameters, masks, KL) + expected ``data_bits`` under weights drawn from it. Its
+    ``header_bits`` include the prior's parameters at 32 bits each; ``prior`` names it."""
 
     prior: str
-    header_bits: float  # the header, and the prior's parameters at 32 bits each
-    layers: tuple
-    data_bits: float
-    data_bits_sem: float | None
-    data_bits_at_mean: float
-    n_samples: int
-    n_classes: int
-    draws: int
-    seed: int | None
-
-    @property
-    def kl_bits(self):
-        return sum(layer.kl_bits for layer in self.layers)
-
-    def as_dict(self):
-        return {**super().as_dict(), "kl_bits": self.kl_bits}
 
 
 @dataclass(frozen=True)
