@@ -172,8 +172,11 @@ PUBLIC_MODEL_CASES = [EpochCase((4096, 4096, 4096, 10), 0.9, 256, 0)]
 THREADS_CASES = [SparseCase((4096, 4096), 0.9, 1), SparseCase((4096, 4096), 0.9, 64),
                  SparseCase((4096, 4096), 0.9, 256)]
 # Quantized layers against the float CSR layer: the issue's cases (4096^2 at 90%, batch
-# 1 and 256), the batches between, a smaller layer, the crossover region, float64.
+# 1 and 256), the batches between, a smaller layer, the crossover region, float64, and
+# 8192^2 at batch 1: a layer whose float CSR (40 MB) outgrows the 32 MiB L3 here, while
+# 4096^2's (10 MB) stays in it, and batch 1 is then bound by gathers, not by bytes.
 QUANTIZED_CASES = [SparseCase((4096, 4096), 0.9, b) for b in (1, 64, 256)] + [
+    SparseCase((8192, 8192), 0.9, 1),
     SparseCase((1024, 1024), 0.9, 1), SparseCase((1024, 1024), 0.9, 64),
     SparseCase((4096, 4096), 0.7, 256), SparseCase((1024, 1024), 0.9, 64, "float64")]
 # Small stand-ins for the smoke run of ``make test`` (--benchmark-disable).
