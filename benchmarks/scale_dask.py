@@ -6,9 +6,11 @@
    90%-sparse (random He weights pruned by magnitude: nothing trained, which changes
    nothing for speed) on a LocalCluster of 2 worker processes, one thread each; the
    sparse model (``SparseMLP``) against the same model dense (the masked ``MLP``, its
-   pruned weights zeros in BLAS products). Interleaved rounds, workers restarted before
-   each run so that each worker's peak resident memory is that run's; medians and
-   ranges. Drawing the rows alone is timed too: it is part of every run.
+   pruned weights zeros in BLAS products). Interleaved rounds, a fresh cluster for each
+   run so that each worker's peak resident memory is that run's; medians and ranges.
+   Drawing the rows alone is timed too: it is part of every run. Then, in each worker
+   of one more cluster (``client.run``, both at once, one thread each), the two models'
+   ``predict_proba`` on one chunk of rows, the plans measured first: the scoring alone.
 2. ``sparseprune predict`` on a ``.npy`` of 2 GiB (524,288 rows x 1024 float32), written
    chunk by chunk through ``np.lib.format.open_memmap``, scored with the sparse model in
    its own process under ``/usr/bin/time -v`` (peak resident memory); deleted after.
@@ -108,6 +110,42 @@ def dask_run(args, dense, sparse):
     return summary
 
 
+def probe(path, dense, rows, seed, rounds=5):
+    """On a worker: {"sparse", "dense": [ms per predict_proba of ``rows`` rows]}, the
+    sparse model loaded from ``path`` and the ``dense`` MLP as sent (the first call of
+    each, which measures the sparse model's plans, left out)."""
+    X = np.random.default_rng(seed).standard_normal((rows, SIZES[0]), dtype=np.float32)
+    times = {}
+    with spp.dask.task_threads(1):
+        for name, model in (("sparse", spp.load(path)), ("dense", dense)):
+            model.predict_proba(X)
+            times[name] = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                model.predict_proba(X)
+                times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def probe_run(args, dense, sparse):
+    from distributed import Client, LocalCluster
+
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="scale-probe-") as tmp:
+        path = os.path.join(tmp, "model.npz")
+        sparse.save(path)
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            got = client.run(probe, path, dense, args.chunk, args.seed)
+    summary = {}
+    for name in ("sparse", "dense"):
+        ms = [statistics.median(t[name]) for t in got.values()]
+        summary[name] = {"ms_per_chunk_per_worker": ms,
+                         "rows_per_second_per_worker": [args.chunk / (m / 1e3) for m in ms]}
+    print(f"in the workers, {args.chunk} rows, ms per predict_proba: " + ", ".join(
+        f"{name} {summary[name]['ms_per_chunk_per_worker']}" for name in summary), flush=True)
+    return summary
+
+
 def write_npy(path, n_rows, n_features, chunk, seed):
     """A float32 .npy of (n_rows, n_features), standard normal, written chunk by chunk."""
     rng = np.random.default_rng(seed)
@@ -177,6 +215,7 @@ def main(argv=None):
     parser.add_argument("--tmp", default=None, help="where the .npy goes (deleted after)")
     parser.add_argument("--skip-dask", action="store_true")
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--skip-probe", action="store_true")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -194,6 +233,8 @@ def main(argv=None):
               f"({d['speedup_median']:.2f}x); drawing alone "
               f"{d['draw only']['rows_per_second_median']:,.0f} rows/s; labels agree "
               f"{d['labels_agree']:.4%}", flush=True)
+    if not args.skip_probe:
+        report["probe"] = probe_run(args, dense, sparse)
     if not args.skip_cli:
         report["cli"] = cli_run(args, sparse, dense)
     print(json.dumps(report, indent=1))

@@ -167,6 +167,8 @@ def _resolve_threads(threads):
         import dask.config
 
         threads = dask.config.get("sparseprune.threads", None)
+        if threads is not None:
+            return check_int(threads, "the Dask config value sparseprune.threads", minimum=1)
     if threads is not None:
         return check_int(threads, "threads", minimum=1)
     return None if threading.current_thread() is threading.main_thread() else 1
@@ -300,6 +302,7 @@ def predict_chunks(client, model, chunks, method="predict", in_flight=None, thre
     first chunk. ``method``: "predict" or "predict_proba"; ``threads``: per task, see
     :func:`task_threads`; ``name``: the data's name in error messages.
     """
+    # Checked here, at the call; the generator below starts only when iterated.
     if method not in ("predict", "predict_proba"):
         raise ValueError(f"method must be 'predict' or 'predict_proba', got {method!r}")
     if in_flight is None:
@@ -308,6 +311,11 @@ def predict_chunks(client, model, chunks, method="predict", in_flight=None, thre
     if threads is not None:
         threads = check_int(threads, "threads", minimum=1)
     tail, dtype = output_layout(model, method)
+    return _stream(client, model, chunks, method, in_flight, threads, name, tail, dtype)
+
+
+def _stream(client, model, chunks, method, in_flight, threads, name, tail, dtype):
+    """predict_chunks' generator, on checked arguments."""
     shipped = client.scatter(_Shipped(model), broadcast=True, hash=False)
     pending = deque()  # futures, or the empty result of an empty chunk, in order
     start = 0

@@ -224,7 +224,43 @@ def test_bad_input_is_refused_and_nothing_is_written(saved, tmp_path, capsys):
             match="INPUT must end in .npy or .npz or .csv")
     refused(capsys, tmp_path, tmp_path / "narrow.npy", tmp_path / "narrow.npy", "--out", out,
             match="narrow.npy: not an .npz archive")
+    (tmp_path / "narrow.csv").write_text("1,2,3,4,5\n6,7,8,9,10\n")
+    refused(capsys, tmp_path, path, tmp_path / "narrow.csv", "--out", out,
+            match="narrow.csv has 5 features per sample, the model expects 12")
+    np.savez(tmp_path / "narrow.npz", X=data(5)[:, :5])
+    refused(capsys, tmp_path, path, tmp_path / "narrow.npz", "--out", out,
+            match="narrow.npz[X] has 5 features per sample, the model expects 12")
+    # Damaged members of a compressed archive: a corrupt stream, a broken member header.
+    np.savez_compressed(tmp_path / "good.npz", X=data(400))
+    raw = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "stream.npz").write_bytes(raw[:40] + bytes(20) + raw[60:])
+    refused(capsys, tmp_path, path, tmp_path / "stream.npz", "--out", out,
+            match="stream.npz[X]: not a readable .npy array")
+    (tmp_path / "member.npz").write_bytes(b"XXXX" + raw[4:])
+    refused(capsys, tmp_path, path, tmp_path / "member.npz", "--out", out,
+            match="member.npz[X]: cannot be read")
     assert not out.exists()
+
+
+def test_nan_in_an_archive_names_its_row(saved, tmp_path, capsys):
+    path, _, _ = saved
+    X = data(50)
+    X[31, 4] = np.nan
+    np.savez_compressed(tmp_path / "x.npz", X=X)
+    refused(capsys, tmp_path, path, tmp_path / "x.npz", "--out", tmp_path / "out.npy",
+            "--batch-size", 8, match="row 31")
+
+
+def test_a_csv_from_a_spreadsheet_and_string_labels(tmp_path):
+    """A byte-order mark before the first number is not data; labels that are strings
+    (a model's ``classes``) are written to .csv as they are."""
+    smodel = spp.MLP([3, 8, 3], seed=2, classes=["cat", "dog", "eel"]).to_sparse()
+    smodel.save(tmp_path / "model.npz")
+    X = np.random.default_rng(0).standard_normal((9, 3))
+    (tmp_path / "x.csv").write_text("\n".join(",".join(repr(float(v)) for v in row)
+                                              for row in X) + "\n", encoding="utf-8-sig")
+    assert run(tmp_path / "model.npz", tmp_path / "x.csv", "--out", tmp_path / "y.csv") == 0
+    assert (tmp_path / "y.csv").read_text().split() == list(smodel.predict(X))
 
 
 def test_a_bad_output_path_is_refused_before_reading(saved, tmp_path, capsys):

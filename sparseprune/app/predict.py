@@ -5,10 +5,14 @@ Input: ``.npy`` (memory-mapped: each chunk is copied out and its pages handed ba
 the kernel after use, so the resident memory stays at a chunk's worth, not the file's),
 ``.npz`` (the array named ``X``, or the only one; streamed out of the archive, compressed
 or not) or ``.csv`` (comma-separated numbers, one sample a line; a first line with no
-number in it is a header). Any real numeric dtype; rows of ``n_features`` values.
+number in it is a header). Any real numeric dtype; rows of ``n_features`` values. A
+Fortran-ordered array (``np.save(path, X.T)`` of a feature-major X) spreads each row
+over the whole file: memory is bounded for C-ordered arrays only, and a Fortran-ordered
+one ends up resident (``.npy``) or is read whole (``.npz``).
 
-Output: ``.npy`` or ``.csv``, what ``model.predict`` gives (class labels, int64; or a
-regressor's values) or with ``proba`` ``model.predict_proba``, one row per input row.
+Output: ``.npy`` or ``.csv``, what ``model.predict`` gives (class labels: int64 indices,
+or the model's ``classes``; or a regressor's values) or with ``proba``
+``model.predict_proba``, one row per input row.
 It is written to a temporary file beside the output and renamed over it at the end, so
 the output appears complete or not at all; on any error the temporary file is removed
 and an existing output is left as it was.
@@ -76,7 +80,7 @@ def _read_npy_header(f, path):
             return np.lib.format.read_array_header_1_0(f)
         if version == (2, 0):
             return np.lib.format.read_array_header_2_0(f)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable .npy array: {exc}") from exc
     raise ValueError(f"{path}: .npy format version {version} is not supported (1.0, 2.0)")
 
@@ -144,15 +148,19 @@ class _NpzInput:
             self._zip.close()
             raise ValueError(f"{path}: holds arrays {[n[:-4] for n in names]}; expected one "
                              "array, or one named 'X'")
-        self._stream = self._zip.open(member)
+        self._name = f"{path}[{member[:-4]}]"
+        self._stream = None
         try:
-            shape, self._fortran, self._dtype = _read_npy_header(self._stream, f"{path}[{member[:-4]}]")
-            check_feature_layout(shape, self._dtype, n_features, name=f"{path}[{member[:-4]}]")
+            try:
+                self._stream = self._zip.open(member)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                raise ValueError(f"{self._name}: cannot be read: {exc}") from exc
+            shape, self._fortran, self._dtype = _read_npy_header(self._stream, self._name)
+            check_feature_layout(shape, self._dtype, n_features, name=self._name)
         except BaseException:
             self.close()
             raise
         self.n_rows, self._n_cols = shape
-        self._name = f"{path}[{member[:-4]}]"
 
     def chunks(self, batch):
         if self._fortran:
@@ -177,7 +185,8 @@ class _NpzInput:
         return np.frombuffer(data, self._dtype, count)
 
     def close(self):
-        self._stream.close()
+        if self._stream is not None:
+            self._stream.close()
         self._zip.close()
 
 
@@ -195,24 +204,28 @@ class _CsvInput:
 
     def __init__(self, path, n_features):
         self.path = path
+        # utf-8-sig: a byte-order mark (what spreadsheet programs write) is not data.
+        self._file = open(path, encoding="utf-8-sig", newline="")
         try:
-            self._file = open(path, encoding="utf-8", newline="")
             first, self.n_rows = None, 0
-            for line in self._file:
-                if line.strip():
-                    first = line if first is None else first
-                    self.n_rows += 1
-        except UnicodeDecodeError as exc:
+            try:
+                for line in self._file:
+                    if line.strip():
+                        first = line if first is None else first
+                        self.n_rows += 1
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}: not a text file: {exc}") from exc
+            if first is None:
+                raise ValueError(f"{path}: holds no rows, not even a header")
+            fields = first.split(",")
+            self._header = all(_parse_floats(v) is None for v in fields)
+            self._width = len(fields)
+            self.n_rows -= self._header
+            check_feature_layout((self.n_rows, self._width), np.float64, n_features,
+                                 name=path)
+        except BaseException:
             self._file.close()
-            raise ValueError(f"{path}: not a text file: {exc}") from exc
-        if first is None:
-            self._file.close()
-            raise ValueError(f"{path}: holds no rows, not even a header")
-        fields = first.split(",")
-        self._header = all(_parse_floats(v) is None for v in fields)
-        self._width = len(fields)
-        self.n_rows -= self._header
-        check_feature_layout((self.n_rows, self._width), np.float64, n_features, name=path)
+            raise
 
     def chunks(self, batch):
         self._file.seek(0)
@@ -298,11 +311,17 @@ class _NpyOutput:
 
 class _CsvOutput:
     """One line a sample: its label or its values, comma-separated; floats with the
-    digits that read back to the same value (9 for float32, 17 for float64)."""
+    digits that read back to the same value (9 for float32, 17 for float64), string
+    labels (a model's ``classes``) as they are."""
 
     def __init__(self, f, n_rows, tail, dtype):
         self._f = f
-        self._fmt = "%d" if dtype.kind in "iub" else {4: "%.9g"}.get(dtype.itemsize, "%.17g")
+        if dtype.kind in "US":
+            self._fmt = "%s"
+        elif dtype.kind in "iub":
+            self._fmt = "%d"
+        else:
+            self._fmt = {4: "%.9g"}.get(dtype.itemsize, "%.17g")
 
     def write(self, block):
         np.savetxt(self._f, block, fmt=self._fmt, delimiter=",")
@@ -407,8 +426,10 @@ def run(model_path, input_path, out, proba=False, batch_size=BATCH_SIZE, schedul
             else:
                 client = stack.enter_context(_client(scheduler, workers))
                 where = client.scheduler.address
-                results = predict_chunks(client, model, reader.chunks(batch_size), method,
-                                         name=name)
+                # Closed before the client (the stack unwinds in reverse): its cleanup
+                # cancels futures, which needs the client still open.
+                results = stack.enter_context(contextlib.closing(predict_chunks(
+                    client, model, reader.chunks(batch_size), method, name=name)))
             bar = stack.enter_context(tqdm(total=reader.n_rows, unit=" rows", file=sys.stderr,
                                            disable=not progress, desc="predict"))
             f = stack.enter_context(_atomic(out))
