@@ -35,10 +35,9 @@ import numpy as np
 import scipy.sparse as sp
 
 import sparseprune as spp
-from sparseprune import coding, ops
+from sparseprune import coding, ops, quantized_ops
 from sparseprune.app import demo
 from sparseprune.app.profile import measure
-from sparseprune.kernels import quantized
 from sparseprune.kernels.dense import IDENTITY
 
 BITS = (8, 6, 5, 4, 3, 2)
@@ -238,13 +237,21 @@ def timing(args):
         Wn = sp.random(side, side, density=nnz / side**2, random_state=rng, format="csc",
                        dtype=np.float32)
         q = spp.QuantizedLinear(Wn, bits=8)
-        x = rng.standard_normal(side).astype(np.float32)
-        y = np.empty(side, np.float32)
-        args_ = (False, q._indptr, q._indices, q._codes, q._kernel_step, q._kernel_offset)
-        calls = {"serial": lambda a=args_, x=x, q=q, y=y: quantized.qcsr_matvec(
-                     *a, x, q._bias, y),
-                 "parallel": lambda a=args_, x=x, q=q, y=y: quantized.qcsr_matvec_parallel(
-                     *a, q._row_bounds, x, q._bias, y)}
+        x = rng.standard_normal((side, 1)).astype(np.float32)
+        y = np.empty((side, 1), np.float32)
+
+        def path(limit, q=q, x=x, y=y):
+            """forward_fm at batch 1 with the serial/parallel crossover set to ``limit``."""
+            def call():
+                saved = quantized_ops.PARALLEL_MATVEC_NNZ
+                quantized_ops.PARALLEL_MATVEC_NNZ = limit
+                try:
+                    q.forward_fm(x, y, IDENTITY)
+                finally:
+                    quantized_ops.PARALLEL_MATVEC_NNZ = saved
+            return call
+
+        calls = {"serial": path(1 << 62), "parallel": path(0)}
         runs = [measure(calls, args.budget) for _ in range(args.repeats)]
         med = {k: float(np.median([r[k] for r in runs])) for k in calls}
         result["matvec"].append({"nnz": q.nnz, **med})

@@ -190,6 +190,18 @@ def check_matrix(a, shape, dtype, name, finite=True):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def check_code_points(a, name):
+    """``a`` itself, if it is not a unicode array or holds only valid code points (at
+    most 0x10FFFF, no surrogates): NumPy stores any 32-bit value in a ``<U`` array, and
+    Python fails on the invalid ones only when a string is made of them."""
+    if a.dtype.kind == "U" and a.size:
+        points = np.ascontiguousarray(a).view(np.uint32)
+        if ((points > 0x10FFFF) | ((points >= 0xD800) & (points <= 0xDFFF))).any():
+            raise ValueError(f"{name} holds characters that are not valid Unicode code "
+                             "points")
+    return a
+
+
 INDEX_DTYPE = np.dtype(np.int32)
 # Kernels index with int32: every dimension and nnz must fit.
 MAX_INDEX = np.iinfo(np.int32).max

@@ -3,8 +3,12 @@ integers, a byte cursor, Golomb codes of sorted positions, b-bit code packing an
 general-purpose compressed streams.
 
 Encoders take validated arrays. Decoders read untrusted bytes: they check every length
-and every value, never read past what they were given, never allocate more than a
-bounded multiple of it, and raise ValueError saying what is wrong.
+and every value, never read past what they were given, never inflate a stream beyond
+MAX_INFLATION times its stored bytes, and raise ValueError saying what is wrong. What a
+count allows them to allocate is bounded by the counts a file may claim: a mask of n
+positions, whatever its coded length (an all-kept mask costs no bytes), takes about
+n bytes plus 8 a kept position while it is decoded, and its kept count is bounded by
+the values stream, MAX_INFLATION times its bytes.
 """
 
 import lzma
@@ -16,11 +20,17 @@ import numpy as np
 
 __all__ = ["LZMA_FILTERS", "MAX_INFLATION", "Reader", "STREAM_METHODS", "compress",
            "decode_positions", "decompress", "encode_positions", "golomb_bits",
-           "golomb_parameter", "pack_codes", "unpack_codes", "varint"]
+           "golomb_parameter", "pack_codes", "unpack_codes", "varint", "within_inflation"]
 
 # Deflate cannot expand data by more than about 1032:1; no stream may claim more than
 # this (a decoder refuses it before inflating anything, an encoder never writes it).
 MAX_INFLATION = 1100
+
+
+def within_inflation(size, stored):
+    """Whether ``size`` decoded bytes may come from ``stored`` stored bytes (a margin of
+    4 KiB for the stream formats' own overhead on tiny inputs)."""
+    return size <= MAX_INFLATION * stored + 4096
 #: How a stream's bytes are stored: as they are ("raw": for codes, packed at b bits),
 #: raw deflate (zlib) or raw LZMA1 (lzma), of the codes one per byte or of the values.
 STREAM_METHODS = ("raw", "zlib", "lzma")
@@ -276,7 +286,7 @@ def decompress(stored, method, size):
         if len(stored) != size:
             raise ValueError(f"{len(stored)} stored bytes, expected {size}")
         return stored
-    if size > MAX_INFLATION * len(stored) + 4096:
+    if not within_inflation(size, len(stored)):
         raise ValueError(f"{len(stored)} {method} bytes cannot hold {size}")
     try:
         if method == "zlib":

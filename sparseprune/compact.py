@@ -39,10 +39,10 @@ import zlib
 
 import numpy as np
 
-from ._validation import MAX_INDEX, check_csr, to_finite_float
+from ._validation import MAX_INDEX, check_code_points, check_csr, to_finite_float
 from .coding import (
-    MAX_INFLATION, STREAM_METHODS, Reader, compress, decode_positions, decompress,
-    encode_positions, pack_codes, unpack_codes, varint,
+    STREAM_METHODS, Reader, compress, decode_positions, decompress,
+    encode_positions, pack_codes, unpack_codes, varint, within_inflation,
 )
 
 __all__ = ["MAGIC", "VERSION", "decode", "encode"]
@@ -60,7 +60,7 @@ def _smallest(candidates):
     """(method index, bytes) of the shortest of ``candidates``, (bytes, decoded size)
     per method, among those a reader accepts (within MAX_INFLATION)."""
     allowed = [(len(data), i, data) for i, (data, raw_size) in enumerate(candidates)
-               if raw_size <= MAX_INFLATION * len(data) + 4096]
+               if within_inflation(raw_size, len(data))]
     _, i, data = min(allowed)
     return i, data
 
@@ -76,7 +76,7 @@ def _value_stream(layer, dtype):
     candidates = [(packed, len(packed))]
     candidates += [(compress(raw, method), len(raw)) for method in STREAM_METHODS[1:]]
     method, data = _smallest(candidates)
-    count = layer["indptr"][-1] + layer["indptr"].size - 1
+    count = int(layer["indptr"][-1]) + layer["indptr"].size - 1
     return bytes([method]) + varint(int(count)) + varint(len(data)) + data
 
 
@@ -85,6 +85,11 @@ def _classes(classes):
         return varint(0)
     classes = np.asarray(classes)
     classes = np.ascontiguousarray(classes, classes.dtype.newbyteorder("<"))
+    # What a reader refuses is not written: the save fails instead of the load.
+    if not _CLASS_TYPE.match(classes.dtype.str):
+        raise ValueError(f"classes of type {classes.dtype} cannot be saved in format "
+                         f"version {VERSION} (bool, integers, float32/float64 or strings "
+                         "of at most 9999 characters); save with version=1")
     name = classes.dtype.str.encode("ascii")
     return varint(len(name)) + name + varint(classes.size) + classes.tobytes()
 
@@ -126,7 +131,8 @@ def _read_classes(reader):
     dtype = np.dtype(name)
     count = reader.varint("classes count", MAX_INDEX)
     raw = reader.take(count * dtype.itemsize, "classes")
-    return np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+    classes = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+    return check_code_points(classes, "classes")
 
 
 def _read_stream(reader, what, count):
@@ -170,7 +176,7 @@ def _read_layer(reader, n_in, n_out, itemsize, name):
     if method == "raw" and len(stored) != size:
         raise ValueError(f"{name}: values: {len(stored)} bytes for {count} values, expected "
                          f"{size}")
-    if method != "raw" and size > MAX_INFLATION * len(stored) + 4096:
+    if method != "raw" and not within_inflation(size, len(stored)):
         raise ValueError(f"{name}: values: {len(stored)} {method} bytes cannot hold {count} "
                          f"values")
     layer["values"] = (method, stored, size)

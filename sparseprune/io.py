@@ -32,7 +32,8 @@ import zlib
 import numpy as np
 
 from . import compact
-from ._validation import FLOAT_DTYPES, check_csr, check_matrix
+from ._validation import FLOAT_DTYPES, check_code_points, check_csr, check_matrix
+from .coding import within_inflation
 from .activations import ACTIVATIONS
 from .heads import HEADS
 
@@ -43,9 +44,6 @@ FORMAT = "sparseprune"
 VERSION = 1
 #: Every version this module writes and reads.
 VERSIONS = (1, compact.VERSION)
-# Deflate cannot expand data more than about 1032:1, so a member that claims more is a
-# forgery (a zip bomb) and is refused before it is inflated.
-MAX_INFLATION = 1100
 
 
 def _umask():
@@ -212,7 +210,7 @@ def _read_head(npz, keys, path):
         if classes.ndim != 1 or classes.dtype.kind not in "biufU":
             raise ValueError(f"{path}: 'classes' must be a 1-D array of numbers or strings, "
                              f"got {classes.dtype} of shape {classes.shape}")
-        head["classes"] = classes
+        head["classes"] = check_code_points(classes, f"{path}: 'classes'")
     return head
 
 
@@ -251,11 +249,14 @@ def _read_npz(path):
             zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable .npz file: {_brief(exc)}") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        npz.close() if hasattr(npz, "close") else None
+        if hasattr(npz, "close"):
+            npz.close()
         raise ValueError(f"{path}: not an .npz archive")
     with npz:
         for info in npz.zip.infolist():
-            if info.file_size > MAX_INFLATION * max(info.compress_size, 1) + 4096:
+            # A member claiming more than deflate can give is a forgery (a zip bomb),
+            # refused before it is inflated.
+            if not within_inflation(info.file_size, info.compress_size):
                 raise ValueError(f"{path}: member {info.filename!r} claims an impossible size")
         keys = set(npz.files)
         missing = _expected_keys(0) - keys

@@ -105,6 +105,12 @@ class _Linear:
         """Bytes of the weight as this layer stores it."""
         raise NotImplementedError
 
+    def _new_values(self, kept, bias):
+        """``kept`` (nnz,) and ``bias`` (out,) for :meth:`with_values`, checked (shape,
+        real numbers, finite) and cast to the layer's dtype: the kernels trust them."""
+        return (check_matrix(kept, (self.n_active,), self.dtype, "kept"),
+                check_matrix(bias, (self.out_features,), self.dtype, "bias"))
+
 
 class MaskedLinear(_Linear):
     """A dense linear layer whose pruned weights are held at exactly zero.
@@ -196,6 +202,7 @@ class MaskedLinear(_Linear):
     def with_values(self, kept, bias):
         """A new MaskedLinear with this mask, the kept weights ``kept`` (nnz,) in
         CSR-of-``W.T`` order and ``bias`` (out,), cast to the layer's dtype."""
+        kept, bias = self._new_values(kept, bias)
         weight = np.zeros(self.shape, self.dtype)
         weight[self.kept_positions()] = kept
         return MaskedLinear(weight, bias, mask=self._mask, dtype=self.dtype)
@@ -356,8 +363,7 @@ class SparseLinear(_Linear):
         as copies are made to be evaluated a few times (noisy weights, quantized ones),
         too few to pay for measuring, and a fixed backend keeps their results
         reproducible."""
-        kept = np.ascontiguousarray(kept, dtype=self.dtype)
-        bias = np.ascontiguousarray(bias, dtype=self.dtype)
+        kept, bias = self._new_values(kept, bias)
         backend = "sparse" if self._backend == "auto" else self._backend
         return SparseLinear.from_csr(self.shape, self._indptr, self._indices, kept, bias,
                                      backend)
@@ -685,8 +691,7 @@ class QuantizedLinear(_Linear):
         """A float :class:`SparseLinear` on this pattern with the values ``kept`` (nnz,)
         and ``bias`` (out,), cast to the layer's dtype, on the CSR kernels: values off
         the grid have no codes (noisy weights, another quantizer)."""
-        kept = np.ascontiguousarray(kept, dtype=self.dtype)
-        bias = np.ascontiguousarray(bias, dtype=self.dtype)
+        kept, bias = self._new_values(kept, bias)
         indptr, indices, _ = self.csr_arrays()
         return SparseLinear.from_csr(self.shape, indptr, indices, kept, bias, "sparse")
 
@@ -700,8 +705,9 @@ class QuantizedLinear(_Linear):
         float weight to run a dense product on."""
         return "sparse"
 
-    def backend_for(self, batch):
-        """Always "sparse": the quantized kernels at every batch size."""
+    def backend_for(self, batch, public=False):
+        """Always "sparse": the quantized kernels at every batch size, inside a model and
+        on the public path alike."""
         return "sparse"
 
     # -- passes ----------------------------------------------------------------------

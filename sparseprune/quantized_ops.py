@@ -19,8 +19,8 @@ TILE_LANES = {np.dtype(t): quantized.qcsr_tile_bytes() // np.dtype(t).itemsize
               for t in (np.float32, np.float64)}
 # Batch 1: below this many nonzeros one thread finishes before the pool wakes up. The
 # gather loop costs about 0.37 ns a nonzero serially against 0.55 for the float one, so
-# the crossover sits higher than ops' 65,536 (measured: see quantized_matvec_crossover in
-# benchmarks/quantized_digits.py).
+# the crossover sits higher than ops' 65,536 (measured: the batch-1 kernel serial
+# against parallel by nonzeros, ``benchmarks/quantized_digits.py --timing``).
 PARALLEL_MATVEC_NNZ = 1 << 17
 # Batches: the row and tile loops are the float kernels' with a table lookup per nonzero,
 # so ops' model of their serial time holds (nnz * (24 + batch) units of ~0.05 ns; a
@@ -42,6 +42,14 @@ def dequantization_table(bits, offset, step, dtype):
     return np.ascontiguousarray(float(offset) + float(step) * codes, dtype=dtype)
 
 
+def _centre(step, offset, top):
+    """(zero, base) of x's dtype for the batch-1 kernels: the code nearest the value 0
+    (within 0..top) and its value, ``offset + step * zero``."""
+    t = type(step)
+    zero = 0.0 if step == 0 else min(max(round(-float(offset) / float(step)), 0), top)
+    return t(zero), t(float(offset) + float(step) * zero)
+
+
 def qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, x,
                  out):
     """out (rows, batch) = dequantized(A) @ x + bias (ReLU'd if ``relu``), x (cols, batch).
@@ -54,11 +62,13 @@ def qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, 
     batch = x.shape[1]
     if batch == 1:
         xv, yv = x.reshape(-1), out.reshape(-1)
+        zero, base = _centre(step, offset, table.size - 1)
         if indices.size >= PARALLEL_MATVEC_NNZ:
-            quantized.qcsr_matvec_parallel(relu, indptr, indices, codes, step, offset,
+            quantized.qcsr_matvec_parallel(relu, indptr, indices, codes, step, base, zero,
                                            row_bounds, xv, bias, yv)
         else:
-            quantized.qcsr_matvec(relu, indptr, indices, codes, step, offset, xv, bias, yv)
+            quantized.qcsr_matvec(relu, indptr, indices, codes, step, base, zero, xv, bias,
+                                  yv)
     elif indices.size * (PER_NONZERO_WORK + batch) < PARALLEL_WORK:
         quantized.qcsr_matmul(relu, indptr, indices, codes, table, x, bias, out)
     elif batch >= TILE_LANES[x.dtype]:

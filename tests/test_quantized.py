@@ -3,6 +3,8 @@ the uint8 kernels agree with NumPy, files round-trip bit for bit, and bad input 
 clear error."""
 
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -57,7 +59,8 @@ def test_values_round_trip_within_half_a_step(case, bits, seed):
                                                          layer.step).astype(W.dtype))
     # The quantizer the two-part code counts, over kept weights and biases together.
     q, offset, step = spp.mdl.quantize(values, bits)
-    assert_array_equal(codes, q) and offset == layer.offset and step == layer.step
+    assert_array_equal(codes, q)
+    assert offset == layer.offset and step == layer.step
 
 
 @given(scipy_weights(), BITS, BITS)
@@ -87,7 +90,8 @@ def test_the_served_model_is_the_one_the_two_part_code_describes(dtype, bits):
     # Made from the masked model directly: the same codes.
     direct = model.to_sparse(bits=bits)
     for a, b in zip(direct.layers, served.layers):
-        assert_array_equal(a.codes, b.codes) and a.step == b.step
+        assert_array_equal(a.codes, b.codes)
+        assert a.step == b.step
     # Coding the served model at its bits sends the same model and, to rounding, the
     # same labels (the two-part code evaluates dequantized values with the float
     # kernels, the served model dequantizes in its own).
@@ -169,6 +173,28 @@ def test_qcsr_forward_sm_against_numpy(case, batch, bits, seed, path, layout):
             assert quantized_ops.qcsr_forward_sm(*args, bad, out) is False
 
 
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_batch_one_is_as_precise_as_a_batch(path):
+    """Small weights beside a few large ones, positive inputs: the quantizer's offset is
+    far from the values, and batch 1 (two sums per row) must not lose what the table
+    path (batch 2) keeps. With the raw codes float32 lost 6e-5 of |X||W| here."""
+    rng = np.random.default_rng(0)
+    W = rng.normal(0, 0.01, (2000, 300))
+    W[rng.random(W.shape) > 0.3] = 0
+    W[0, :3] = [3, -3, 2.5]
+    layer = spp.QuantizedLinear(sp.csc_array(W.astype(np.float32)), bits=8)
+    x = rng.uniform(0, 1, (2000, 2)).astype(np.float32)
+    x[:, 1] = x[:, 0]
+    one, two = (np.empty((300, b), np.float32) for b in (1, 2))
+    with kernel_path(path):
+        layer.forward_fm(np.ascontiguousarray(x[:, :1]), one, IDENTITY)
+        layer.forward_fm(x, two, IDENTITY)
+    exact = x[:, 0].astype(np.float64) @ layer.to_dense() + layer.bias
+    scale = np.abs(x[:, 0]) @ np.abs(layer.to_dense())
+    assert np.max(np.abs(one[:, 0] - exact) / scale.max()) < 2e-6
+    assert np.max(np.abs(two[:, 0] - exact) / scale.max()) < 2e-6
+
+
 @pytest.mark.parametrize("batch", [1, 5, 300])
 def test_forward_names_non_finite_input(batch):
     """NaN anywhere in X: a ValueError that names X, on each sample-major path."""
@@ -235,13 +261,15 @@ def test_memory_narrow_indices_and_no_float_weights():
     rng = np.random.default_rng(0)
     W = sp.random(300, 200, density=0.1, random_state=rng, format="csc", dtype=np.float32)
     layer = spp.QuantizedLinear(W, bits=8)
-    assert layer._indices.dtype == np.uint16 and layer._codes.dtype == np.uint8
+    assert layer.codes.dtype == np.uint8
+    # codes and uint16 indices (3 bytes a nonzero), indptr, bias codes, table, quantizer
     expected = layer.nnz * 3 + 201 * 4 + 200 + 256 * 4 + 8
     assert layer.nbytes() == expected
     assert layer.nbytes() < 0.6 * spp.SparseLinear(W).nbytes()
     wide = spp.QuantizedLinear(sp.random(70_000, 2, density=1e-4, random_state=rng,
                                          format="csc"), bits=3)
-    assert wide._indices.dtype == np.int32
+    # More than 65,536 inputs: int32 indices, 5 bytes a nonzero (the table float64).
+    assert wide.nbytes() == wide.nnz * 5 + 3 * 4 + 2 + 8 * 8 + 8
 
 
 # -- the model and its files --------------------------------------------------------------
@@ -260,7 +288,8 @@ def assert_same_quantized(a, b):
     assert (a.activation, a.loss) == (b.activation, b.loss)
     assert (a.classes is None) == (b.classes is None)
     if a.classes is not None:
-        assert_array_equal(a.classes, b.classes) and a.classes.dtype == b.classes.dtype
+        assert_array_equal(a.classes, b.classes)
+        assert a.classes.dtype == b.classes.dtype
     for x, y in zip(a.layers, b.layers):
         assert type(x) is type(y) and x.shape == y.shape and x.dtype == y.dtype
         for u, v in zip(x.csr_arrays(), y.csr_arrays()):
@@ -380,3 +409,42 @@ def test_values_beyond_float32_cannot_be_quantized():
     W = sp.csc_array(np.array([[1e39], [-1.0]]))
     with pytest.raises(ValueError, match="float32"):
         spp.QuantizedLinear(W, bits=8)
+
+
+# -- classes in the files ------------------------------------------------------------------
+
+
+def _invalid_labels():
+    """Three one-character labels, the first an invalid code point NumPy stores as is."""
+    return np.frombuffer(np.array([0x110000, 98, 99], np.uint32).tobytes(), "<U1")
+
+
+def test_classes_a_version_2_file_cannot_hold_are_refused_at_save(tmp_path):
+    """The writer refuses what the reader would: the save fails, not the next load."""
+    model = spp.MLP([4, 6, 3], seed=0, classes=np.array([0.5, 1.5, 2.5], np.float16))
+    with pytest.raises(ValueError, match="cannot be saved in format version 2"):
+        model.to_sparse(bits=8).save(tmp_path / "m.spp")
+    assert not (tmp_path / "m.spp").exists()
+    model.to_sparse().save(tmp_path / "m.npz")  # version 1 holds them
+    assert spp.load(tmp_path / "m.npz").classes.dtype == np.float16
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_labels_that_are_not_unicode_are_refused_at_load(tmp_path, version):
+    path = tmp_path / "m.bin"
+    spp.MLP([4, 6, 3], seed=0, classes=["a", "b", "c"]).to_sparse().save(path,
+                                                                        version=version)
+    raw = path.read_bytes()
+    if version == 1:
+        with np.load(path) as npz:
+            arrays = dict(npz)
+        arrays["classes"] = _invalid_labels()
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    else:
+        body = bytearray(raw[9:])
+        at = body.index(np.array(["abc"]).astype("<U1").tobytes())
+        body[at : at + 4] = np.uint32(0x110000).tobytes()
+        path.write_bytes(raw[:5] + struct.pack("<I", zlib.crc32(body)) + bytes(body))
+    with pytest.raises(ValueError, match="not valid Unicode code points"):
+        spp.load(path)

@@ -352,7 +352,8 @@ def test_both_layer_kinds_present_one_face(case, seed):
     # parameters(): flat writable arrays the optimizer updates, with their live masks.
     (w, live), (b, b_live) = masked.parameters()
     assert w.size == n_in * n_out and np.shares_memory(w, masked.weight)
-    assert_array_equal(live, mask.ravel()) and b_live.all() and b is masked.bias
+    assert_array_equal(live, mask.ravel())
+    assert b_live.all() and b is masked.bias
     (data, live), (b, _) = sparse.parameters()
     assert data is sparse.data and live.all() and b is sparse.bias
     # assign_kept writes the values back in the same order.
