@@ -133,7 +133,10 @@ def test_predictions_match_the_reference(case):
             model.predict_proba(X)
         if n >= 2:
             expected = r2_score(y, values.astype(np.float64))
-            assert model.score(X, y) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+            # R^2 divides by the targets' spread: on a few samples a float32 model's
+            # rounding is amplified (n=3 gave -2727.0403 against -2727.0373).
+            rel = 1e-6 if np.dtype(dtype) == np.float64 else 1e-5
+            assert model.score(X, y) == pytest.approx(expected, rel=rel, abs=1e-6)
     loss_value, score = model.evaluate(X, y)
     assert_allclose(loss_value, ref.head_loss(logits, y, loss), **tol(dtype, scale=scale))
     if loss != "squared" or n >= 2:
