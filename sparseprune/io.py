@@ -60,7 +60,7 @@ def _smallest_uint(a):
             return a.astype(dtype)
 
 
-def write_arrays(path, dtype, sizes, layers, head=None, version=1):
+def write_arrays(path, dtype, sizes, layers, head=None, version=None):
     """Write a model's arrays to ``path`` atomically; returns ``path``.
 
     dtype: float32 or float64; sizes: the layer widths; layers: per layer a dict of the
@@ -68,17 +68,21 @@ def write_arrays(path, dtype, sizes, layers, head=None, version=1):
     ``bias`` or, for a quantized layer, uint8 ``codes`` and ``bias_codes`` with
     ``bits``, ``offset`` and ``step``; head: optionally {"activation": name, "loss":
     name, "classes": None or a 1-D array}. ``version`` 1 writes the .npz (float layers
-    only), 2 the compact format. The file appears complete or not at all: it is written
+    only), 2 the compact format; by default 2 if any layer holds codes, else 1. The file
+    appears complete or not at all: it is written
     to a temporary file in the same directory and renamed over ``path``, so a failed save
     leaves an existing file as it was.
     """
+    quantized = any("codes" in layer for layer in layers)
+    if version is None:
+        version = compact.VERSION if quantized else VERSION
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     if version == compact.VERSION:
         head = head or {"activation": "relu", "loss": "softmax", "classes": None}
         data = compact.encode(dtype, sizes, layers, head)
         return _atomic_write(path, lambda f: f.write(data))
-    if any("codes" in layer for layer in layers):
+    if quantized:
         raise ValueError("version 1 files hold float values; a quantized model is saved "
                          "as version 2")
     arrays = {

@@ -15,7 +15,8 @@ sample-major data:
 
 A third kind, :class:`QuantizedLinear`, serves a sparse layer whose values are b-bit
 codes: it has the inference half of the face (``forward``, ``forward_fm``, the kept
-weights, ``csr_arrays``, ``with_values``, ``nbytes``) and no training half.
+weights, ``csr_arrays``, ``with_values``, ``nbytes``, ``stored_arrays``: what a model
+file holds of it) and no training half.
 
 Callers never need to know which kind they hold, nor touch its private state.
 """
@@ -104,6 +105,13 @@ class _Linear:
     def nbytes(self):
         """Bytes of the weight as this layer stores it."""
         raise NotImplementedError
+
+    def stored_arrays(self):
+        """What a model file holds of this layer, as ``io.write_arrays`` takes it: the
+        pattern as CSR of ``W.T`` (``indptr``, ``indices``) with the float ``data`` and
+        ``bias``."""
+        indptr, indices, data = self.csr_arrays()
+        return {"indptr": indptr, "indices": indices, "data": data, "bias": self.bias}
 
     def _new_values(self, kept, bias):
         """``kept`` (nnz,) and ``bias`` (out,) for :meth:`with_values`, checked (shape,
@@ -679,6 +687,15 @@ class QuantizedLinear(_Linear):
     def kept_values(self):
         """The dequantized kept weights (nnz,), in CSR-of-``W.T`` order."""
         return self._table[self._codes]
+
+    def stored_arrays(self):
+        """What a model file holds of this layer: the pattern as CSR of ``W.T``
+        (``indptr``, ``indices``), the ``codes`` and ``bias_codes`` with ``bits`` and the
+        quantizer's ``offset`` and ``step``: no float values."""
+        indptr, indices, _ = self.csr_arrays()
+        return {"indptr": indptr, "indices": indices, "codes": self.codes,
+                "bias_codes": self.bias_codes, "bits": self.bits, "offset": self.offset,
+                "step": self.step}
 
     def nbytes(self):
         """Bytes the layer holds for its weight: codes (1 a nonzero), indices (2 or 4),

@@ -487,11 +487,8 @@ class SparseMLP(_Network):
         By default a model with a quantized layer is saved as 2 (1 cannot hold codes),
         any other as 1.
         """
-        quantized = any(isinstance(layer, QuantizedLinear) for layer in self.layers)
-        if version is None:
-            version = 2 if quantized else 1
         return write_arrays(path, self.dtype, self.sizes,
-                            [_layer_arrays(layer) for layer in self.layers],
+                            [layer.stored_arrays() for layer in self.layers],
                             head={"activation": self.activation, "loss": self.loss,
                                   "classes": self.classes}, version=version)
 
@@ -523,17 +520,6 @@ class SparseMLP(_Network):
             f"{self.activation!r}, loss={self.loss!r}, sparsity={self.sparsity:.3f}"
             + ("" if self.bits is None else f", bits={self.bits}") + ")"
         )
-
-
-def _layer_arrays(layer):
-    """A layer's arrays as ``io.write_arrays`` takes them."""
-    if isinstance(layer, QuantizedLinear):
-        indptr, indices, _ = layer.csr_arrays()
-        return {"indptr": indptr, "indices": indices, "codes": layer.codes,
-                "bias_codes": layer.bias_codes, "bits": layer.bits, "offset": layer.offset,
-                "step": layer.step}
-    indptr, indices, data = layer.csr_arrays()
-    return {"indptr": indptr, "indices": indices, "data": data, "bias": layer.bias}
 
 
 def load(path):
