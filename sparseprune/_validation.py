@@ -121,6 +121,12 @@ def check_features(X, n_features, dtype, name="X", finite=True):
     return to_finite_float(X, dtype, name)
 
 
+def writable(a):
+    """``a``, or a copy of it if it is read-only (a memory map opened so, a joblib-loaded
+    array): the kernels' signatures take writable arrays."""
+    return a if a.flags.writeable else a.copy()
+
+
 def check_feature_layout(shape, dtype, n_features, name="X"):
     """Check what can be checked of a 2-D input before its values are read (a file's
     header, a dask array's metadata): numeric real ``dtype``, ``shape`` (n_samples,

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from ._tuning import Plan, check_backend
 from ._validation import (
     INDEX_DTYPE, check_dtype, check_features, check_matrix, check_quantized_bits,
-    check_sparse_weight,
+    check_sparse_weight, writable,
 )
 from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .mdl.pieces import quantize
@@ -305,10 +305,7 @@ class SparseLinear(_Linear):
         return cls.from_csr(layer.shape, *layer.csr_arrays(), layer.bias.copy(), backend)
 
     def _setup(self, shape, indptr, indices, data, bias, backend):
-        # The kernels' signatures take writable arrays: read-only ones (a memory map, a
-        # joblib-loaded estimator) are copied once here.
-        indptr, indices, data, bias = (a if a.flags.writeable else a.copy()
-                                       for a in (indptr, indices, data, bias))
+        indptr, indices, data, bias = map(writable, (indptr, indices, data, bias))
         self.in_features, self.out_features = shape
         self.dtype = data.dtype
         # The forward kernels read the narrowest index type; int32 ones are made when the
@@ -446,9 +443,9 @@ class SparseLinear(_Linear):
         # Shapes and dtypes are checked before any kernel runs; finiteness rides along
         # with the packing (no pass of its own over X), except on the call that measures
         # a batch bucket: contenders are never timed on input that will be refused.
-        X = check_features(X, self.in_features, self.dtype, finite=False)
+        X = writable(check_features(X, self.in_features, self.dtype, finite=False))
         if backend == "auto" and self.plan.get("forward", X.shape[0]) is None:
-            X = check_features(given, self.in_features, self.dtype)
+            X = writable(check_features(given, self.in_features, self.dtype))
         out = np.empty((X.shape[0], self.out_features), self.dtype)
         if backend == "auto":
             backend = self.plan.choose("forward", X.shape[0], {
@@ -734,7 +731,7 @@ class QuantizedLinear(_Linear):
         (the transpose of a C-contiguous (out, batch) array). X is packed into the
         kernel's tiles straight from its rows, the finiteness check riding along."""
         given = X
-        X = check_features(X, self.in_features, self.dtype, finite=False)
+        X = writable(check_features(X, self.in_features, self.dtype, finite=False))
         out = aligned_empty((self.out_features, X.shape[0]), self.dtype)
         if not qcsr_forward_sm(self._indptr, self._indices, self._codes, self._table,
                                self._kernel_step, self._kernel_offset, self._row_bounds,

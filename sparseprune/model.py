@@ -14,7 +14,8 @@ from .heads import check_loss, get_head
 from .interop import torch_out
 from .io import read_arrays, write_arrays
 from .layers import MaskedLinear, QuantizedLinear, SparseLinear
-from .passes import Workspace, chunks, forward_backward, logits_fm, to_feature_major
+from .passes import (Workspace, chunks, forward_backward, logits_fm, to_feature_major,
+                     to_sample_major)
 from .train import DenseBackend, fit
 
 __all__ = ["MLP", "SparseMLP", "load"]
@@ -103,6 +104,11 @@ class _Network:
     def feature_major(self, X, name="X"):
         """Validate X (n_samples, n_features) and return it as (n_features, n_samples)."""
         return to_feature_major(X, self.n_features, self.dtype, name=name)
+
+    def sample_major(self, X, name="X"):
+        """Validate X (n_samples, n_features) and return it C-contiguous, of the model's
+        dtype (X itself when it is so already): what ``train.fit_sm`` takes."""
+        return to_sample_major(X, self.n_features, self.dtype, name=name)
 
     def logits_fm(self, xt):
         """Logits (n_outputs, batch) of feature-major input ``xt`` (n_features, batch).

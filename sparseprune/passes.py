@@ -11,13 +11,13 @@ the model's dtype, finite).
 
 import numpy as np
 
-from ._validation import check_features
+from ._validation import check_features, writable
 from .activations import code, needs_preactivation
 from .kernels.dense import IDENTITY, dense_act_backward, dense_act_into
 from .ops import aligned_empty
 
 __all__ = ["PREDICT_CHUNK", "Workspace", "chunks", "forward_backward", "logits_fm",
-           "to_feature_major"]
+           "to_feature_major", "to_sample_major"]
 
 #: Inference runs in chunks of this many samples, bounding the activations' memory.
 PREDICT_CHUNK = 4096
@@ -30,6 +30,13 @@ def to_feature_major(X, n_features, dtype, name="X"):
     xt = aligned_empty((X.shape[1], X.shape[0]), dtype)
     xt[...] = X.T
     return xt
+
+
+def to_sample_major(X, n_features, dtype, name="X"):
+    """Validate X (n_samples, n_features) and return it C-contiguous and writable, of
+    ``dtype``: X itself when it is so already (no copy). The kernels' signatures take
+    writable arrays; a read-only X (a memory map) is copied."""
+    return writable(np.ascontiguousarray(check_features(X, n_features, dtype, name=name)))
 
 
 def logits_fm(layers, dtype, xt, act):

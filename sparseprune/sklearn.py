@@ -20,7 +20,7 @@ from .activations import check_activation
 from .model import MLP
 from .prune import get_criterion, get_schedule, iterative
 from .prune.scopes import check_scope
-from .train import FitOptions, fit_fm
+from .train import FitOptions, fit_sm
 
 __all__ = ["SparseMLPClassifier", "SparseMLPRegressor"]
 
@@ -97,8 +97,8 @@ class _SparseMLP(BaseEstimator):
 
         model = MLP([X.shape[1], *hidden, n_outputs], dtype=dtype, seed=int(seeds[0]),
                     activation=self.activation, loss=loss)
-        xt = model.feature_major(X)
-        history = fit_fm(model, xt, model.targets(y, xt.shape[1]), None, options)
+        X = model.sample_major(X)
+        history = fit_sm(model, X, model.targets(y, X.shape[0]), None, options)
         records = []
         if sparsity > 0:
             records = iterative(

@@ -373,3 +373,22 @@ def test_read_only_arrays_are_served(rng):
     layer = spp.SparseLinear.from_csr((30, 20), *arrays, backend="sparse")
     X = rng.normal(size=(5, 30)).astype(np.float32)
     assert_allclose(layer.forward(X), X @ W.toarray(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 130])
+@pytest.mark.parametrize("backend", ["sparse", "dense", "auto"])
+def test_read_only_input_is_served(rng, batch, backend):
+    """X read-only (np.load(..., mmap_mode="r")) runs through every layer kind's forward,
+    at batch 1 (the gather kernel), below a tile and over two tiles."""
+    W = sp.random_array((300, 20), density=0.3, rng=rng, dtype=np.float32)
+    bias = rng.normal(size=20).astype(np.float32)
+    X = rng.normal(size=(batch, 300)).astype(np.float32)
+    X.flags.writeable = False
+    layer = spp.SparseLinear(W, bias, backend=backend)
+    expected = X @ W.toarray() + bias
+    assert_allclose(layer.forward(X), expected, rtol=1e-5, atol=1e-5)
+    quantized = spp.QuantizedLinear.from_layer(layer, 8)
+    assert_allclose(quantized.forward(X), X @ quantized.weight.toarray() + quantized.bias,
+                    rtol=1e-5, atol=1e-5)
+    masked = spp.MaskedLinear(W.toarray(), bias)
+    assert_allclose(masked.forward(X), expected, rtol=1e-5, atol=1e-5)

@@ -187,6 +187,19 @@ def test_any_layout_and_dtype_trains_like_the_converted_input(convert, blobs):
     assert a.score(weird, y) == b.score(plain, y)
 
 
+def test_read_only_input_trains_like_a_writable_one(blobs):
+    X, y, _, _ = blobs
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    a, b = spp.MLP([6, 8, 4], seed=0), spp.MLP([6, 8, 4], seed=0)
+    for backend in ("dense", "sparse"):
+        ha = a.fit(frozen, y, epochs=2, batch_size=32, progress=False, backend=backend)
+        hb = b.fit(X, y, epochs=2, batch_size=32, progress=False, backend=backend)
+        assert ha.history == hb.history
+    for la, lb in zip(a.layers, b.layers):
+        assert_array_equal(la.weight, lb.weight)
+
+
 def test_fit_leaves_the_input_unchanged(blobs):
     X, y, _, _ = blobs
     X_f = np.asfortranarray(X)  # its transpose is C-contiguous: used without a copy

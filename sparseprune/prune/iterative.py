@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 from .._validation import check_choice, check_int, check_sparsity
 from ..mdl.pieces import check_bits
 from ..mdl.two_part import DescriptionLength, description_length_fm
-from ..train import FitOptions, check_validation_data, fit_fm
+from ..train import FitOptions, check_validation_data, fit_sm
 from .criteria import get_criterion
 from .schedules import get_schedule
 from .scopes import check_scope, layer_counts
@@ -153,7 +153,9 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     # Every option is checked before the first weight is pruned.
     options = FitOptions.from_kwargs("iterative", epochs=finetune_epochs, lr=lr,
                                      progress=False, **fit_kwargs)
-    xt = model.feature_major(X)
+    # Trained on from its rows (fit_sm), measured on feature-major.
+    xs = model.sample_major(X)
+    xt = model.feature_major(xs)
     y = model.targets(y, xt.shape[1])
     validation = check_validation_data(model, validation_data)
     on_batch = None
@@ -173,7 +175,7 @@ def iterative(model, X, y, target_sparsity, steps=5, schedule="cubic", finetune_
     bar = tqdm(range(1, steps + 1), desc="prune", unit="step", disable=not progress)
     for step in bar:
         goal = plan.prune(model, step, steps, schedule)
-        history = fit_fm(model, xt, y, validation, options, on_batch=on_batch)
+        history = fit_sm(model, xs, y, validation, options, on_batch=on_batch)
         total, active = model.count_parameters()
         _, train_acc = model.evaluate_fm(xt, y)
         val_acc = model.evaluate_fm(*validation)[1] if validation is not None else None

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int, check_sparsity
 from ..model import MLP
-from ..train import FitOptions, check_validation_data, fit_fm
+from ..train import FitOptions, check_validation_data, fit_sm
 from .criteria import Magnitude
 from .iterative import WeightPlan
 from .schedules import geometric
@@ -144,7 +144,9 @@ def lottery(model, X, y, target_sparsity, rounds=5, epochs=10, rewind="init",
         raise TypeError(f"lottery() got unexpected keyword arguments {taken}: every round "
                         f"trains `epochs` epochs, and progress is lottery()'s own")
     options = FitOptions.from_kwargs("lottery", epochs=epochs, progress=False, **fit_kwargs)
-    xt = model.feature_major(X)
+    # Trained on from its rows (fit_sm), measured on feature-major.
+    xs = model.sample_major(X)
+    xt = model.feature_major(xs)
     n = xt.shape[1]
     y = model.targets(y, n)
     validation = check_validation_data(model, validation_data)
@@ -172,7 +174,7 @@ def lottery(model, X, y, target_sparsity, rounds=5, epochs=10, rewind="init",
             for layer, weight, bias in zip(model.layers, *point):
                 layer.weight = weight  # zeroed off the mask by the layer
                 layer.bias = bias
-        history = fit_fm(model, xt, y, validation, options,
+        history = fit_sm(model, xs, y, validation, options,
                          on_batch=keep_point if point is None else None)
         if point is None:  # k is the last iteration of the round
             point = _snapshot(model)

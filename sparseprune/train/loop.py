@@ -5,12 +5,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..kernels.layout import take_fm, take_fm_parallel
 from ..kernels.optim import soft_threshold
+from ..ops import PACK_PARALLEL_BYTES
 from ..passes import Workspace, forward_backward
 from .backends import choose_backends
 from .options import FitOptions
 
-__all__ = ["History", "bind", "check_validation_data", "fit", "fit_fm", "l1_step"]
+__all__ = ["History", "bind", "check_validation_data", "fit", "fit_fm", "fit_sm", "l1_step"]
 
 
 @dataclass
@@ -71,10 +73,10 @@ def fit(model, X, y, validation_data=None, **options):
     History
     """
     options = FitOptions.from_kwargs("fit", **options)
-    xt = model.feature_major(X)
-    targets = model.targets(y, xt.shape[1])
+    X = model.sample_major(X)
+    targets = model.targets(y, X.shape[0])
     validation = check_validation_data(model, validation_data)
-    return fit_fm(model, xt, targets, validation, options)
+    return fit_sm(model, X, targets, validation, options)
 
 
 def bind(optimizer, backends, ws):
@@ -110,16 +112,45 @@ def l1_step(optimizer, backends, l1):
     return step
 
 
-def fit_fm(model, xt, targets, validation, options, on_batch=None):
-    """``fit`` on data already validated: xt (n_features, n) feature-major of the model's
-    dtype, targets as ``model.targets`` gives them, validation None or such a pair,
-    ``options`` a :class:`FitOptions`.
+def fit_sm(model, X, targets, validation, options, on_batch=None):
+    """``fit`` on data already validated: X (n, n_features) sample-major, C-contiguous, of
+    the model's dtype (``model.sample_major``), targets as ``model.targets`` gives them,
+    validation None or a feature-major pair (:func:`check_validation_data`), ``options``
+    a :class:`FitOptions`.
 
     ``on_batch(backends)``, if given, is called after every batch's backward pass and
     before its update: each backend's weight (``parameters[0][0]``) still holds the
     values the gradient (``grads[0]``) was computed at (pruning criteria that accumulate
-    during training, and lottery tickets' rewind points, read them there)."""
-    n = xt.shape[1]
+    during training, and lottery tickets' rewind points, read them there).
+
+    Each batch is taken from X's rows straight into the feature-major layout the passes
+    run on: at 2,048 x 2,048 float32, batch 256, 0.34 ms a batch, where a feature-major
+    copy of X (25 ms a fit) and its batch columns (2.6 ms a batch: every cache line of
+    the copy holds one of the batch's columns) cost 46 ms a one-epoch fit.
+    """
+    def take(idx, out):
+        if out.nbytes < PACK_PARALLEL_BYTES:
+            take_fm(X, idx, out)
+        else:
+            take_fm_parallel(X, idx, out)
+
+    return _fit(model, X.shape[0], take, targets, validation, options, on_batch)
+
+
+def fit_fm(model, xt, targets, validation, options, on_batch=None):
+    """:func:`fit_sm` on feature-major xt (n_features, n) of the model's dtype
+    (``model.feature_major``), for callers that hold X only so."""
+    def take(idx, out):
+        # mode="clip" skips the bounds check (idx is a permutation) and the copy of
+        # ``out`` that numpy makes under the default mode.
+        np.take(xt, idx, axis=1, out=out, mode="clip")
+
+    return _fit(model, xt.shape[1], take, targets, validation, options, on_batch)
+
+
+def _fit(model, n, take, targets, validation, options, on_batch):
+    """Train on ``n`` samples; ``take(idx, out)`` fills the feature-major ``out``
+    (n_features, len(idx)) with the samples ``idx``."""
     batch = options.batch_for(n)
     seed = model.rng.integers(2**63) if options.seed is None else options.seed
     rng = np.random.default_rng(seed)
@@ -130,8 +161,8 @@ def fit_fm(model, xt, targets, validation, options, on_batch=None):
     grads = bind(optimizer, backends, ws)
     prox = l1_step(optimizer, backends, options.l1)
     try:
-        return _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws,
-                       backends, grads, prox, on_batch)
+        return _epochs(model, n, take, targets, validation, options, batch, optimizer, rng,
+                       ws, backends, grads, prox, on_batch)
     finally:
         for backend in backends:
             backend.finish()
@@ -141,9 +172,8 @@ def fit_fm(model, xt, targets, validation, options, on_batch=None):
                 layer.mask = layer.mask & (layer.weight != 0)
 
 
-def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, backends,
-            grads, prox, on_batch):
-    n = xt.shape[1]
+def _epochs(model, n, take, targets, validation, options, batch, optimizer, rng, ws,
+            backends, grads, prox, on_batch):
     history = History()
     best, stale = np.inf, 0
     bar = tqdm(range(1, options.epochs + 1), desc="fit", unit="epoch",
@@ -154,9 +184,7 @@ def _epochs(model, xt, targets, validation, options, batch, optimizer, rng, ws, 
         for start in range(0, n, batch):
             idx = order[start : start + batch]
             b = idx.shape[0]
-            # mode="clip" skips the bounds check (idx is a permutation) and the copy of
-            # ``out`` that numpy makes under the default mode.
-            np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
+            take(idx, ws.acts(b)[0])
             model.head.gather(targets, idx, ws.targets(b))
             batch_loss, batch_correct = forward_backward(backends, ws, b)
             if on_batch is not None:
