@@ -28,7 +28,7 @@ class Criterion:
 
     ``needs_data``: made by name, the criterion needs ``data=(X, y)``.
     ``observes_training``: the criterion has an ``observe(backends)`` method that drivers
-    call at every training step (``train.fit_fm``'s ``on_batch``).
+    call at every training step (``train.fit_sm``'s ``on_batch``).
     """
 
     name = "criterion"
@@ -210,7 +210,7 @@ class Movement(GradientCriterion):
 
     def observe(self, backends):
         """Add ``-w * g`` of one training step: each backend's weight and the gradient
-        computed at it (``train.fit_fm``'s ``on_batch``, before the update)."""
+        computed at it (``train.fit_sm``'s ``on_batch``, before the update)."""
         self._check_shapes([b.layer.shape for b in backends])
         for acc, b in zip(self.total, backends):
             acc -= b.as_matrix(b.parameters[0][0]) * b.as_matrix(b.grads[0])

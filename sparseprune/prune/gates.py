@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .._validation import check_int, check_real
 from ..kernels.optim import adam_step
 from ..passes import Workspace, forward_backward
-from ..train import DenseBackend, FitOptions
+from ..train import DenseBackend, FitOptions, take_rows
 from .unstructured import check_model
 
 __all__ = ["BETA", "GAMMA", "L0History", "ZETA", "expected_l0", "gate_probabilities",
@@ -106,9 +106,9 @@ def l0(model, X, y, lam, epochs=50, lr=1e-3, gate_lr=0.05, batch_size=None, init
     init_keep = check_real(init_keep, "init_keep", low=0.0, high=1.0, low_open=True,
                            high_open=True)
     options = FitOptions(batch_size=batch_size, seed=seed, optimizer="adam", lr=lr)
-    xt = model.feature_major(X)
-    targets = model.targets(y, xt.shape[1])
-    n = xt.shape[1]
+    xs = model.sample_major(X)
+    targets = model.targets(y, xs.shape[0])
+    n = xs.shape[0]
     batch = options.batch_for(n)
     rng = np.random.default_rng(model.rng.integers(2**63) if seed is None else seed)
 
@@ -140,7 +140,7 @@ def l0(model, X, y, lam, epochs=50, lr=1e-3, gate_lr=0.05, batch_size=None, init
                 layer.weight = w * z * m
                 gates.append(z)
                 slopes.append(dz)
-            np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
+            take_rows(xs, idx, ws.acts(b)[0])
             model.head.gather(targets, idx, ws.targets(b))
             batch_loss, _ = forward_backward(backends, ws, b)
             loss += batch_loss

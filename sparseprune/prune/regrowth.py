@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .._tuning import check_backend
 from .._validation import check_choice, check_int, check_real, check_sparsity
 from ..passes import Workspace, forward_backward
-from ..train import FitOptions, bind, check_validation_data, choose_backends
+from ..train import FitOptions, bind, check_validation_data, choose_backends, take_rows
 from .scopes import check_scope, layer_counts
 from .unstructured import check_model
 
@@ -162,10 +162,10 @@ def dynamic(model, X, y, sparsity, method="rigl", epochs=100, update_every=100,
         raise TypeError(f"dynamic() got unexpected keyword arguments {taken}")
     options = FitOptions.from_kwargs("dynamic", **{"tol": None, **fit_options},
                                      epochs=epochs, progress=False, backend=backend)
-    xt = model.feature_major(X)
-    targets = model.targets(y, xt.shape[1])
+    xs = model.sample_major(X)
+    targets = model.targets(y, xs.shape[0])
     validation = check_validation_data(model, validation_data)
-    n = xt.shape[1]
+    n = xs.shape[0]
     batch = options.batch_for(n)
     seed = int(model.rng.integers(2**63)) if options.seed is None else options.seed
     # Shuffling draws from the seed as fit's does; the masks and SET's growth from a
@@ -191,7 +191,7 @@ def dynamic(model, X, y, sparsity, method="rigl", epochs=100, update_every=100,
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
                 b = idx.size
-                np.take(xt, idx, axis=1, out=ws.acts(b)[0], mode="clip")
+                take_rows(xs, idx, ws.acts(b)[0])
                 model.head.gather(targets, idx, ws.targets(b))
                 batch_loss, batch_correct = forward_backward(backends, ws, b)
                 optimizer.step(grads)
