@@ -1,5 +1,7 @@
 """Magnitude and random pruning, schedules and the iterative driver."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -11,6 +13,10 @@ import sparseprune as spp
 from helpers import params, random_problem
 from sparseprune.prune import schedules
 from strategies import dtypes, mlp_sizes, seeds, sparsities
+
+# Random tiny networks at any sparsity: one global ranking often empties a layer, which
+# these tests do not look at (test_prune.py::test_emptying_a_layer_warns_and_names_it does).
+pytestmark = pytest.mark.filterwarnings("ignore::sparseprune.prune.EmptyLayerWarning")
 
 SCOPES = ["global", "layer"]
 
@@ -430,3 +436,19 @@ def test_prune_random_is_seeded_like_criterion_random():
 
     assert np.array_equal(mask(3, "function"), mask(3, "criterion"))
     assert not np.array_equal(mask(3, "function"), mask(4, "function"))
+
+
+def test_emptying_a_layer_warns_and_names_it():
+    """One global ranking over layers of different scales can take a whole layer, as
+    torch's global_unstructured does: the masks stay torch's, and a warning says so."""
+    model = spp.MLP([2, 100, 3], seed=0)
+    model.layers[1].weight = model.layers[1].weight * 1e-6
+    with pytest.warns(spp.prune.EmptyLayerWarning, match=r"every weight of layer\(s\) \[1\]"):
+        spp.prune.magnitude(model, 0.7)
+    assert not model.layers[1].mask.any() and model.layers[0].mask.any()
+    # Already empty: no second warning, and a layer-wise budget keeps both layers.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spp.prune.magnitude(model, 0.8)
+        other = spp.prune.magnitude(spp.MLP([2, 100, 3], seed=0), 0.7, scope="layer")
+    assert all(layer.mask.any() for layer in other.layers)

@@ -23,10 +23,11 @@ from .structured import neurons
 from .units import (
     UNIT_CRITERIA, Activation, L1Norm, L2Norm, UnitCriterion, UnitTaylor, get_unit_criterion,
 )
-from .unstructured import keep_mask, magnitude, prune, random, unstructured
+from .unstructured import EmptyLayerWarning, keep_mask, magnitude, prune, random, unstructured
 
 __all__ = [
-    "Activation", "CRITERIA", "Criterion", "DynamicHistory", "GradientCriterion",
+    "Activation", "CRITERIA", "Criterion", "DynamicHistory", "EmptyLayerWarning",
+    "GradientCriterion",
     "L0History", "L1Norm", "MaskUpdate", "dynamic",
     "L2Norm", "LotteryRound", "Magnitude", "Movement", "PruneStep", "Random", "SCHEDULES",
     "SCOPES", "SNIP", "Taylor", "Ticket", "UNIT_CRITERIA", "UnitCriterion", "UnitTaylor",

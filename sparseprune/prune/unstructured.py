@@ -1,13 +1,20 @@
 """Unstructured pruning: remove individual weights by score, over a scope."""
 
+import warnings
+
 import numpy as np
 
 from .._validation import check_sparsity
 from .criteria import Random, get_criterion
 from .scopes import check_scope, layer_counts
 
-__all__ = ["apply_counts", "check_model", "check_scores", "keep_mask", "magnitude",
-           "prune", "random", "unstructured"]
+__all__ = ["EmptyLayerWarning", "apply_counts", "check_model", "check_scores", "keep_mask",
+           "magnitude", "prune", "random", "unstructured"]
+
+
+class EmptyLayerWarning(UserWarning):
+    """Global pruning took every weight of a layer: the model's outputs no longer depend
+    on its input. Filter it where that is what you are exploring (an MDL sweep to 99%)."""
 
 
 def check_model(model):
@@ -58,17 +65,30 @@ def keep_mask(scores, alive, sparsity):
 def apply_counts(model, scores, counts):
     """Prune ``model`` in place by ``scores`` (float64 (in, out) per layer, checked):
     ``counts`` an int, the weights to have pruned over all layers in one ranking, or a
-    list of ints, those of each layer. Already pruned weights count and stay pruned."""
+    list of ints, those of each layer. Already pruned weights count and stay pruned.
+
+    One ranking over layers of different scales can take every weight of a layer, as
+    torch's ``global_unstructured`` does (the masks here stay torch's): the model's
+    outputs then no longer depend on its input, which an :class:`EmptyLayerWarning`
+    says. A budget per layer that rounds to the whole layer is the caller's own ask."""
     layers = model.layers
     if not isinstance(counts, int):
         for layer, s, k in zip(layers, scores, counts):
             layer.mask = _keep(s.ravel(), layer.mask.ravel(), k).reshape(layer.shape)
         return model
+    had_weights = [layer.mask.any() for layer in layers]
     flat = _keep(np.concatenate([s.ravel() for s in scores]),
                  np.concatenate([layer.mask.ravel() for layer in layers]), counts)
     offsets = np.cumsum([0] + [layer.n_weights for layer in layers])
     for layer, lo, hi in zip(layers, offsets[:-1], offsets[1:]):
         layer.mask = flat[lo:hi].reshape(layer.shape)
+    emptied = [i for i, (had, layer) in enumerate(zip(had_weights, layers))
+               if had and not layer.mask.any()]
+    if emptied:
+        warnings.warn(f"global pruning removed every weight of layer(s) {emptied}: the "
+                      f"model's outputs no longer depend on its input (scope='layer' or "
+                      f"'erk' share the budget layer by layer)", EmptyLayerWarning,
+                      stacklevel=3)
     return model
 
 
