@@ -727,17 +727,18 @@ class QuantizedLinear(_Linear):
     # -- passes ----------------------------------------------------------------------
 
     def forward(self, X):
-        """``X @ W_q + b_q`` for X (batch, in); returns (batch, out) of the layer's dtype
-        (the transpose of a C-contiguous (out, batch) array). X is packed into the
-        kernel's tiles straight from its rows, the finiteness check riding along."""
+        """``X @ W_q + b_q`` for X (batch, in); returns (batch, out) of the layer's dtype,
+        C-contiguous. As :meth:`SparseLinear.forward`: X is packed into the kernel's tiles
+        straight from its rows, the finiteness check riding along, and the kernel writes
+        sample-major rows."""
         given = X
         X = writable(check_features(X, self.in_features, self.dtype, finite=False))
-        out = aligned_empty((self.out_features, X.shape[0]), self.dtype)
+        out = np.empty((X.shape[0], self.out_features), self.dtype)
         if not qcsr_forward_sm(self._indptr, self._indices, self._codes, self._table,
                                self._kernel_step, self._kernel_offset, self._row_bounds,
                                self._bias, False, X, out):
             check_features(given, self.in_features, self.dtype)  # raises, saying why
-        return out.T
+        return out
 
     def forward_fm(self, x, out, act):
         """Fill ``out`` (out, batch) with ``act(W_q.T @ x + b_q)`` for feature-major ``x``

@@ -190,31 +190,42 @@ def narrow_indices(indices, n_cols):
     return indices
 
 
-def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out):
-    """csr_forward (feature-major x (cols, batch), out (rows, batch)) with ``indices``
-    int32 or uint16 (see narrow_indices); the same kernel choice."""
+def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=None):
+    """out (rows, batch) = A @ x + bias (ReLU'd if ``relu``) for feature-major x (cols,
+    batch), ``indices`` int32 or uint16 (see narrow_indices): the gather kernel at batch
+    1, the row kernel below a register tile of lanes, the tiled kernel from one on,
+    serial or over the row chunks by the amount of work.
+
+    With ``table`` (2**bits,) ``data`` holds uint8 codes, nonzero p standing for
+    ``table[data[p]]`` (a quantized layer; its batch 1 is ``quantized_ops``')."""
     batch = x.shape[1]
-    if batch == 1:
+    values = (data,) if table is None else (data, table)
+    if batch == 1 and table is None:
         xv, yv = x.reshape(-1), out.reshape(-1)
         if indices.size >= PARALLEL_MATVEC_NNZ:
             csr.csr_matvec_parallel(relu, indptr, indices, data, row_bounds, xv, bias, yv)
         else:
             csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
     elif batch >= TILE_LANES[x.dtype]:
-        _tiled(indptr, indices, data, row_bounds, bias, relu, pack_tiles(x, TILE_LANES[x.dtype]), False, out)
+        _tiled(indptr, indices, values, row_bounds, bias, relu,
+               pack_tiles(x, TILE_LANES[x.dtype]), False, out)
     elif _serial(indices.size, batch):
-        csr.csr_matmul(relu, indptr, indices, data, x, bias, out)
+        (csr.csr_matmul if table is None else csr.qcsr_matmul)(
+            relu, indptr, indices, *values, x, bias, out)
     else:
-        csr.csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out)
+        (csr.csr_matmul_parallel if table is None else csr.qcsr_matmul_parallel)(
+            relu, indptr, indices, *values, row_bounds, x, bias, out)
     return out
 
 
 def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
-                   out_sample_major=True):
-    """X @ A.T + bias (ReLU'd if ``relu``) for sample-major X (batch, cols) of data's
+                   out_sample_major=True, table=None):
+    """X @ A.T + bias (ReLU'd if ``relu``) for sample-major X (batch, cols) of bias's
     dtype: what ``SparseLinear.forward`` computes, without the transposes at its edges.
     out is C-contiguous, (batch, rows), or (rows, batch) with ``out_sample_major=False``
-    (a model's first layer, feeding feature-major layers). ``indices`` int32 or uint16.
+    (a model's first layer, feeding feature-major layers). ``indices`` int32 or uint16;
+    ``data`` and ``table`` as :func:`csr_forward` takes them (batch 1 of a quantized
+    layer is ``quantized_ops``').
 
     Returns whether X was all finite (if not, out holds garbage and the caller raises):
     the check rides along with the packing, no separate pass over X.
@@ -230,20 +241,21 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
     if batch == 1:
         xv = np.ascontiguousarray(X).reshape(-1)
         csr_forward(indptr, indices, data, row_bounds, bias, relu,
-                           xv.reshape(-1, 1), out.reshape(-1, 1))
+                    xv.reshape(-1, 1), out.reshape(-1, 1), table)
         return bool(np.isfinite(xv).all())
     lanes = TILE_LANES[X.dtype]
     if batch * SM_TILE_FRACTION < lanes:
         xt = np.ascontiguousarray(X.T)
         if not out_sample_major:
-            csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, out)
+            csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, out, table)
         else:
             yt = np.empty((out.shape[1], batch), out.dtype)
-            csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, yt)
+            csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, yt, table)
             out[...] = yt.T
         return bool(np.isfinite(xt).all())
     xp, finite = pack_tiles_sm(X, lanes)
-    _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sample_major, out)
+    values = (data,) if table is None else (data, table)
+    _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sample_major, out)
     return finite
 
 
@@ -269,10 +281,11 @@ def pack_tiles_sm(X, lanes):
     return xp, finite
 
 
-def _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sm, out):
-    """The register-tile kernel on packed xp, serial or over the row chunks. Sample-major
-    output goes through 16-row blocks, one per chunk (4 KiB each at float32, AVX-512):
-    allocated per call, so concurrent calls never share them."""
+def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out):
+    """The register-tile kernel on packed xp, serial or over the row chunks; ``values``
+    (data,) or, for a quantized layer, (codes, table). Sample-major output goes through
+    16-row blocks, one per chunk (4 KiB each at float32, AVX-512): allocated per call, so
+    concurrent calls never share them."""
     batch = out.shape[0] if out_sm else out.shape[1]
     dtype = xp.dtype
     serial = _serial(indices.size, batch)
@@ -281,9 +294,11 @@ def _tiled(indptr, indices, data, row_bounds, bias, relu, xp, out_sm, out):
         blocks = np.empty((n_blocks, csr.SM_BLOCK_ROWS, xp.shape[2]), dtype)
     else:
         blocks = np.empty((n_blocks, 0, 0), dtype)
+    quantized = len(values) == 2
     if serial:
-        csr.csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, blocks, out)
+        (csr.qcsr_matmul_tiles if quantized else csr.csr_matmul_tiles)(
+            relu, out_sm, indptr, indices, *values, xp, bias, blocks, out)
     else:
-        csr.csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, xp,
-                                    bias, blocks, out)
+        (csr.qcsr_matmul_tiles_parallel if quantized else csr.csr_matmul_tiles_parallel)(
+            relu, out_sm, indptr, indices, *values, row_bounds, xp, bias, blocks, out)
 

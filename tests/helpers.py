@@ -15,16 +15,13 @@ def kernel_path(path):
     """Run ``ops`` and ``quantized_ops`` on their serial or their parallel kernels
     whatever the size, so that small test cases check both (each picks by the amount
     of work)."""
-    modules = (ops, quantized_ops)
-    saved = [(m.PARALLEL_WORK, m.PARALLEL_MATVEC_NNZ) for m in modules]
+    saved = ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ
     limit = 1 << 62 if path == "serial" else 0
-    for m in modules:
-        m.PARALLEL_WORK = m.PARALLEL_MATVEC_NNZ = limit
+    ops.PARALLEL_WORK = ops.PARALLEL_MATVEC_NNZ = quantized_ops.PARALLEL_MATVEC_NNZ = limit
     try:
         yield
     finally:
-        for m, (work, nnz) in zip(modules, saved):
-            m.PARALLEL_WORK, m.PARALLEL_MATVEC_NNZ = work, nnz
+        ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ = saved
 
 
 def random_model(sizes, dtype, seed):

@@ -145,7 +145,7 @@ def test_qcsr_forward_against_numpy(case, batch, relu, bits, seed, path, index, 
 @given(csr_cases(), batches, BITS, seeds, st.sampled_from(KERNEL_PATHS),
        st.sampled_from(["C", "F", "strided"]))
 def test_qcsr_forward_sm_against_numpy(case, batch, bits, seed, path, layout):
-    """The sample-major entry: X (batch, cols) in any layout, out (rows, batch), on every
+    """The sample-major entry: X (batch, cols) in any layout, out (batch, rows), on every
     path (batch 1, transposed rows, tiles packed from X's rows), with the finiteness
     flag; against the forward of the transposed X."""
     A, dtype = case
@@ -160,13 +160,13 @@ def test_qcsr_forward_sm_against_numpy(case, batch, bits, seed, path, layout):
     X = {"C": X[:batch], "F": np.asfortranarray(X[:batch]), "strided": X[::2]}[layout]
     args = (indptr, indices.astype(quantized_ops.index_dtype(n_cols)), codes, table, dtype.type(step),
             dtype.type(offset), ops.row_chunks(indptr), bias, False)
-    out = np.full((n_rows, batch), np.nan, dtype)
+    out = np.full((batch, n_rows), np.nan, dtype)
     expected = np.full((n_rows, batch), np.nan, dtype)
 
     with kernel_path(path):
         assert quantized_ops.qcsr_forward_sm(*args, X, out) is True
         quantized_ops.qcsr_forward(*args, np.ascontiguousarray(X.T), expected)
-        assert_allclose(out, expected, **tol(dtype, scale=n_cols + 2.0))
+        assert_allclose(out, expected.T, **tol(dtype, scale=n_cols + 2.0))
         if n_cols:
             bad = X.copy(order="K")
             bad[batch // 2, n_cols // 2] = np.nan
@@ -224,7 +224,9 @@ def test_layer_forward_on_any_layout(case, batch, bits, layout, act, seed):
     z = X.astype(np.float64) @ dense + bias
     scale = (np.abs(X.astype(np.float64)) @ np.abs(dense)).max(initial=0.0) + 1.0
 
-    assert_allclose(layer.forward(X), z, **tol(W.dtype, scale=scale))
+    Y = layer.forward(X)
+    assert Y.flags.c_contiguous and Y.shape == (batch, n_out) and Y.dtype == W.dtype
+    assert_allclose(Y, z, **tol(W.dtype, scale=scale))
     xt = np.ascontiguousarray(X.T)
     out = np.full((n_out, batch), np.nan, W.dtype)
     layer.forward_fm(xt, out, act)

@@ -108,18 +108,25 @@ def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype):
     assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, x.T)))
 
 
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "codes"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", KERNEL_PATHS)
-def test_forward_sm_at_tile_and_block_edges(dtype, path):
+def test_forward_sm_at_tile_and_block_edges(dtype, path, quantized):
     """Below and at half a tile (the transposing path, then tiles), exactly one tile,
     partial last tiles, many tiles; more rows than one 16-row output block, chunks whose
     bounds fall inside blocks; packing on one thread and on the
-    pool; scratch full of stale NaN from before."""
+    pool; scratch full of stale NaN from before. Float values, and codes read through a
+    table (a quantized layer's, the same loops)."""
     rng = np.random.default_rng(0)
     lanes = ops.TILE_LANES[np.dtype(dtype)]
     A = sp.random(83, 50, density=0.3, format="csr", random_state=1, dtype=np.float64)
     A = A.astype(dtype)
     indptr, indices, data = csr_arrays(A)
+    table = None
+    if quantized:
+        table = rng.uniform(-1, 1, 256).astype(dtype)
+        data = rng.integers(0, 256, indices.size).astype(np.uint8)
+        A = sp.csr_array((table[data], indices, indptr), shape=A.shape)
     bias = rng.uniform(-1, 1, 83).astype(dtype)
     # 83 rows in 5 chunks: bounds fall inside the 16-row output blocks.
     bounds = np.array([0, 7, 16, 40, 41, 83], np.int32)
@@ -132,7 +139,7 @@ def test_forward_sm_at_tile_and_block_edges(dtype, path):
                 with kernel_path(path), pytest.MonkeyPatch.context() as patch:
                     patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
                     assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, relu, X, out,
-                                              out_sample_major=out_sample_major)
+                                              out_sample_major=out_sample_major, table=table)
                 got = out if out_sample_major else out.T
                 assert_allclose(got, reference(A, X, bias, relu), **tol(dtype, scale=60.0))
 

@@ -12,14 +12,19 @@ Conventions
 * Kernels trust their inputs (no validation) and never allocate: the caller owns
   every output and scratch array. An "optional" array (bias, grad_bias) is
   switched off by passing a length-0 array, so one signature serves both cases.
-* int32 indptr/indices (the kernels of the last section also take uint16 indices),
+* int32 indptr/indices (the kernels of the last sections also take uint16 indices),
   float32/float64 values. Each kernel has explicit,
   C-contiguous signatures so it compiles once per dtype and is cached on disk.
+* Quantized layers (``qcsr_*``) run the same loops: their ``data`` is ``codes``, uint8
+  (nnz,), and the value of nonzero p is ``table[codes[p]]``, ``table`` (2**bits,) the
+  dequantized values (1 KiB in L1 at 8 bits): the lookup is spread over the batch lanes.
+  Batch 1, where it is not, has kernels of its own (``quantized.py``).
 * Parallel kernels take `row_bounds` from `csr_row_chunks`: chunks of rows with
   equal nnz. Numba's prange splits its range statically, so equal-nnz chunks are
   what balances the threads; rows alone would not for skewed patterns.
 """
-from numba import int64, prange, uint32
+from numba import int64, prange, types, uint32
+from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
@@ -32,7 +37,8 @@ __all__ = [
     "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_parallel",
     "csr_pack_tiles", "csr_pack_tiles_parallel", "csr_pack_tiles_sm", "csr_pack_tiles_sm_parallel",
     "csr_mask_count", "csr_mask_fill", "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel",
-    "csr_tile_bytes", "csr_transpose_count", "csr_transpose_fill",
+    "csr_tile_bytes", "csr_transpose_count", "csr_transpose_fill", "qcsr_matmul",
+    "qcsr_matmul_parallel", "qcsr_matmul_tiles", "qcsr_matmul_tiles_parallel",
 ]
 
 # fastmath is CONTRACT (FMAs only) here, except where a dot product must vectorise over
@@ -43,6 +49,20 @@ __all__ = [
 # Indexing note: Numba wraps negative signed indices (x[-1]), which costs ~15
 # instructions per access on a value loaded from `indices`. Casting the loaded
 # index to uint32 drops that check; it made the batch-1 kernel 2.5x faster.
+
+def _value(data, table, p):
+    """The value of nonzero p: ``data[p]``, or ``table[data[p]]`` when data holds codes.
+    Resolved when a kernel compiles (table is None for float layers), so the float
+    kernels read ``data[p]`` as if written so."""
+    return data[p] if table is None else table[data[p]]
+
+
+@overload(_value, inline="always")
+def _value_typed(data, table, p):
+    if isinstance(table, types.NoneType):
+        return lambda data, table, p: data[p]
+    return lambda data, table, p: table[data[p]]
+
 
 # --------------------------------------------------------------------------- #
 # Structure helpers
@@ -159,8 +179,9 @@ def csr_gather_parallel(perm, data, data_t):
 # (A = W^T for the forward pass, A = W, i.e. the transpose, for the input grad).
 # --------------------------------------------------------------------------- #
 @inline()
-def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
-    """Rows r0..r1 of out. Loop order: row -> nonzero -> batch lane.
+def _matmul_rows(r0, r1, relu, indptr, indices, data, table, x, bias, out):
+    """Rows r0..r1 of out. Loop order: row -> nonzero -> batch lane. Values as
+    ``_value`` reads them (``table`` None, or the codes' values).
 
     Each nonzero streams one whole contiguous X^T row (the hardware prefetcher
     follows it), and the output row (batch lanes, <= a few KiB) stays in L1 for the
@@ -186,10 +207,10 @@ def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
         p = indptr[j]
         end = indptr[j + 1]
         while p + 4 <= end:
-            v0 = data[p]
-            v1 = data[p + 1]
-            v2 = data[p + 2]
-            v3 = data[p + 3]
+            v0 = _value(data, table, p)
+            v1 = _value(data, table, p + 1)
+            v2 = _value(data, table, p + 2)
+            v3 = _value(data, table, p + 3)
             x0 = x[uint32(indices[p])]
             x1 = x[uint32(indices[p + 1])]
             x2 = x[uint32(indices[p + 2])]
@@ -198,7 +219,7 @@ def _matmul_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
                 y[b] += (v0 * x0[b] + v1 * x1[b]) + (v2 * x2[b] + v3 * x3[b])
             p += 4
         while p < end:
-            v0 = data[p]
+            v0 = _value(data, table, p)
             x0 = x[uint32(indices[p])]
             for b in range(batch):
                 y[b] += v0 * x0[b]
@@ -393,10 +414,10 @@ SM_BLOCK_ROWS = 16
 
 
 @inline()
-def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, out):
+def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, blk, out):
     """Rows r0..r1 of output tile t into ``out``: feature-major (n_rows, batch), or
     sample-major (batch, n_rows) if ``out_sm``, through the block ``blk``
-    (SM_BLOCK_ROWS, lanes), the chunk's own.
+    (SM_BLOCK_ROWS, lanes), the chunk's own. Values as ``_value`` reads them.
 
     The row's L output lanes live in two register tiles (even and odd nonzeros: two
     independent FMA chains) for the whole row and are stored once. A tile of xp
@@ -430,17 +451,17 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, xp, bias, blk, ou
             for k in range(_TILE_LINES):
                 prefetch(xp, q0 + k * line)
                 prefetch(xp, q1 + k * line)
-            a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
-            a1 = tile_fma(a1, data[p + 1],
+            a0 = tile_fma(a0, _value(data, table, p), tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a1 = tile_fma(a1, _value(data, table, p + 1),
                           tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
             p += 2
         while p + 2 <= end:
-            a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
-            a1 = tile_fma(a1, data[p + 1],
+            a0 = tile_fma(a0, _value(data, table, p), tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a1 = tile_fma(a1, _value(data, table, p + 1),
                           tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
             p += 2
         if p < end:
-            a0 = tile_fma(a0, data[p], tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a0 = tile_fma(a0, _value(data, table, p), tile_load(xp, (base + uint32(indices[p])) * lanes))
         a0 = tile_add(a0, a1)
         if relu:
             a0 = tile_relu(a0)
@@ -481,7 +502,7 @@ def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, x
     for c in prange(row_bounds.shape[0] - 1):
         for t in range(xp.shape[0]):
             _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices,
-                       data, xp, bias, buf[c], out)
+                       data, None, xp, bias, buf[c], out)
 
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
@@ -491,8 +512,33 @@ def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
     for t in range(xp.shape[0]):
-        _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, data, xp, bias,
-                   buf[0], out)
+        _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, data, None, xp,
+                   bias, buf[0], out)
+
+
+@jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], int32[::1], "
+     "{T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT,
+     parallel=True, I=INDEX_TYPES)
+def qcsr_matmul_tiles_parallel(relu, out_sm, indptr, indices, codes, table, row_bounds, xp,
+                               bias, buf, out):
+    """csr_matmul_tiles_parallel of a quantized layer: value p is table[codes[p]]."""
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    for c in prange(row_bounds.shape[0] - 1):
+        for t in range(xp.shape[0]):
+            _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices,
+                       codes, table, xp, bias, buf[c], out)
+
+
+@jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], {T}[:, :, ::1], "
+     "{T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
+def qcsr_matmul_tiles(relu, out_sm, indptr, indices, codes, table, xp, bias, buf, out):
+    """csr_matmul_tiles of a quantized layer: value p is table[codes[p]]."""
+    if xp.shape[2] * xp.itemsize != TILE_BYTES:
+        raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    for t in range(xp.shape[0]):
+        _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, codes, table, xp,
+                   bias, buf[0], out)
 
 
 # Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
@@ -578,7 +624,7 @@ def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
 def csr_matmul(relu, indptr, indices, data, x, bias, out):
     """csr_matmul (feature-major x (n_cols, batch), batches below a tile) for either
     index type."""
-    _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+    _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, None, x, bias, out)
 
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, ::1], {T}[::1], "
@@ -586,5 +632,21 @@ def csr_matmul(relu, indptr, indices, data, x, bias, out):
 def csr_matmul_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     """csr_matmul_parallel for either index type."""
     for c in prange(row_bounds.shape[0] - 1):
-        _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
+        _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, None, x,
                      bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], {T}[:, ::1], {T}[::1], "
+     "{T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
+def qcsr_matmul(relu, indptr, indices, codes, table, x, bias, out):
+    """csr_matmul of a quantized layer: value p is table[codes[p]]."""
+    _matmul_rows(0, indptr.shape[0] - 1, relu, indptr, indices, codes, table, x, bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], int32[::1], {T}[:, ::1], "
+     "{T}[::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def qcsr_matmul_parallel(relu, indptr, indices, codes, table, row_bounds, x, bias, out):
+    """csr_matmul_parallel of a quantized layer: value p is table[codes[p]]."""
+    for c in prange(row_bounds.shape[0] - 1):
+        _matmul_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, codes, table,
+                     x, bias, out)
