@@ -39,8 +39,8 @@ from threadpoolctl import ThreadpoolController
 
 from ._validation import check_choice
 
-__all__ = ["BACKENDS", "CHOICE_BUDGET", "Plan", "batch_bucket", "check_backend", "measure",
-           "single_threaded_blas"]
+__all__ = ["BACKENDS", "CHOICE_BUDGET", "MEASURE_SAMPLES", "Plan", "batch_bucket",
+           "check_backend", "measure", "single_threaded_blas"]
 
 #: How a layer computes: the CSR kernels, BLAS on a dense weight, or measured.
 BACKENDS = ("auto", "sparse", "dense")
@@ -54,6 +54,12 @@ CHOICE_BUDGET = 2e-3
 MIN_ROUNDS = 3
 MAX_ROUNDS = 200
 ROUNDS = 5
+#: A choice for a larger batch is measured on its first MEASURE_SAMPLES samples. Both
+#: contenders cost the same per sample from a few hundred samples on (the CSR kernels
+#: run whole register tiles, BLAS whole blocks), so the winner at 512 is the winner at
+#: 4,096; measuring every contender four or five times on the whole batch cost a model's
+#: first call at batch 8,192 two to three seconds.
+MEASURE_SAMPLES = 512
 
 
 def check_backend(value, name="backend"):

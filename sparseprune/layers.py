@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from ._tuning import Plan, check_backend
+from ._tuning import MEASURE_SAMPLES, Plan, check_backend
 from ._validation import (
     INDEX_DTYPE, check_dtype, check_features, check_matrix, check_quantized_bits,
     check_sparse_weight, writable,
@@ -35,7 +35,7 @@ from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .mdl.pieces import quantize
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
-    csr_weight_grad, masked_to_csr, narrow_indices, row_chunks,
+    csr_weight_grad, leading_columns, masked_to_csr, narrow_indices, row_chunks,
 )
 from .quantized_ops import (
     dequantization_table, index_dtype, qcsr_forward, qcsr_forward_sm,
@@ -448,9 +448,10 @@ class SparseLinear(_Linear):
             X = writable(check_features(given, self.in_features, self.dtype))
         out = np.empty((X.shape[0], self.out_features), self.dtype)
         if backend == "auto":
+            part, part_out = X[:MEASURE_SAMPLES], out[:MEASURE_SAMPLES]
             backend = self.plan.choose("forward", X.shape[0], {
-                "sparse": lambda: self._sparse_forward_sm(X, out),
-                "dense": lambda: self._dense_forward_sm(X, out)})
+                "sparse": lambda: self._sparse_forward_sm(part, part_out),
+                "dense": lambda: self._dense_forward_sm(part, part_out)})
         finite = (self._sparse_forward_sm(X, out) if backend == "sparse"
                   else self._dense_forward_sm(X, out))
         if not finite:
@@ -473,9 +474,14 @@ class SparseLinear(_Linear):
     def _choose(self, x, out, act):
         if self._backend != "auto":
             return self._backend
-        choice = self.plan.choose("backend", x.shape[1], {
-            "sparse": lambda: self._sparse_forward(x, out, act),
-            "dense": lambda: self._dense_forward(x, out, act)})
+        choice = self.plan.get("backend", x.shape[1])
+        if choice is None:
+            part = leading_columns(x, MEASURE_SAMPLES)
+            part_out = out if part is x else aligned_empty((out.shape[0], part.shape[1]),
+                                                           out.dtype)
+            choice = self.plan.choose("backend", x.shape[1], {
+                "sparse": lambda: self._sparse_forward(part, part_out, act),
+                "dense": lambda: self._dense_forward(part, part_out, act)})
         if "dense" not in self.plan.winners("backend") | self.plan.winners("forward"):
             self._dense = None
         return choice

@@ -7,13 +7,14 @@ import warnings
 
 import numpy as np
 
-from ._tuning import Plan, check_backend, single_threaded_blas
+from ._tuning import MEASURE_SAMPLES, Plan, check_backend, single_threaded_blas
 from ._validation import check_dtype, check_int, check_quantized_bits
 from .activations import check_activation, code, init_std
 from .heads import check_loss, get_head
 from .interop import torch_out
 from .io import read_arrays, write_arrays
 from .layers import MaskedLinear, QuantizedLinear, SparseLinear
+from .ops import leading_columns
 from .passes import (Workspace, chunks, forward_backward, logits_fm, to_feature_major,
                      to_sample_major)
 from .train import DenseBackend, fit
@@ -438,12 +439,14 @@ class SparseMLP(_Network):
                 self.plan.record("blas", batch, "free")
                 return logits
 
+            part = leading_columns(xt, MEASURE_SAMPLES)
+
             def single():
                 with single_threaded_blas():
-                    _Network.logits_fm(self, xt)
+                    _Network.logits_fm(self, part)
 
             threads = self.plan.choose("blas", batch, {
-                "free": lambda: _Network.logits_fm(self, xt), "single": single})
+                "free": lambda: _Network.logits_fm(self, part), "single": single})
         if threads == "single":
             with single_threaded_blas():
                 return _Network.logits_fm(self, xt)

@@ -15,8 +15,9 @@ from ._validation import INDEX_DTYPE
 from .kernels import csr
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
-           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "masked_to_csr",
-           "narrow_indices", "pack_tiles", "pack_tiles_sm", "row_chunks"]
+           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad",
+           "leading_columns", "masked_to_csr", "narrow_indices", "pack_tiles", "pack_tiles_sm",
+           "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -107,6 +108,16 @@ def aligned_empty(shape, dtype, align=64):
     if nbytes < ALIGN_BYTES:
         return np.empty(shape, dtype)
     return _aligned_bytes(nbytes, align).view(dtype).reshape(shape)
+
+
+def leading_columns(x, n):
+    """The first ``n`` columns (samples) of feature-major x (features, batch): x itself
+    if it has no more, else a new C-contiguous copy laid out as activations are."""
+    if x.shape[1] <= n:
+        return x
+    part = aligned_empty((x.shape[0], n), x.dtype)
+    part[...] = x[:, :n]
+    return part
 
 
 def pack_tiles(x, lanes):

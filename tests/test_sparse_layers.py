@@ -392,3 +392,39 @@ def test_read_only_input_is_served(rng, batch, backend):
                     rtol=1e-5, atol=1e-5)
     masked = spp.MaskedLinear(W.toarray(), bias)
     assert_allclose(masked.forward(X), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_choices_for_large_batches_are_measured_on_their_leading_samples(rng, monkeypatch):
+    """A batch above MEASURE_SAMPLES is timed on its first MEASURE_SAMPLES samples (both
+    paths: feature-major inside a model, sample-major public), the winner is kept for the
+    whole batch's bucket, and the answer is the whole batch's."""
+    from sparseprune import layers
+
+    monkeypatch.setattr(layers, "MEASURE_SAMPLES", 8)
+    W = sp.random_array((30, 20), density=0.4, rng=rng, dtype=np.float64)
+    bias = rng.normal(size=20)
+    layer = spp.SparseLinear(W, bias, backend="auto")
+    seen = []
+    for name in ("_sparse_forward", "_dense_forward", "_sparse_forward_sm",
+                 "_dense_forward_sm"):
+        method = getattr(layer, name)
+        # The finite flag of the sample-major contenders is returned, the rest passed on.
+        monkeypatch.setattr(layer, name, lambda x, out, *act, m=method, n=name: (
+            seen.append((n, x.shape, out.shape)), m(x, out, *act))[1])
+    X = rng.normal(size=(37, 30))
+    expected = X @ W.toarray() + bias
+
+    assert_allclose(layer.forward(X), expected, rtol=1e-12, atol=1e-12)
+    measured, served = seen[:-1], seen[-1]
+    assert measured and all(x == (8, 30) and out == (8, 20) for _, x, out in measured)
+    assert served[1:] == ((37, 30), (37, 20))
+    assert set(layer.plan.as_dict()["forward"]) == {64}
+
+    seen.clear()
+    out = np.empty((20, 37))
+    layer.forward_fm(np.ascontiguousarray(X.T), out, IDENTITY)
+    assert_allclose(out.T, expected, rtol=1e-12, atol=1e-12)
+    measured, served = seen[:-1], seen[-1]
+    assert measured and all(x == (30, 8) and out == (20, 8) for _, x, out in measured)
+    assert served[1:] == ((30, 37), (20, 37))
+    assert set(layer.plan.as_dict()["backend"]) == {64}

@@ -168,3 +168,25 @@ def test_mixed_backends_settle_the_blas_threads_once_per_bucket():
     uniform = model.to_sparse(backend="sparse")
     uniform.predict_proba(X[:1])
     assert uniform.plan.as_dict() == {"blas": {1: "free"}}
+
+
+def test_the_blas_choice_for_a_large_batch_is_measured_on_its_leading_samples(monkeypatch):
+    from sparseprune import model as model_module
+
+    model = spp.MLP([20, 30, 16, 5], dtype="float64", seed=0)
+    spp.prune.magnitude(model, 0.6)
+    mixed = model.to_sparse(backend="sparse")
+    mixed.layers[1].backend = "dense"
+    X = np.random.default_rng(1).standard_normal((37, 20))
+    expected = model.predict_proba(X)
+    monkeypatch.setattr(model_module, "MEASURE_SAMPLES", 8)
+    network = model_module._Network.logits_fm
+    widths = []
+    monkeypatch.setattr(model_module._Network, "logits_fm",
+                        lambda self, xt: (widths.append(xt.shape[1]), network(self, xt))[1])
+    np.testing.assert_allclose(mixed.predict_proba(X), expected, rtol=1e-12, atol=1e-12)
+    # The whole batch once (the answer), then the contest on 8 samples, then the answer
+    # served the way that won.
+    assert widths[0] == 37 and widths[-1] == 37
+    assert len(widths) > 3 and set(widths[1:-1]) == {8}
+    assert list(mixed.plan.as_dict()["blas"]) == [64]

@@ -14,7 +14,7 @@ Both present the same interface to the training loop:
 
 import numpy as np
 
-from .._tuning import measure
+from .._tuning import MEASURE_SAMPLES, measure
 from ..kernels.dense import RELU
 from ..layers import SparseLinear
 from ..ops import aligned_empty
@@ -107,12 +107,13 @@ def time_backends(backends, batch, act=RELU, seed=0):
 
 def choose_backends(model, backend, batch):
     """One backend per layer: all dense, all sparse, or (``"auto"``) per layer whichever
-    measured faster for a forward and backward pass at this batch size."""
+    measured faster for a forward and backward pass at this batch size (at most
+    ``MEASURE_SAMPLES``: the winner there is the winner above)."""
     if backend != "auto":
         return [BACKENDS[backend](layer) for layer in model.layers]
     chosen = []
     for layer in model.layers:
         candidates = [DenseBackend(layer), SparseBackend(layer)]
-        times = time_backends(candidates, batch)
+        times = time_backends(candidates, min(batch, MEASURE_SAMPLES))
         chosen.append(candidates[int(np.argmin(times))])
     return chosen
