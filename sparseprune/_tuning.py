@@ -55,10 +55,13 @@ MIN_ROUNDS = 3
 MAX_ROUNDS = 200
 ROUNDS = 5
 #: A choice for a larger batch is measured on its first MEASURE_SAMPLES samples. Both
-#: contenders cost the same per sample from a few hundred samples on (the CSR kernels
-#: run whole register tiles, BLAS whole blocks), so the winner at 512 is the winner at
-#: 4,096; measuring every contender four or five times on the whole batch cost a model's
-#: first call at batch 8,192 two to three seconds.
+#: contenders cost about the same per sample from a few hundred samples on (the CSR
+#: kernels run whole register tiles, BLAS whole blocks): CSR over dense at 512 and at
+#: 4,096 samples, float32, 1.30 and 1.30 (1024^2, 70% sparse), 1.99 and 1.99 (4096^2,
+#: 80%), 2.81 and 3.54 (4096^2, 90%). The winner changes only where the two are within
+#: the choice's own noise (at 60%: 0.82 and 1.04 at 1024^2, 1.05 and 0.91 at 4096^2).
+#: Measuring every contender four or five times on the whole batch cost a model's first
+#: call at batch 8,192 two to three seconds.
 MEASURE_SAMPLES = 512
 
 

@@ -90,6 +90,12 @@ SCRATCH_BYTES = 1 << 26
 # Packing is a copy: on one thread below 1 MiB of x, where waking the pool costs more
 # than it saves (256 KiB: 33 us serial, 64 parallel; 4 MiB: 511 serial, 305 parallel).
 PACK_PARALLEL_BYTES = 1 << 20
+# The parallel tiled kernel runs every tile of a row chunk before the next chunk while the
+# packed x is at most TILE_GROUPS_FROM_BYTES (4096 inputs at batch 256: 4 MiB), and
+# groups of tiles of about TILE_GROUP_BYTES beyond, each group over every chunk (see
+# csr.csr_matmul_tiles_parallel).
+TILE_GROUPS_FROM_BYTES = 1 << 22
+TILE_GROUP_BYTES = 1 << 21
 ALIGN_BYTES = 1 << 14
 _SCRATCH = threading.local()
 
@@ -300,7 +306,10 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out):
     batch = out.shape[0] if out_sm else out.shape[1]
     dtype = xp.dtype
     serial = _serial(indices.size, batch)
-    n_blocks = 1 if serial else row_bounds.size - 1
+    tile_bytes = xp.shape[1] * xp.shape[2] * xp.itemsize
+    group = (xp.shape[0] if xp.nbytes <= TILE_GROUPS_FROM_BYTES
+             else max(1, TILE_GROUP_BYTES // tile_bytes))
+    n_blocks = 1 if serial else -(-xp.shape[0] // group) * (row_bounds.size - 1)
     if out_sm:
         blocks = np.empty((n_blocks, csr.SM_BLOCK_ROWS, xp.shape[2]), dtype)
     else:
@@ -311,5 +320,5 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out):
             relu, out_sm, indptr, indices, *values, xp, bias, blocks, out)
     else:
         (csr.qcsr_matmul_tiles_parallel if quantized else csr.csr_matmul_tiles_parallel)(
-            relu, out_sm, indptr, indices, *values, row_bounds, xp, bias, blocks, out)
+            relu, out_sm, indptr, indices, *values, row_bounds, group, xp, bias, blocks, out)
 

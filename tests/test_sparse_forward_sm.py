@@ -132,12 +132,19 @@ def test_forward_sm_at_tile_and_block_edges(dtype, path, quantized):
     bounds = np.array([0, 7, 16, 40, 41, 83], np.int32)
     for batch in (2, lanes // 2 - 1, lanes // 2, lanes - 1, lanes, lanes + 1, 5 * lanes + 3):
         X = rng.uniform(-2, 2, (batch, 50)).astype(dtype)
-        for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
+        # Tile groups: none (every tile of a chunk in one work item), one tile per item,
+        # four (a partial last group at 5 tiles and more).
+        for relu, pack_parallel_bytes, group_tiles in ((False, 1 << 62, None), (True, 0, 1),
+                                                       (False, 0, 4)):
             for out_sample_major in (True, False):
                 ops._scratch((1 << 16,), np.uint8)[...] = 255  # stale bytes: NaN in both dtypes
                 out = np.full((batch, 83) if out_sample_major else (83, batch), np.nan, dtype)
                 with kernel_path(path), pytest.MonkeyPatch.context() as patch:
                     patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
+                    if group_tiles is not None:
+                        patch.setattr(ops, "TILE_GROUPS_FROM_BYTES", 0)
+                        patch.setattr(ops, "TILE_GROUP_BYTES", group_tiles * 50 * lanes
+                                      * np.dtype(dtype).itemsize)
                     assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, relu, X, out,
                                               out_sample_major=out_sample_major, table=table)
                 got = out if out_sample_major else out.T
@@ -234,8 +241,13 @@ def test_tiled_kernels_refuse_tiles_of_another_width():
     buf = np.empty((1, 16, lanes // 2), np.float32)
     with pytest.raises(ValueError, match="tile width"):
         csr.csr_matmul_tiles_parallel(False, True, indptr, indices, data,
-                                      np.array([0, 8], np.int32), xp,
+                                      np.array([0, 8], np.int32), 1, xp,
                                       ops.EMPTY[np.dtype(np.float32)], buf, out)
+    with pytest.raises(ValueError, match="tile width"):
+        csr.qcsr_matmul_tiles_parallel(False, True, indptr, indices,
+                                       np.zeros(indices.size, np.uint8),
+                                       np.zeros(256, np.float32), np.array([0, 8], np.int32),
+                                       1, xp, ops.EMPTY[np.dtype(np.float32)], buf, out)
     with pytest.raises(ValueError, match="tile width"):
         csr.csr_matmul_tiles(False, True, indptr, indices, data, xp,
                              ops.EMPTY[np.dtype(np.float32)], buf, out)

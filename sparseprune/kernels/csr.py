@@ -488,21 +488,49 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, 
                 out[j, b0 + k] = tile_lane(a0, k)
 
 
-@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[:, :, ::1], "
-     "{T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, xp, bias, buf,
-                            out):
-    """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr_pack_tiles*), in parallel
-    over the nnz-balanced row chunks of row_bounds. ``out`` is (n_rows, batch), or
-    (batch, n_rows) if ``out_sm``; buf is scratch (n_chunks, 16, lanes) for sample-major
-    output (any (n_chunks, 0, 0) array otherwise). xp.shape[2] * itemsize must be
-    csr_tile_bytes()."""
+@inline()
+def _tile_items(xp, row_bounds, group):
+    """How many work items the parallel tiled kernels have: (groups of ``group`` tiles)
+    x (row chunks). Checks the tile width first: a kernel cached on another machine may
+    carry another width than the caller packed for, and would read and write past rows."""
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
-    for c in prange(row_bounds.shape[0] - 1):
-        for t in range(xp.shape[0]):
-            _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices,
-                       data, None, xp, bias, buf[c], out)
+    return (xp.shape[0] + group - 1) // group * (row_bounds.shape[0] - 1)
+
+
+@inline()
+def _tile_item(k, relu, out_sm, indptr, indices, data, table, row_bounds, group, xp, bias, buf,
+               out):
+    """Work item k: tiles g*group..(g+1)*group over the row chunk c, with g, c =
+    divmod(k, n_chunks), through its own block buf[k]."""
+    n_chunks = row_bounds.shape[0] - 1
+    g = k // n_chunks
+    c = k - g * n_chunks
+    for t in range(g * group, min(g * group + group, xp.shape[0])):
+        _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices, data,
+                   table, xp, bias, buf[k], out)
+
+
+# Tiles in groups. Each work item runs one group of tiles over one row chunk, and
+# consecutive items take the same group's chunks: prange hands each thread one run of
+# items, so a thread reads its groups' packed x once for all the rows, where chunk by
+# chunk over every tile it streamed the whole packed x once per chunk (at 1024^2,
+# batch 4096, 16 MiB of it eight times: 3x the time per sample of batch 64). The
+# caller picks ``group`` (ops: every tile up to a few MiB of packed x, the same as
+# chunk by chunk; beyond, groups of about 2 MiB).
+@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64, "
+     "{T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True,
+     I=INDEX_TYPES)
+def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, group, xp, bias,
+                              buf, out):
+    """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr_pack_tiles*), in parallel
+    over the nnz-balanced row chunks of row_bounds and groups of ``group`` tiles.
+    ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``; buf is scratch
+    (n_groups * n_chunks, 16, lanes) for sample-major output (any (n, 0, 0) array
+    otherwise). xp.shape[2] * itemsize must be csr_tile_bytes()."""
+    for k in prange(_tile_items(xp, row_bounds, group)):
+        _tile_item(k, relu, out_sm, indptr, indices, data, None, row_bounds, group, xp, bias,
+                   buf, out)
 
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
@@ -516,18 +544,15 @@ def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
                    bias, buf[0], out)
 
 
-@jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], int32[::1], "
+@jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], int32[::1], int64, "
      "{T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT,
      parallel=True, I=INDEX_TYPES)
-def qcsr_matmul_tiles_parallel(relu, out_sm, indptr, indices, codes, table, row_bounds, xp,
-                               bias, buf, out):
+def qcsr_matmul_tiles_parallel(relu, out_sm, indptr, indices, codes, table, row_bounds, group,
+                               xp, bias, buf, out):
     """csr_matmul_tiles_parallel of a quantized layer: value p is table[codes[p]]."""
-    if xp.shape[2] * xp.itemsize != TILE_BYTES:
-        raise ValueError("packed tiles do not match the kernel's compiled tile width")
-    for c in prange(row_bounds.shape[0] - 1):
-        for t in range(xp.shape[0]):
-            _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices,
-                       codes, table, xp, bias, buf[c], out)
+    for k in prange(_tile_items(xp, row_bounds, group)):
+        _tile_item(k, relu, out_sm, indptr, indices, codes, table, row_bounds, group, xp, bias,
+                   buf, out)
 
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], {T}[:, :, ::1], "
