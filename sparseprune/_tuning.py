@@ -132,9 +132,11 @@ class Plan:
         """The winner of ``decision`` for ``batch``'s bucket, or None if not measured."""
         return self._choices.get((decision, batch_bucket(batch)))
 
-    def choose(self, decision, batch, contenders, budget=CHOICE_BUDGET):
+    def choose(self, decision, batch, contenders, budget=CHOICE_BUDGET, measured_at=None):
         """The winner of ``decision`` for ``batch``'s bucket among ``contenders``
-        ({name: callable}), measured on the first call and stored."""
+        ({name: callable}), measured on the first call and stored. ``measured_at``: the
+        batch size the contenders run at, when it is smaller (MEASURE_SAMPLES); the
+        winner is stored for its bucket too, unless that one was measured already."""
         key = (decision, batch_bucket(batch))
         winner = self._choices.get(key)
         if winner is None:
@@ -143,6 +145,9 @@ class Plan:
                 if winner is None:
                     times = measure(contenders, budget)
                     winner = self._choices[key] = min(times, key=times.get)
+                    if measured_at is not None:
+                        self._choices.setdefault((decision, batch_bucket(measured_at)),
+                                                 winner)
         return winner
 
     def record(self, decision, batch, winner):

@@ -451,7 +451,8 @@ class SparseLinear(_Linear):
             part, part_out = X[:MEASURE_SAMPLES], out[:MEASURE_SAMPLES]
             backend = self.plan.choose("forward", X.shape[0], {
                 "sparse": lambda: self._sparse_forward_sm(part, part_out),
-                "dense": lambda: self._dense_forward_sm(part, part_out)})
+                "dense": lambda: self._dense_forward_sm(part, part_out)},
+                measured_at=part.shape[0])
         finite = (self._sparse_forward_sm(X, out) if backend == "sparse"
                   else self._dense_forward_sm(X, out))
         if not finite:
@@ -481,7 +482,8 @@ class SparseLinear(_Linear):
                                                            out.dtype)
             choice = self.plan.choose("backend", x.shape[1], {
                 "sparse": lambda: self._sparse_forward(part, part_out, act),
-                "dense": lambda: self._dense_forward(part, part_out, act)})
+                "dense": lambda: self._dense_forward(part, part_out, act)},
+                measured_at=part.shape[1])
         if "dense" not in self.plan.winners("backend") | self.plan.winners("forward"):
             self._dense = None
         return choice

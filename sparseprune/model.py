@@ -446,7 +446,8 @@ class SparseMLP(_Network):
                     _Network.logits_fm(self, part)
 
             threads = self.plan.choose("blas", batch, {
-                "free": lambda: _Network.logits_fm(self, part), "single": single})
+                "free": lambda: _Network.logits_fm(self, part), "single": single},
+                measured_at=part.shape[1])
         if threads == "single":
             with single_threaded_blas():
                 return _Network.logits_fm(self, xt)

@@ -418,7 +418,8 @@ def test_choices_for_large_batches_are_measured_on_their_leading_samples(rng, mo
     measured, served = seen[:-1], seen[-1]
     assert measured and all(x == (8, 30) and out == (8, 20) for _, x, out in measured)
     assert served[1:] == ((37, 30), (37, 20))
-    assert set(layer.plan.as_dict()["forward"]) == {64}
+    # The winner holds for the whole batch's bucket and for the measured samples' own.
+    assert set(layer.plan.as_dict()["forward"]) == {8, 64}
 
     seen.clear()
     out = np.empty((20, 37))
@@ -427,4 +428,4 @@ def test_choices_for_large_batches_are_measured_on_their_leading_samples(rng, mo
     measured, served = seen[:-1], seen[-1]
     assert measured and all(x == (30, 8) and out == (20, 8) for _, x, out in measured)
     assert served[1:] == ((30, 37), (20, 37))
-    assert set(layer.plan.as_dict()["backend"]) == {64}
+    assert set(layer.plan.as_dict()["backend"]) == {8, 64}

@@ -8,6 +8,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import sparseprune as spp
 from helpers import random_model, random_problem, tol
+from sparseprune._tuning import MEASURE_SAMPLES
 from sparseprune.passes import PREDICT_CHUNK
 
 DEPTHS = {"no-hidden": [7, 3], "one-hidden": [7, 12, 4], "three-hidden": [7, 12, 9, 6, 5]}
@@ -91,7 +92,9 @@ def test_predictions_equal_the_masked_model(backend, sizes, dtype):
         loss, accuracy = smodel.evaluate(Xb, yb)
         assert_allclose(loss, model.evaluate(Xb, yb)[0], **tol(dtype, scale=10))
     if backend == "auto":
-        plan_keys = {1 << (b - 1).bit_length() for b in (1, 7, PREDICT_CHUNK, 5)}
+        # The chunk's bucket was measured on MEASURE_SAMPLES samples: theirs is kept too.
+        plan_keys = {1 << (b - 1).bit_length()
+                     for b in (1, 7, PREDICT_CHUNK, 5, MEASURE_SAMPLES)}
         assert set(smodel.layers[0].plan.as_dict()["backend"]) == plan_keys
         assert set(smodel.plans()["layer 0"]["backend"]) == plan_keys
         smodel.reset_plan()
@@ -189,4 +192,4 @@ def test_the_blas_choice_for_a_large_batch_is_measured_on_its_leading_samples(mo
     # served the way that won.
     assert widths[0] == 37 and widths[-1] == 37
     assert len(widths) > 3 and set(widths[1:-1]) == {8}
-    assert list(mixed.plan.as_dict()["blas"]) == [64]
+    assert list(mixed.plan.as_dict()["blas"]) == [8, 64]

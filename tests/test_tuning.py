@@ -71,6 +71,18 @@ def test_plan_measures_once_per_bucket_and_keeps_the_faster():
     assert plan.as_dict() == {} and plan.get("backend", 5) is None
 
 
+def test_a_choice_measured_on_fewer_samples_holds_for_their_bucket_too():
+    log = []
+    plan = Plan()
+    contenders = {"slow": sleeper(log, "slow", 2e-3), "fast": sleeper(log, "fast", 0.0)}
+    assert plan.choose("backend", 3000, contenders, measured_at=512) == "fast"
+    assert plan.as_dict() == {"backend": {512: "fast", 4096: "fast"}}
+    # A bucket measured already keeps its own winner.
+    plan.record("blas", 512, "single")
+    plan.choose("blas", 3000, contenders, measured_at=512)
+    assert plan.as_dict()["blas"] == {512: "single", 4096: "fast"}
+
+
 def test_plan_measures_once_when_threads_ask_at_once(monkeypatch):
     """Eight threads ask for the same choice at once: it is measured once, under the
     plan's lock, and every thread gets the one winner."""
