@@ -299,10 +299,10 @@ def pack_tiles_sm(X, lanes):
 
 
 def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out):
-    """The register-tile kernel on packed xp, serial or over the row chunks; ``values``
-    (data,) or, for a quantized layer, (codes, table). Sample-major output goes through
-    16-row blocks, one per chunk (4 KiB each at float32, AVX-512): allocated per call, so
-    concurrent calls never share them."""
+    """The register-tile kernel on packed xp, serial or over (group of tiles, row chunk)
+    work items; ``values`` (data,) or, for a quantized layer, (codes, table). Sample-major
+    output goes through 16-row blocks, one per work item (4 KiB each at float32,
+    AVX-512): allocated per call, so concurrent calls never share them."""
     batch = out.shape[0] if out_sm else out.shape[1]
     dtype = xp.dtype
     serial = _serial(indices.size, batch)

@@ -397,7 +397,8 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 #
 # Static chunks, as in the kernels above. Claiming chunks dynamically from an atomic
 # counter was measured and did not pay: within +-5% of static at 4096^2 (batch 1 and 256)
-# and 1024^2 (batch 64), quiet or right after a dense NumPy product (benchmarks/test_bench_sparse.py, groups `forward ...`).
+# and 1024^2 (batch 64), quiet or right after a dense NumPy product
+# (benchmarks/test_bench_sparse.py, groups `forward ...`).
 # A spinning OpenBLAS worker time-slices with both of our threads, it does not slow one
 # of them more than the other; what helps is keeping it from spinning
 # (OPENBLAS_THREAD_TIMEOUT, read once when NumPy loads OpenBLAS).
@@ -407,8 +408,9 @@ INDEX_TYPES = ("int32", "uint16")
 # Sample-major output: a row's finished tile is a column of out (batch, n_rows), 64
 # lanes 4 * n_rows bytes apart. Stored lane by lane, those 64 lines share a few cache
 # sets at power-of-two widths and each is touched again for every row: 17.8 against 14.9
-# ms feature-major (4096^2, 90%, batch 256; benchmark group `forward 4096x4096-s0.9-b256-float32`). So SM_BLOCK_ROWS rows'
-# tiles are first stored into the chunk's block of ``buf`` (L1), then written out as
+# ms feature-major (4096^2, 90%, batch 256; benchmark group
+# `forward 4096x4096-s0.9-b256-float32`). So SM_BLOCK_ROWS rows'
+# tiles are first stored into the work item's block of ``buf`` (L1), then written out as
 # whole 64-byte pieces of out's rows.
 SM_BLOCK_ROWS = 16
 
@@ -417,7 +419,7 @@ SM_BLOCK_ROWS = 16
 def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, blk, out):
     """Rows r0..r1 of output tile t into ``out``: feature-major (n_rows, batch), or
     sample-major (batch, n_rows) if ``out_sm``, through the block ``blk``
-    (SM_BLOCK_ROWS, lanes), the chunk's own. Values as ``_value`` reads them.
+    (SM_BLOCK_ROWS, lanes), the work item's own. Values as ``_value`` reads them.
 
     The row's L output lanes live in two register tiles (even and odd nonzeros: two
     independent FMA chains) for the whole row and are stored once. A tile of xp
@@ -451,17 +453,20 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, 
             for k in range(_TILE_LINES):
                 prefetch(xp, q0 + k * line)
                 prefetch(xp, q1 + k * line)
-            a0 = tile_fma(a0, _value(data, table, p), tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a0 = tile_fma(a0, _value(data, table, p),
+                          tile_load(xp, (base + uint32(indices[p])) * lanes))
             a1 = tile_fma(a1, _value(data, table, p + 1),
                           tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
             p += 2
         while p + 2 <= end:
-            a0 = tile_fma(a0, _value(data, table, p), tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a0 = tile_fma(a0, _value(data, table, p),
+                          tile_load(xp, (base + uint32(indices[p])) * lanes))
             a1 = tile_fma(a1, _value(data, table, p + 1),
                           tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
             p += 2
         if p < end:
-            a0 = tile_fma(a0, _value(data, table, p), tile_load(xp, (base + uint32(indices[p])) * lanes))
+            a0 = tile_fma(a0, _value(data, table, p),
+                          tile_load(xp, (base + uint32(indices[p])) * lanes))
         a0 = tile_add(a0, a1)
         if relu:
             a0 = tile_relu(a0)
@@ -470,7 +475,8 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, 
             # Blocks end on multiples of SM_BLOCK_ROWS: whole cache lines of out are written.
             if (j + 1) % SM_BLOCK_ROWS == 0 or j + 1 == r1:
                 # A constant trip count for whole blocks: with a runtime one LLVM
-                # vectorizes this copy into scatters, 1.7x slower (benchmarks/test_bench_sparse.py, groups `forward ...`).
+                # vectorizes this copy into scatters, 1.7x slower
+                # (benchmarks/test_bench_sparse.py, groups `forward ...`).
                 n = j + 1 - j0
                 if n == SM_BLOCK_ROWS:
                     for k in range(m):

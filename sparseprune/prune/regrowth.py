@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from .._tuning import check_backend
 from .._validation import check_choice, check_int, check_real, check_sparsity
-from ..passes import Workspace, forward_backward
-from ..train import FitOptions, bind, check_validation_data, choose_backends, take_rows
+from ..passes import Workspace
+from ..train import (FitOptions, bind, check_validation_data, choose_backends, record_epoch,
+                     run_epoch, take_rows)
 from .scopes import check_scope, layer_counts
 from .unstructured import check_model
 
@@ -185,38 +186,27 @@ def dynamic(model, X, y, sparsity, method="rigl", epochs=100, update_every=100,
     step = 0
     bar = tqdm(range(1, options.epochs + 1), desc=method, unit="epoch", disable=not progress)
     try:
+        def take(idx, out):
+            take_rows(xs, idx, out)
+
+        def after_step(b):
+            nonlocal step
+            step += 1
+            fraction = drop_fraction_at(step, end, drop_fraction, drop_schedule)
+            if step % update_every == 0 and fraction > 0:
+                update = _move(model, backends, grads, optimizer, ws, b, method, fraction,
+                               step, makers, pattern_rng)
+                history.updates.append(update)
+                if callback is not None:
+                    for each in backends:
+                        each.finish()
+                    callback(update, model)
+
         for epoch in bar:
-            order = rng.permutation(n)
-            loss = correct = 0.0
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                b = idx.size
-                take_rows(xs, idx, ws.acts(b)[0])
-                model.head.gather(targets, idx, ws.targets(b))
-                batch_loss, batch_correct = forward_backward(backends, ws, b)
-                optimizer.step(grads)
-                loss += batch_loss
-                correct += batch_correct
-                step += 1
-                fraction = drop_fraction_at(step, end, drop_fraction, drop_schedule)
-                if step % update_every == 0 and fraction > 0:
-                    update = _move(model, backends, grads, optimizer, ws, b, method,
-                                   fraction, step, makers, pattern_rng)
-                    history.updates.append(update)
-                    if callback is not None:
-                        for each in backends:
-                            each.finish()
-                        callback(update, model)
-            history.epoch.append(epoch)
-            history.loss.append(loss / n)
-            history.accuracy.append(model.head.epoch_score(loss, correct, n, targets))
-            if validation is not None:
-                for each in backends:
-                    each.finish()
-                val_loss, val_acc = model.evaluate_fm(*validation)
-                history.val_loss.append(val_loss)
-                history.val_accuracy.append(val_acc)
-            bar.set_postfix({"loss": f"{loss / n:.4f}"}, refresh=False)
+            loss, correct = run_epoch(model, n, take, targets, batch, rng, ws, backends,
+                                      optimizer, grads, after_step=after_step)
+            bar.set_postfix(record_epoch(history, epoch, model, backends, loss, correct, n,
+                                         targets, validation), refresh=False)
     finally:
         for each in backends:
             each.finish()

@@ -13,7 +13,7 @@ from .backends import choose_backends
 from .options import FitOptions
 
 __all__ = ["History", "bind", "check_validation_data", "fit", "fit_fm", "fit_sm", "l1_step",
-           "take_rows"]
+           "record_epoch", "run_epoch", "take_rows"]
 
 
 @dataclass
@@ -182,41 +182,63 @@ def _fit(model, n, take, targets, validation, options, on_batch):
                 layer.mask = layer.mask & (layer.weight != 0)
 
 
+def run_epoch(model, n, take, targets, batch, rng, ws, backends, optimizer, grads,
+              on_batch=None, after_step=None):
+    """One epoch of mini-batch steps over ``n`` samples, in the order of
+    ``rng.permutation(n)``: each batch taken (``take(idx, out)``, as :func:`_fit` has
+    it) into ``ws``, its forward and backward pass, ``on_batch(backends)`` if given,
+    the optimizer's step, then ``after_step(b)`` (b the batch's size) if given.
+    Returns the epoch's summed loss and count of correct predictions."""
+    order = rng.permutation(n)
+    loss = correct = 0.0
+    for start in range(0, n, batch):
+        idx = order[start : start + batch]
+        b = idx.shape[0]
+        take(idx, ws.acts(b)[0])
+        model.head.gather(targets, idx, ws.targets(b))
+        batch_loss, batch_correct = forward_backward(backends, ws, b)
+        if on_batch is not None:
+            on_batch(backends)
+        optimizer.step(grads)
+        if after_step is not None:
+            after_step(b)
+        loss += batch_loss
+        correct += batch_correct
+    return loss, correct
+
+
+def record_epoch(history, epoch, model, backends, loss, correct, n, targets, validation):
+    """Append ``epoch``'s record to ``history`` (a :class:`History` or one with its
+    fields): the mean training loss, the score over the epoch's batches, and with
+    ``validation`` the loss and score measured on it (the backends' weights put back
+    into the model first). Returns the progress bar's postfix."""
+    score = model.head.epoch_score(loss, correct, n, targets)
+    history.epoch.append(epoch)
+    history.loss.append(loss / n)
+    history.accuracy.append(score)
+    postfix = {"loss": f"{loss / n:.4f}", "acc": f"{score:.3f}"}
+    if validation is not None:
+        for backend in backends:
+            backend.finish()
+        val_loss, val_acc = model.evaluate_fm(*validation)
+        history.val_loss.append(val_loss)
+        history.val_accuracy.append(val_acc)
+        postfix["val_acc"] = f"{val_acc:.3f}"
+    return postfix
+
+
 def _epochs(model, n, take, targets, validation, options, batch, optimizer, rng, ws,
             backends, grads, prox, on_batch):
     history = History()
     best, stale = np.inf, 0
     bar = tqdm(range(1, options.epochs + 1), desc="fit", unit="epoch",
                disable=not options.progress, dynamic_ncols=True)
+    after_step = None if prox is None else (lambda b: prox())
     for epoch in bar:
-        order = rng.permutation(n)
-        loss = correct = 0.0
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            b = idx.shape[0]
-            take(idx, ws.acts(b)[0])
-            model.head.gather(targets, idx, ws.targets(b))
-            batch_loss, batch_correct = forward_backward(backends, ws, b)
-            if on_batch is not None:
-                on_batch(backends)
-            optimizer.step(grads)
-            if prox is not None:
-                prox()
-            loss += batch_loss
-            correct += batch_correct
-        history.epoch.append(epoch)
-        score = model.head.epoch_score(loss, correct, n, targets)
-        history.loss.append(loss / n)
-        history.accuracy.append(score)
-        postfix = {"loss": f"{loss / n:.4f}", "acc": f"{score:.3f}"}
-        if validation is not None:
-            for backend in backends:
-                backend.finish()
-            val_loss, val_acc = model.evaluate_fm(*validation)
-            history.val_loss.append(val_loss)
-            history.val_accuracy.append(val_acc)
-            postfix["val_acc"] = f"{val_acc:.3f}"
-        bar.set_postfix(postfix, refresh=False)
+        loss, correct = run_epoch(model, n, take, targets, batch, rng, ws, backends,
+                                  optimizer, grads, on_batch, after_step)
+        bar.set_postfix(record_epoch(history, epoch, model, backends, loss, correct, n,
+                                     targets, validation), refresh=False)
         if options.tol is not None:
             # scikit-learn's rule: an epoch that does not beat the best loss by tol is
             # stale; more than n_iter_no_change stale epochs in a row end training.
