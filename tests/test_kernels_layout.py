@@ -1,4 +1,5 @@
-"""The layout kernels against NumPy: training's batches taken from a sample-major X."""
+"""The layout kernels against NumPy: training's batches taken from a sample-major X, and
+inference's feature-major copy of it."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 import sparseprune as spp
-from sparseprune.kernels.layout import take_fm, take_fm_parallel
+from sparseprune.kernels.layout import (take_fm, take_fm_parallel, transpose_fm,
+                                        transpose_fm_parallel)
+from sparseprune.passes import to_feature_major
 from sparseprune.train import FitOptions, fit_fm, fit_sm
 from strategies import dtypes, seeds
 
@@ -23,6 +26,31 @@ def test_take_fm_is_the_rows_transposed(dtype, n, n_features, batch, seed, paral
     out = np.full((n_features, batch), np.nan, dtype)
     (take_fm_parallel if parallel else take_fm)(X, idx, out)
     assert_array_equal(out, X[idx].T)
+
+
+@given(dtypes, st.integers(1, 70), st.integers(1, 600), seeds, st.booleans())
+def test_transpose_fm_is_the_transpose(dtype, n, n_features, seed, parallel):
+    X = np.random.default_rng(seed).standard_normal((n, n_features)).astype(dtype)
+    out = np.full((n_features, n), np.nan, dtype)
+    (transpose_fm_parallel if parallel else transpose_fm)(X, out)
+    assert_array_equal(out, X.T)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "read-only", "int"])
+@pytest.mark.parametrize("shape", [(1, 5), (300, 70), (2000, 300)])
+def test_feature_major_copy_of_any_layout(layout, shape):
+    """The kernel takes C-contiguous writable input (2000 x 300 float32 goes parallel),
+    numpy the rest; either way the copy is X.T in the model's dtype, aligned, new."""
+    X = np.random.default_rng(0).standard_normal((2 * shape[0], shape[1])).astype(np.float32)
+    X = {"C": X[: shape[0]], "F": np.asfortranarray(X[: shape[0]]), "strided": X[::2],
+         "read-only": X[: shape[0]].copy(), "int": np.round(X[: shape[0]] * 9).astype(int)
+         }[layout]
+    if layout == "read-only":
+        X.flags.writeable = False
+    xt = to_feature_major(X, shape[1], np.float32)
+    assert xt.dtype == np.float32 and xt.flags.c_contiguous and xt.shape == shape[::-1]
+    assert_array_equal(xt, X.T.astype(np.float32))
+    assert not np.shares_memory(xt, X)
 
 
 def _train(take_from, backend, dtype, batch_size):
