@@ -126,7 +126,7 @@ def make_batch(case, rng):
 
 
 def sparseprune_step(model, X, y, lr):
-    """The package's step on batch X (B, in), y, as ``train.fit_fm`` runs it: a workspace,
+    """The package's step on batch X (B, in), y, as ``train.fit_sm`` runs it: a workspace,
     dense backends and an SGD optimizer bound once, then ``forward_backward`` and ``step``
     per batch. Returns (step, workspace, backends)."""
     batch = X.shape[0]

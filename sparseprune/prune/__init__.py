@@ -27,8 +27,7 @@ from .unstructured import EmptyLayerWarning, keep_mask, magnitude, prune, random
 
 __all__ = [
     "Activation", "CRITERIA", "Criterion", "DynamicHistory", "EmptyLayerWarning",
-    "GradientCriterion",
-    "L0History", "L1Norm", "MaskUpdate", "dynamic",
+    "GradientCriterion", "L0History", "L1Norm", "MaskUpdate", "dynamic",
     "L2Norm", "LotteryRound", "Magnitude", "Movement", "PruneStep", "Random", "SCHEDULES",
     "SCOPES", "SNIP", "Taylor", "Ticket", "UNIT_CRITERIA", "UnitCriterion", "UnitTaylor",
     "constant", "cubic", "erk_densities", "geometric", "get_criterion", "get_schedule",
