@@ -28,8 +28,9 @@ def to_feature_major(X, n_features, dtype, name="X"):
     """Validate X (n_samples, n_features) and return it as a new C-contiguous
     (n_features, n_samples) array of ``dtype``, laid out as activations are (aligned).
 
-    A C-contiguous X is transposed by ``kernels.layout.transpose_fm`` (256 x 4096
-    float32: 0.98 ms against 3.0 for numpy's ``xt[...] = X.T``); other layouts by numpy.
+    A C-contiguous X is transposed by ``kernels.layout.transpose_fm`` (float32: 256 x
+    4096 in 0.5 ms, 4096 x 1024 in 2.2-2.4, against 3.0 and 29.8 for numpy's
+    ``xt[...] = X.T``); other layouts by numpy.
     """
     X = check_features(X, n_features, dtype, name=name)
     xt = aligned_empty((X.shape[1], X.shape[0]), dtype)
