@@ -14,10 +14,6 @@ from helpers import params, random_problem
 from sparseprune.prune import schedules
 from strategies import dtypes, mlp_sizes, seeds, sparsities
 
-# Random tiny networks at any sparsity: one global ranking often empties a layer, which
-# these tests do not look at (test_prune.py::test_emptying_a_layer_warns_and_names_it does).
-pytestmark = pytest.mark.filterwarnings("ignore::sparseprune.prune.EmptyLayerWarning")
-
 SCOPES = ["global", "layer"]
 
 

@@ -15,10 +15,6 @@ from helpers import params, random_model, random_problem
 from sparseprune.train import FitOptions, fit_fm
 from strategies import mlp_sizes, seeds, sparsities
 
-# Random tiny networks at any sparsity: one global ranking often empties a layer, which
-# these tests do not look at (test_prune.py::test_emptying_a_layer_warns_and_names_it does).
-pytestmark = pytest.mark.filterwarnings("ignore::sparseprune.prune.EmptyLayerWarning")
-
 requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                     reason="PyTorch (the test extra) is the oracle")
 
