@@ -8,15 +8,15 @@ import warnings
 import numpy as np
 
 from ._tuning import MEASURE_SAMPLES, Plan, check_backend, single_threaded_blas
-from ._validation import check_dtype, check_int, check_quantized_bits
+from ._validation import check_dtype, check_features, check_int, check_quantized_bits
 from .activations import check_activation, code, init_std
 from .heads import check_loss, get_head
 from .interop import torch_out
 from .io import read_arrays, write_arrays
 from .layers import MaskedLinear, QuantizedLinear, SparseLinear
 from .ops import leading_columns
-from .passes import (Workspace, chunks, forward_backward, logits_fm, to_feature_major,
-                     to_sample_major)
+from .passes import (Workspace, chunks, chunks_sm, forward_backward, logits_fm,
+                     to_feature_major, to_sample_major)
 from .train import DenseBackend, fit
 
 __all__ = ["MLP", "SparseMLP", "load"]
@@ -143,14 +143,23 @@ class _Network:
                              f"{self.classes.tolist()}, e.g. {y[unknown][0]!r}")
         return order[pos]
 
+    def _rows(self, X, name="X"):
+        """X (n_samples, n_features) checked and of the model's dtype, in any layout:
+        inference copies it feature-major a chunk at a time (``passes.chunks_sm``)."""
+        return check_features(X, self.n_features, self.dtype, name=name)
+
     def proba_fm(self, xt):
         """Class probabilities (batch, columns) of feature-major input: a column per
         class; two for a binary sigmoid head (as scikit-learn gives them)."""
+        return self._proba(chunks(xt), xt.shape[1])
+
+    def _proba(self, parts, n):
+        """:meth:`proba_fm` over ``parts``, (start, feature-major chunk) of n samples."""
         proba = None
-        for start, chunk in chunks(xt):
+        for start, chunk in parts:
             p = self.head.proba(self.logits_fm(chunk))
             if proba is None:
-                proba = np.empty((xt.shape[1], p.shape[1]), self.dtype)
+                proba = np.empty((n, p.shape[1]), self.dtype)
             proba[start : start + p.shape[0]] = p
         return proba
 
@@ -159,20 +168,25 @@ class _Network:
         TypeError for a regression model."""
         if not self.head.classifier:
             self.head.proba(None)  # says why
-        return self.proba_fm(self.feature_major(X))
+        X = self._rows(X)
+        return self._proba(chunks_sm(X), X.shape[0])
 
     def predict_fm(self, xt):
         """The head's predictions of feature-major input, as indices: class indices
         (batch,) int64, 0/1 labels ((batch,) or (batch, k)), or values of the model's
         dtype ((batch,) for one output, (batch, k))."""
-        parts = [self.head.predict(self.logits_fm(chunk)) for _, chunk in chunks(xt)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self._predict(chunks(xt))
+
+    def _predict(self, parts):
+        """:meth:`predict_fm` over ``parts``, (start, feature-major chunk)."""
+        predictions = [self.head.predict(self.logits_fm(chunk)) for _, chunk in parts]
+        return predictions[0] if len(predictions) == 1 else np.concatenate(predictions)
 
     def predict(self, X):
         """Predictions for X (n_samples, n_features): the most probable class (from
         ``classes`` if the model has them, else its index), 0/1 labels of a multi-label
         model, or the values of a regression model."""
-        predictions = self.predict_fm(self.feature_major(X))
+        predictions = self._predict(chunks_sm(self._rows(X)))
         if self.classes is not None and predictions.ndim == 1 and self.head.classifier:
             return self.classes[predictions]
         return predictions
@@ -187,9 +201,9 @@ class _Network:
     def score(self, X, y):
         """Accuracy (subset accuracy for multi-label), or R^2 for regression, as
         scikit-learn's ``score``."""
-        xt = self.feature_major(X)
-        targets = self.targets(y, xt.shape[1])
-        return self.head.score(self.predict_fm(xt), targets)
+        X = self._rows(X)
+        targets = self.targets(y, X.shape[0])
+        return self.head.score(self._predict(chunks_sm(X)), targets)
 
     def accuracy(self, X, y):
         """Deprecated alias of :meth:`score`."""
@@ -207,16 +221,20 @@ class _Network:
     def evaluate(self, X, y):
         """(mean loss per sample, score) on X, y: the loss training minimizes (nats for
         the cross-entropies) and :meth:`score`'s number."""
-        xt = self.feature_major(X)
-        return self.evaluate_fm(xt, self.targets(y, xt.shape[1]))
+        X = self._rows(X)
+        return self._evaluate(chunks_sm(X), X.shape[0], self.targets(y, X.shape[0]))
 
     def evaluate_fm(self, xt, targets):
         """(mean loss per sample, score) of feature-major ``xt`` against checked
         ``targets`` (see :meth:`targets`)."""
+        return self._evaluate(chunks(xt), xt.shape[1], targets)
+
+    def _evaluate(self, parts, n, targets):
+        """:meth:`evaluate_fm` over ``parts``, (start, feature-major chunk) of n samples."""
         grad_bias = np.empty(self.n_outputs, self.dtype)
         loss = correct = 0.0
         predictions = []
-        for start, chunk in chunks(xt):
+        for start, chunk in parts:
             z = self.logits_fm(chunk)
             t = np.ascontiguousarray(self.head.slice(targets, start, start + z.shape[1]))
             if not self.head.classifier:
@@ -224,7 +242,6 @@ class _Network:
             chunk_loss, chunk_correct = self.head.loss_grad(z, t, 1.0, z, grad_bias)
             loss += chunk_loss
             correct += chunk_correct
-        n = xt.shape[1]
         if self.head.classifier:
             return loss / n, correct / n
         return loss / n, self.head.score(np.concatenate(predictions), targets)
