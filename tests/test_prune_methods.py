@@ -1,6 +1,7 @@
 """Layer-wise budgets (scopes) and the gradient criteria: Taylor, SNIP, movement."""
 
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -295,3 +296,63 @@ def test_gradient_criteria_check_their_options(make, match, blobs):
     X, y, _, _ = blobs
     with pytest.raises(ValueError, match=match):
         make(X, y)
+
+
+class _Scores(spp.prune.Criterion):
+    """A user's criterion that returns whatever it is given."""
+
+    def __init__(self, scores):
+        self.given = scores
+
+    def scores(self, model):
+        return self.given
+
+
+class _UnitScores(spp.prune.UnitCriterion, _Scores):
+    pass
+
+
+@pytest.mark.parametrize("prune, kind, data_words", [
+    (lambda model, c, data: spp.prune.prune(model, 0.5, criterion=c, data=data),
+     "Criterion", "weights by their gradients"),
+    (lambda model, c, data: spp.prune.neurons(model, 0.5, criterion=c, data=data),
+     "UnitCriterion", "units"),
+], ids=["weights", "units"])
+def test_criteria_by_name_are_checked(prune, kind, data_words):
+    model = spp.MLP([4, 6, 3], seed=0)
+    with pytest.raises(ValueError, match=rf"criterion must be one of .* or a {kind}, "
+                                         rf"got 'nope'"):
+        prune(model, "nope", None)
+    with pytest.raises(ValueError, match=rf"criterion 'taylor' scores {data_words} on "
+                                         rf"data: pass data=\(X, y\)"):
+        prune(model, "taylor", None)
+    with pytest.raises(TypeError, match="data must be a pair"):
+        prune(model, "taylor", "X")
+    assert model.sparsity == 0
+
+
+@pytest.mark.parametrize("per, made, good", [
+    ("layer", _Scores, [np.ones((4, 6)), np.ones((6, 3))]),
+    ("hidden layer", _UnitScores, [np.ones(6)]),
+], ids=["weights", "units"])
+def test_a_criterions_scores_are_checked(per, made, good):
+    """A user's criterion returns user data: counted, shaped and NaN-checked, each error
+    naming the criterion and the layer."""
+    run = (spp.prune.neurons if made is _UnitScores else spp.prune.prune)
+    model = spp.MLP([4, 6, 3], seed=0)
+    n = len(good)
+    with pytest.raises(ValueError, match=rf"must return one score array per {per} \({n}\), "
+                                         rf"got list"):
+        run(model, 0.5, criterion=made(good + good))
+    bad = [np.ones(s.shape + (1,)) if i == n - 1 else s for i, s in enumerate(good)]
+    shape = good[-1].shape
+    note = " \\(in, out\\)" if made is _Scores else ""
+    with pytest.raises(ValueError, match=rf"scores for layer {n - 1} must have shape "
+                                         rf"{re.escape(str(shape))}{note}, got"):
+        run(model, 0.5, criterion=made(bad))
+    nan = [s.copy() for s in good]
+    nan[0][0] = np.nan
+    with pytest.raises(ValueError, match="scores for layer 0 contain NaN"):
+        run(model, 0.5, criterion=made(nan))
+    assert model.sparsity == 0 and model.sizes == (4, 6, 3)
+    run(model, 0.5, criterion=made(good))

@@ -20,7 +20,8 @@ from .._validation import check_int
 from ..train.gradients import batch_gradients_fm
 
 __all__ = ["CRITERIA", "Criterion", "GradientCriterion", "Magnitude", "Movement", "Random",
-           "SNIP", "Taylor", "check_data", "get_criterion"]
+           "SNIP", "Taylor", "check_data", "check_score_arrays", "from_registry",
+           "get_criterion"]
 
 
 class Criterion:
@@ -72,6 +73,44 @@ def check_data(data, name="data"):
     if isinstance(data, (str, bytes)) or not isinstance(data, Sequence) or len(data) != 2:
         raise TypeError(f"{name} must be a pair (X, y), got {type(data).__name__}")
     return tuple(data)
+
+
+def from_registry(criterion, registry, base, data, scores_what):
+    """``criterion`` itself if it is a ``base`` instance, else the one ``registry`` names,
+    made with ``data`` (X, y) if it needs them (``scores_what`` says, in the error for
+    missing data, what it scores them by)."""
+    if isinstance(criterion, base):
+        return criterion
+    if isinstance(criterion, str) and criterion in registry:
+        made = registry[criterion]
+        if not made.needs_data:
+            return made()
+        if data is None:
+            raise ValueError(f"criterion {criterion!r} scores {scores_what} on data: pass "
+                             f"data=(X, y) (training samples and labels)")
+        return made(*check_data(data))
+    expected = ", ".join(repr(c) for c in registry)
+    raise ValueError(f"criterion must be one of {expected} or a {base.__name__}, got "
+                     f"{criterion!r}")
+
+
+def check_score_arrays(criterion, scores, shapes, per="layer", shape_note=""):
+    """A criterion is user code: its scores get the same checks as any input. One array
+    per entry of ``shapes`` (``per`` names what an entry is, ``shape_note`` follows a
+    shape in the error), no NaN; returned as float64 arrays."""
+    if not isinstance(scores, (list, tuple)) or len(scores) != len(shapes):
+        raise ValueError(f"criterion {criterion!r} must return one score array per {per} "
+                         f"({len(shapes)}), got {type(scores).__name__}")
+    checked = []
+    for i, (s, shape) in enumerate(zip(scores, shapes)):
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != shape:
+            raise ValueError(f"criterion {criterion!r} scores for layer {i} must have shape "
+                             f"{shape}{shape_note}, got {s.shape}")
+        if np.isnan(s).any():
+            raise ValueError(f"criterion {criterion!r} scores for layer {i} contain NaN")
+        checked.append(s)
+    return checked
 
 
 class GradientCriterion(Criterion):
@@ -236,17 +275,6 @@ def get_criterion(criterion, seed=None, data=None):
     ``data`` (X, y) feeds one that scores by gradients ("taylor", "snip", "movement"),
     and is required for those. A Criterion object carries its own data.
     """
-    if isinstance(criterion, Criterion):
-        return criterion
     if criterion == "random":
         return Random(seed)
-    if isinstance(criterion, str) and criterion in CRITERIA:
-        made = CRITERIA[criterion]
-        if not made.needs_data:
-            return made()
-        if data is None:
-            raise ValueError(f"criterion {criterion!r} scores weights by their gradients on "
-                             f"data: pass data=(X, y) (training samples and labels)")
-        return made(*check_data(data))
-    expected = ", ".join(repr(c) for c in CRITERIA)
-    raise ValueError(f"criterion must be one of {expected} or a Criterion, got {criterion!r}")
+    return from_registry(criterion, CRITERIA, Criterion, data, "weights by their gradients")

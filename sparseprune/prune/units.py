@@ -8,7 +8,8 @@ one), higher meaning more important.
 
 import numpy as np
 
-from .criteria import Criterion, GradientCriterion, check_data
+from .criteria import (Criterion, GradientCriterion, check_score_arrays,
+                       from_registry)
 
 __all__ = ["UNIT_CRITERIA", "Activation", "L1Norm", "L2Norm", "UnitCriterion", "UnitTaylor",
            "check_unit_scores", "get_unit_criterion"]
@@ -92,34 +93,11 @@ def get_unit_criterion(criterion, data=None):
     """A unit criterion by name ("l2", "l1", "taylor", "activation"), or ``criterion``
     itself if it is a :class:`UnitCriterion`. "taylor" and "activation" need
     ``data=(X, y)`` ("activation" takes ``(X, None)`` too)."""
-    if isinstance(criterion, UnitCriterion):
-        return criterion
-    if isinstance(criterion, str) and criterion in UNIT_CRITERIA:
-        made = UNIT_CRITERIA[criterion]
-        if not made.needs_data:
-            return made()
-        if data is None:
-            raise ValueError(f"criterion {criterion!r} scores units on data: pass "
-                             f"data=(X, y) (training samples and labels)")
-        return made(*check_data(data))
-    expected = ", ".join(repr(c) for c in UNIT_CRITERIA)
-    raise ValueError(f"criterion must be one of {expected} or a UnitCriterion, got "
-                     f"{criterion!r}")
+    return from_registry(criterion, UNIT_CRITERIA, UnitCriterion, data, "units")
 
 
 def check_unit_scores(criterion, scores, model):
     """A unit criterion's scores checked: float64 (units,) per hidden layer, no NaN."""
-    hidden = model.layers[:-1]
-    if not isinstance(scores, (list, tuple)) or len(scores) != len(hidden):
-        raise ValueError(f"criterion {criterion!r} must return one score array per hidden "
-                         f"layer ({len(hidden)}), got {type(scores).__name__}")
-    checked = []
-    for l, (s, layer) in enumerate(zip(scores, hidden)):
-        s = np.asarray(s, dtype=np.float64)
-        if s.shape != (layer.out_features,):
-            raise ValueError(f"criterion {criterion!r} scores for layer {l} must have shape "
-                             f"({layer.out_features},), got {s.shape}")
-        if np.isnan(s).any():
-            raise ValueError(f"criterion {criterion!r} scores for layer {l} contain NaN")
-        checked.append(s)
-    return checked
+    return check_score_arrays(criterion, scores,
+                              [(layer.out_features,) for layer in model.layers[:-1]],
+                              per="hidden layer")

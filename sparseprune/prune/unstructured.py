@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from .._validation import check_sparsity
-from .criteria import Random, get_criterion
+from .criteria import Random, check_score_arrays, get_criterion
 from .scopes import check_scope, layer_counts
 
 __all__ = ["EmptyLayerWarning", "apply_counts", "check_model", "check_scores", "keep_mask",
@@ -28,19 +28,8 @@ def check_model(model):
 def check_scores(criterion, scores, layers):
     """A criterion is user code: its scores get the same checks as any input. Returns
     them as float64 arrays, one (in, out) per layer."""
-    if not isinstance(scores, (list, tuple)) or len(scores) != len(layers):
-        raise ValueError(f"criterion {criterion!r} must return one score array per layer "
-                         f"({len(layers)}), got {type(scores).__name__}")
-    checked = []
-    for i, (s, layer) in enumerate(zip(scores, layers)):
-        s = np.asarray(s, dtype=np.float64)
-        if s.shape != layer.shape:
-            raise ValueError(f"criterion {criterion!r} scores for layer {i} must have shape "
-                             f"{layer.shape} (in, out), got {s.shape}")
-        if np.isnan(s).any():
-            raise ValueError(f"criterion {criterion!r} scores for layer {i} contain NaN")
-        checked.append(s)
-    return checked
+    return check_score_arrays(criterion, scores, [layer.shape for layer in layers],
+                              shape_note=" (in, out)")
 
 
 def _keep(scores, alive, n_prune):
