@@ -91,6 +91,21 @@ def to_finite_float(a, dtype, name, order="K"):
     return converted
 
 
+def to_real_array(a, name, kind):
+    """``a`` as an ndarray of real numbers (or bools), as given otherwise; a TypeError
+    naming ``name`` and ``kind`` (what it must be) for input numpy cannot convert, that is
+    not numeric, or complex (casting would drop the imaginary part)."""
+    try:
+        a = np.asarray(a)
+    except Exception as exc:  # ragged lists and other objects numpy refuses
+        raise TypeError(f"{name} must be {kind}, could not convert: {exc}") from exc
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise TypeError(f"{name} must be {kind}, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {a.dtype}")
+    return a
+
+
 def check_features(X, n_features, dtype, name="X", finite=True):
     """Return X as a finite 2-D array (n_samples, n_features) of ``dtype``.
 
@@ -99,14 +114,7 @@ def check_features(X, n_features, dtype, name="X", finite=True):
     to a caller whose kernel makes it on the way (it must call again with
     ``finite=True`` for the message when the kernel finds a NaN or infinity).
     """
-    try:
-        X = np.asarray(X)
-    except Exception as exc:  # ragged lists and other objects numpy refuses
-        raise TypeError(f"{name} must be a 2-D numeric array, could not convert: {exc}") from exc
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise TypeError(f"{name} must be a 2-D numeric array, got dtype {X.dtype}")
-    if np.issubdtype(X.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {X.dtype}")
+    X = to_real_array(X, name, "a 2-D numeric array")
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if X.shape[0] == 0:

@@ -18,7 +18,7 @@ activations: int64 ``(n,)`` class indices, or ``(k, n)`` floats.
 
 import numpy as np
 
-from ._validation import check_choice, to_finite_float
+from ._validation import check_choice, to_finite_float, to_real_array
 from .kernels.dense import (
     dense_sigmoid, dense_sigmoid_xent, dense_softmax, dense_softmax_xent, dense_squared_error,
 )
@@ -106,12 +106,7 @@ class Head:
 
 def _check_float_targets(y, n_samples, n_outputs, dtype, name):
     """y (n,) for one output or (n, k), finite numbers, as (k, n) of ``dtype``."""
-    try:
-        y = np.asarray(y)
-    except Exception as exc:  # ragged lists and other objects numpy refuses
-        raise TypeError(f"{name} must be a numeric array, could not convert: {exc}") from exc
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {y.dtype}")
+    y = to_real_array(y, name, "numeric")
     if y.ndim == 1 and n_outputs == 1:
         y = y[:, None]
     if y.ndim != 2 or y.shape[1] != n_outputs:

@@ -242,6 +242,8 @@ def test_bad_model_arguments(kwargs, error, match):
     ("squared", np.full((6, 2), np.nan), ValueError, "y contains NaN"),
     ("squared", np.zeros((5, 2)), ValueError, "y has 5 samples, X has 6"),
     ("squared", np.full((6, 2), "a"), TypeError, "y must be numeric"),
+    ("squared", [[1.0, 2.0], [3.0]] * 3, TypeError, "y must be numeric, could not convert"),
+    ("squared", np.zeros((6, 2), complex), TypeError, "y must be real, got dtype complex128"),
 ])
 def test_targets_that_do_not_fit_the_loss(loss, y, error, match):
     model = spp.MLP([3, 2], loss=loss, seed=0)
