@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import sparseprune as spp
-from methods_digits import DENSE_EPOCHS, FIT, SIZES, TUNE_EPOCHS, cell, gradual
+from methods_digits import DENSE_EPOCHS, FIT, SIZES, TUNE_EPOCHS, cell, gradual, mean_sd
 
 TOTAL = DENSE_EPOCHS + TUNE_EPOCHS
 SPARSITIES = (0.9, 0.95)
@@ -99,9 +99,8 @@ def table(results):
         for v in values:
             sp = [r[f"{prefix}:{v:g}"][0] for r in seeds]
             acc = [r[f"{prefix}:{v:g}"][1] for r in seeds]
-            lines.append(f"| {name.format(v)} | {100 * np.mean(sp):.1f}% "
-                         f"(±{100 * np.std(sp, ddof=1) if len(sp) > 1 else 0:.1f}) | "
-                         f"{cell(acc)} |")
+            m, sd = mean_sd(100 * np.asarray(sp))
+            lines.append(f"| {name.format(v)} | {m:.1f}% (±{sd:.1f}) | {cell(acc)} |")
     return "\n".join(lines)
 
 
