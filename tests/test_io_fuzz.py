@@ -497,6 +497,25 @@ def test_structural_corruption_is_refused(fuzz, name):
     assert problem is None, problem
 
 
+def refused_or_harmless(results, names, sizes=None):
+    """(problems, refusals) over the fuzz cases ``names``: each must be refused as
+    documented, or load a model that predicts finite values (of layer ``sizes`` if
+    given)."""
+    problems = []
+    for name in names:
+        result = results[name]
+        if result["error"] is None:
+            wrong_sizes = sizes is not None and result["sizes"] != sizes
+            if result["finite"] is not True or wrong_sizes:
+                shown = "" if sizes is None else f", sizes {result.get('sizes')}"
+                problems.append(f"{name}: loaded, predictions finite: {result['finite']}{shown}")
+        else:
+            problem = check_refused(name, result, None)
+            if problem:
+                problems.append(problem)
+    return problems, sum(results[n]["error"] == "ValueError" for n in names)
+
+
 def test_byte_level_corruption_is_refused(fuzz):
     results, expected, _ = fuzz
     problems = [check_refused(name, results[name], pattern)
@@ -510,18 +529,7 @@ def test_random_byte_flips_are_refused_or_harmless(fuzz):
     timestamp, an unused field); then the model loads and predicts finite values."""
     results, expected, _ = fuzz
     names = [n for n, (kind, _) in expected.items() if kind == "flip"]
-    problems = []
-    for name in names:
-        result = results[name]
-        if result["error"] is None:
-            if result["finite"] is not True or result["sizes"] != BASE_SIZES:
-                problems.append(f"{name}: loaded, predictions finite: {result['finite']}, "
-                                f"sizes {result.get('sizes')}")
-        else:
-            problem = check_refused(name, result, None)
-            if problem:
-                problems.append(problem)
-    refused = sum(results[n]["error"] == "ValueError" for n in names)
+    problems, refused = refused_or_harmless(results, names, BASE_SIZES)
     assert not problems, f"{len(problems)} of {len(names)} flips:\n" + "\n".join(problems)
     assert refused > len(names) // 2  # the fuzz does hit the file's contents
 
@@ -895,16 +903,6 @@ def test_v2_resealed_flips_are_refused_or_harmless(fuzz_v2):
     code is another weight); never a crash."""
     results, expected = fuzz_v2
     names = [n for n, (kind, _) in expected.items() if kind == "resealed"]
-    problems = []
-    for name in names:
-        result = results[name]
-        if result["error"] is None:
-            if result["finite"] is not True:
-                problems.append(f"{name}: loaded, predictions finite: {result['finite']}")
-        else:
-            problem = check_refused(name, result, None)
-            if problem:
-                problems.append(problem)
-    refused = sum(results[n]["error"] == "ValueError" for n in names)
+    problems, refused = refused_or_harmless(results, names)
     assert not problems, f"{len(problems)} of {len(names)} flips:\n" + "\n".join(problems)
     assert refused > len(names) // 3
