@@ -120,11 +120,11 @@ class _SparseMLP(BaseEstimator):
 
     # -- inference --------------------------------------------------------------------
 
-    def _feature_major(self, X):
-        """X checked as at fit, feature-major for the served model."""
+    def _checked(self, X):
+        """X checked as at fit, for the served model (which predicts class indices: its
+        ``classes`` are None)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=FLOATS)
-        return self.sparse_model_.feature_major(X)
+        return validate_data(self, X, reset=False, dtype=FLOATS)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "sparse_model_")
@@ -244,15 +244,15 @@ class SparseMLPClassifier(ClassifierMixin, _SparseMLP):
     def predict(self, X):
         """Labels (n_samples,) from ``classes_``, or 0/1 (n_samples, n_labels) for a
         multi-label classifier."""
-        xt = self._feature_major(X)
-        indices = self.sparse_model_.predict_fm(xt)
+        X = self._checked(X)  # first: an unfitted estimator has no sparse_model_
+        indices = self.sparse_model_.predict(X)
         return indices if self._multilabel else self.classes_[indices]
 
     def predict_proba(self, X):
         """Probabilities (n_samples, n_classes) in the order of ``classes_`` (per label
         for a multi-label classifier)."""
-        xt = self._feature_major(X)
-        return self.sparse_model_.proba_fm(xt)
+        X = self._checked(X)
+        return self.sparse_model_.predict_proba(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -295,8 +295,8 @@ class SparseMLPRegressor(RegressorMixin, _SparseMLP):
 
     def predict(self, X):
         """Values (n_samples,) for one output, (n_samples, n_outputs) for more."""
-        xt = self._feature_major(X)
-        return self.sparse_model_.predict_fm(xt)
+        X = self._checked(X)
+        return self.sparse_model_.predict(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
