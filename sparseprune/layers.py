@@ -444,10 +444,11 @@ class SparseLinear(_Linear):
         # with the packing (no pass of its own over X), except on the call that measures
         # a batch bucket: contenders are never timed on input that will be refused.
         X = writable(check_features(X, self.in_features, self.dtype, finite=False))
-        if backend == "auto" and self.plan.get("forward", X.shape[0]) is None:
-            X = writable(check_features(given, self.in_features, self.dtype))
         out = np.empty((X.shape[0], self.out_features), self.dtype)
         if backend == "auto":
+            backend = self.plan.get("forward", X.shape[0])
+        if backend is None:
+            X = writable(check_features(given, self.in_features, self.dtype))
             part, part_out = X[:MEASURE_SAMPLES], out[:MEASURE_SAMPLES]
             backend = self.plan.choose("forward", X.shape[0], {
                 "sparse": lambda: self._sparse_forward_sm(part, part_out),
