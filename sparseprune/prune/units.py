@@ -8,8 +8,7 @@ one), higher meaning more important.
 
 import numpy as np
 
-from .criteria import (Criterion, GradientCriterion, check_score_arrays,
-                       from_registry)
+from .criteria import Criterion, GradientCriterion, check_score_arrays, from_registry
 
 __all__ = ["UNIT_CRITERIA", "Activation", "L1Norm", "L2Norm", "UnitCriterion", "UnitTaylor",
            "check_unit_scores", "get_unit_criterion"]
