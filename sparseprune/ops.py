@@ -28,6 +28,14 @@ TILE_LANES = {np.dtype(t): csr.csr_tile_bytes() // np.dtype(t).itemsize
 CHUNKS_PER_THREAD = 4
 # Below this many nonzeros a batch-1 product is done before a thread pool wakes up.
 PARALLEL_MATVEC_NNZ = 1 << 16
+# From this many bytes of values and indices on, batch 1 gathers x by vectors
+# (csr.csr_matvec_gather*): weights this large are mostly read from memory (another
+# program's or NumPy's data evicts them from L3 between calls), where the gathers keep
+# more of their lines in flight; below, the weights tend to stay in cache, where the
+# scalar loop is 5-15% faster. 4 MiB is where the two cross right after a dense product
+# (4.8 MiB: 268-273 against 297-302 us; 2.4 MiB: 168-179 against 162-166 us). Only on
+# hosts like the one measured (csr.GATHER_MATVEC).
+MATVEC_GATHER_FROM_BYTES = 4 << 20 if csr.GATHER_MATVEC else 1 << 62
 # Waking Numba's passively waiting OpenMP threads costs some 45 us a parallel region
 # here, so below about 90 us of work one thread finishes first. A batched kernel's serial
 # time is close to nnz * (24 + batch) units of ~0.05 ns: a fixed part per nonzero (its
@@ -210,8 +218,9 @@ def narrow_indices(indices, n_cols):
 def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=None):
     """out (rows, batch) = A @ x + bias (ReLU'd if ``relu``) for feature-major x (cols,
     batch), ``indices`` int32 or uint16 (see narrow_indices): the gather kernel at batch
-    1, the row kernel below a register tile of lanes, the tiled kernel from one on,
-    serial or over the row chunks by the amount of work.
+    1 (scalar, or by vectors from MATVEC_GATHER_FROM_BYTES of weights on), the row
+    kernel below a register tile of lanes, the tiled kernel from one on, serial or over
+    the row chunks by the amount of work.
 
     With ``table`` (2**bits,) ``data`` holds uint8 codes, nonzero p standing for
     ``table[data[p]]`` (a quantized layer; its batch 1 is ``quantized_ops``')."""
@@ -219,10 +228,13 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=Non
     values = (data,) if table is None else (data, table)
     if batch == 1 and table is None:
         xv, yv = x.reshape(-1), out.reshape(-1)
+        gather = indices.nbytes + data.nbytes >= MATVEC_GATHER_FROM_BYTES
         if indices.size >= PARALLEL_MATVEC_NNZ:
-            csr.csr_matvec_parallel(relu, indptr, indices, data, row_bounds, xv, bias, yv)
+            (csr.csr_matvec_gather_parallel if gather else csr.csr_matvec_parallel)(
+                relu, indptr, indices, data, row_bounds, xv, bias, yv)
         else:
-            csr.csr_matvec(relu, indptr, indices, data, xv, bias, yv)
+            (csr.csr_matvec_gather if gather else csr.csr_matvec)(
+                relu, indptr, indices, data, xv, bias, yv)
     elif batch >= TILE_LANES[x.dtype]:
         _tiled(indptr, indices, values, row_bounds, bias, relu,
                pack_tiles(x, TILE_LANES[x.dtype]), False, out)

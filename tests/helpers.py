@@ -11,17 +11,21 @@ KERNEL_PATHS = ("serial", "parallel")
 
 
 @contextlib.contextmanager
-def kernel_path(path):
+def kernel_path(path, gather=False):
     """Run ``ops`` and ``quantized_ops`` on their serial or their parallel kernels
     whatever the size, so that small test cases check both (each picks by the amount
-    of work)."""
-    saved = ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ
+    of work); with ``gather``, batch 1 on the vector-gather kernels whatever the weight's
+    bytes (else on the scalar ones)."""
+    saved = (ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ,
+             ops.MATVEC_GATHER_FROM_BYTES)
     limit = 1 << 62 if path == "serial" else 0
     ops.PARALLEL_WORK = ops.PARALLEL_MATVEC_NNZ = quantized_ops.PARALLEL_MATVEC_NNZ = limit
+    ops.MATVEC_GATHER_FROM_BYTES = 0 if gather else 1 << 62
     try:
         yield
     finally:
-        ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ = saved
+        (ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ,
+         ops.MATVEC_GATHER_FROM_BYTES) = saved
 
 
 def random_model(sizes, dtype, seed):

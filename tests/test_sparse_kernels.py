@@ -32,8 +32,9 @@ def stored_rows(indptr):
     return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
 
-@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds, st.sampled_from(KERNEL_PATHS))
-def test_csr_forward(case, batch, with_bias, relu, seed, path):
+@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds, st.sampled_from(KERNEL_PATHS),
+       st.booleans())
+def test_csr_forward(case, batch, with_bias, relu, seed, path, gather):
     A, dtype = case
     rng = np.random.default_rng(seed)
     n_rows, n_cols = A.shape
@@ -42,7 +43,7 @@ def test_csr_forward(case, batch, with_bias, relu, seed, path):
     bias = rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops.EMPTY[dtype]
     out = np.full((n_rows, batch), np.nan, dtype)
 
-    with kernel_path(path):
+    with kernel_path(path, gather):
         result = ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu,
                                  x, out)
 

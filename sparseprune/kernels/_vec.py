@@ -24,17 +24,19 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
 
-def _tile_bytes():
-    # 256 B is four zmm registers: two such accumulators (eight zmm) keep two FMA
-    # chains in flight. With 16 vector registers (AVX2 and older) 128 B avoids spills.
+def _host_avx512():
     try:
-        feats = llvm.get_host_cpu_features()
-        return 256 if feats.get("avx512f", False) else 128
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
     except Exception:  # pragma: no cover - exotic hosts
-        return 128
+        return False
 
 
-TILE_BYTES = _tile_bytes()
+#: Whether this host has AVX-512 (32 vector registers, and the gathers that
+#: ``vec_gather`` was measured with).
+HOST_AVX512 = _host_avx512()
+# 256 B is four zmm registers: two such accumulators (eight zmm) keep two FMA chains in
+# flight. With 16 vector registers (AVX2 and older) 128 B avoids spills.
+TILE_BYTES = 256 if HOST_AVX512 else 128
 
 
 class TileType(types.Type):
@@ -185,3 +187,190 @@ def prefetch(typingctx, arr, off):
         return context.get_dummy_value()
 
     return types.void(arr, off), codegen
+
+
+# --------------------------------------------------------------------------- #
+# Vectors for gathers: one 64-byte vector of values (a zmm register on AVX-512; two
+# ymm on AVX2, where LLVM splits it), read through a count ``n`` of valid lanes so that
+# a row's last, partial vector needs no scalar tail: lanes n and up read nothing and
+# are 0. ``llvm.masked.gather`` and ``llvm.masked.load`` are generic LLVM intrinsics:
+# a target without gathers lowers them to scalar loads.
+# --------------------------------------------------------------------------- #
+VEC_BYTES = 64
+
+
+def _vec_type(dtype):
+    return TileType(dtype, VEC_BYTES // (dtype.bitwidth // 8))
+
+
+def _first_lanes(builder, n, count):
+    """The mask <count x i1> of lanes below the int64 ``n``."""
+    vty = ir.VectorType(_I32, count)
+    lanes = ir.Constant(vty, list(range(count)))
+    undef = ir.Constant(vty, ir.Undefined)
+    n32 = builder.trunc(n, _I32)
+    splat = builder.shuffle_vector(builder.insert_element(undef, n32, _I32(0)), undef,
+                                   ir.Constant(vty, [0] * count))
+    return builder.icmp_unsigned("<", lanes, splat)
+
+
+def _masked(builder, name, vty, pointer, align, mask):
+    suffix = "f32" if vty.element == ir.FloatType() else "f64"
+    pointers = f"v{vty.count}p0{suffix}" if isinstance(pointer.type, ir.VectorType) \
+        else f"p0v{vty.count}{suffix}"
+    fnty = ir.FunctionType(vty, [pointer.type, _I32, mask.type, vty])
+    fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                        f"llvm.masked.{name}.v{vty.count}{suffix}.{pointers}")
+    return builder.call(fn, [pointer, _I32(align), mask, ir.Constant(vty, None)])
+
+
+@intrinsic
+def vec_zero(typingctx, like):
+    """A vector of zeros of the array ``like``'s dtype."""
+    if not isinstance(like, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(sig.return_type), None)
+
+    return _vec_type(like.dtype)(like), codegen
+
+
+@intrinsic
+def vec_load(typingctx, arr, off, n):
+    """arr's elements off..off+n (n at most the vector's lanes) as a vector, lanes n and
+    up 0 and not read."""
+    if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.return_type)
+        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        mask = _first_lanes(builder, context.cast(builder, args[2], sig.args[2], types.int64),
+                            vty.count)
+        return _masked(builder, "load", vty, builder.bitcast(p, vty.as_pointer()),
+                       arr.dtype.bitwidth // 8, mask)
+
+    return _vec_type(arr.dtype)(arr, off, n), codegen
+
+
+@intrinsic
+def vec_gather(typingctx, x, idx, off, n):
+    """x[idx[off + k]] for k below n (at most the vector's lanes) as a vector, lanes n and
+    up 0 and not read: a hardware gather with 32-bit indices where the target has one.
+    ``idx`` holds non-negative integers of at most 32 bits."""
+    if (not isinstance(x, types.Array) or not isinstance(idx, types.Array)
+            or not isinstance(idx.dtype, types.Integer) or idx.dtype.bitwidth > 32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.return_type)
+        count = vty.count
+        ity = context.get_value_type(sig.args[1].dtype)
+        ip = _elem_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
+        iv = builder.load(builder.bitcast(ip, ir.VectorType(ity, count).as_pointer()),
+                          align=ity.width // 8)
+        if ity.width < 32:
+            iv = builder.zext(iv, ir.VectorType(_I32, count))
+        base = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0]).data
+        # One base pointer and a vector of 32-bit indices: the form LLVM lowers to a
+        # single vgatherdps (a vector of 64-bit addresses takes two gathers of 8 lanes).
+        # A vector index makes a GEP's result a vector of pointers; llvmlite types a GEP
+        # by its pointer operand alone, so the result type is set here.
+        pointers = builder.gep(base, [iv], inbounds=True, source_etype=base.type.pointee)
+        pointers.type = ir.VectorType(base.type, count)
+        mask = _first_lanes(builder, context.cast(builder, args[3], sig.args[3], types.int64),
+                            count)
+        return _masked(builder, "gather", vty, pointers, x.dtype.bitwidth // 8, mask)
+
+    return _vec_type(x.dtype)(x, idx, off, n), codegen
+
+
+@intrinsic
+def vec_fma(typingctx, acc, a, b):
+    """acc + a * b lane-wise (an FMA where the target has one)."""
+    if not isinstance(acc, TileType) or acc != a or acc != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], builder.fmul(args[1], args[2], flags=_CONTRACT),
+                            flags=_CONTRACT)
+
+    return acc(acc, a, b), codegen
+
+
+@intrinsic
+def vec_sum(typingctx, a):
+    """The sum of the lanes, as a scalar: halves added pairwise (a fixed order)."""
+    if not isinstance(a, TileType):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        count = sig.args[0].lanes
+        while count > 1:
+            half = count // 2
+            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, half),
+                                                          list(range(half))))
+            hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, half),
+                                                          list(range(half, count))))
+            v = builder.fadd(lo, hi)
+            count = half
+        return builder.extract_element(v, _I32(0))
+
+    return a.dtype(a), codegen
+
+
+@intrinsic
+def vec_transpose(typingctx, x, x_off, x_stride, out, out_off, out_stride):
+    """Transpose a square block of as many rows as a vector has lanes (16 float32, 8
+    float64): rows r of x at flat offsets x_off + r * x_stride become rows of out at
+    out_off + c * out_stride, out[c][r] = x[r][c]. Returns the block's ``0 * x`` summed
+    over its rows: a vector of zeros, NaN in the lanes of a column holding an inf or a
+    NaN (the finiteness check, for the loads it already made).
+
+    In registers: each of log2(lanes) rounds swaps one bit of the row number with the
+    same bit of the column number, pairing rows that differ in that bit through one
+    two-input shuffle each, so the block is read and written a whole vector at a time."""
+    if (not isinstance(x, types.Array) or not isinstance(out, types.Array)
+            or x.dtype != out.dtype):
+        return None
+    vtype = _vec_type(x.dtype)
+
+    def codegen(context, builder, sig, args):
+        xa, xo, xs, oa, oo, os_ = args
+        vty = context.get_value_type(vtype)
+        count = vty.count
+        align = x.dtype.bitwidth // 8
+
+        def pointer(arrty, arr, offty, off, strty, stride, r):
+            idx = builder.add(context.cast(builder, off, offty, types.intp),
+                              builder.mul(context.cast(builder, stride, strty, types.intp),
+                                          ir.Constant(ir.IntType(64), r)))
+            p = _elem_ptr(context, builder, arrty, arr, types.intp, idx)
+            return builder.bitcast(p, vty.as_pointer())
+
+        rows = [builder.load(pointer(sig.args[0], xa, sig.args[1], xo, sig.args[2], xs, r),
+                             align=align) for r in range(count)]
+        zero = ir.Constant(vty, None)
+        check = zero
+        for v in rows:
+            check = builder.fadd(check, builder.fmul(v, zero))
+        bit = 1
+        while bit < count:
+            low = ir.Constant(ir.VectorType(_I32, count),
+                              [c if c & bit == 0 else count + c - bit for c in range(count)])
+            high = ir.Constant(ir.VectorType(_I32, count),
+                               [c + bit if c & bit == 0 else count + c for c in range(count)])
+            for r in range(count):
+                if r & bit == 0:
+                    a, b = rows[r], rows[r + bit]
+                    rows[r] = builder.shuffle_vector(a, b, low)
+                    rows[r + bit] = builder.shuffle_vector(a, b, high)
+            bit *= 2
+        for c in range(count):
+            builder.store(rows[c], pointer(sig.args[3], oa, sig.args[4], oo, sig.args[5], os_, c),
+                          align=align)
+        return check
+
+    return vtype(x, x_off, x_stride, out, out_off, out_stride), codegen

@@ -28,13 +28,15 @@ from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    TILE_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat,
-    tile_store,
+    HOST_AVX512, TILE_BYTES, VEC_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load,
+    tile_relu, tile_splat, tile_store, vec_fma, vec_gather, vec_load, vec_sum, vec_transpose,
+    vec_zero,
 )
 
 __all__ = [
-    "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
-    "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_parallel",
+    "GATHER_MATVEC", "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
+    "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_gather",
+    "csr_matvec_gather_parallel", "csr_matvec_parallel",
     "csr_pack_tiles", "csr_pack_tiles_parallel", "csr_pack_tiles_sm", "csr_pack_tiles_sm_parallel",
     "csr_mask_count", "csr_mask_fill", "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel",
     "csr_tile_bytes", "csr_transpose_count", "csr_transpose_fill", "qcsr_matmul",
@@ -573,40 +575,52 @@ def qcsr_matmul_tiles(relu, out_sm, indptr, indices, codes, table, xp, bias, buf
 
 
 # Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
-# A transpose, done in blocks of _PACK_COLS inputs so that the _PACK_COLS xp rows being
-# written (16 KiB at 64 float32 lanes) stay in L1 while L samples are read along them.
-# The finiteness check rides along: the pack counts non-finite values (v - v != 0 for
-# inf and NaN) and the caller raises; no second pass over X from memory.
-_PACK_COLS = 64
-# Inputs per parallel packing item. The check runs over whole row segments of this
-# length before they are copied: a long contiguous loop that LLVM vectorizes. Counted
-# inside the transposing copy it cost 30% of the packing (4096 x 256 float32: 1.05
-# against 0.89 ms; 1024 x 64: 60 against 47 us), over 64-input segments even more
-# (benchmarks/test_bench_sparse.py, groups `forward ...`).
+# A transpose, by square blocks of one vector's lanes (16 x 16 float32) transposed in
+# registers (``vec_transpose``): every load and store a whole 64-byte vector. Element
+# by element, writing each xp row one lane at a time, 64 x 1024 float32 took 59-63 us;
+# by blocks 19-20 (serial). Through SparseLinear.forward, 1024^2 at 90%, batch 64: 268
+# against 296 us; 4096^2, batch 256: 11.6 against 12.3 ms (benchmark groups `public
+# ...`). Columns and samples past the last whole block go element by element.
+# The finiteness check rides along: the blocks add up 0 * x over the values they
+# loaded (NaN if any is inf or NaN), the rest counts v - v != 0; the caller raises. No
+# second pass over X from memory.
+# Inputs per parallel packing item.
 _PACK_CHECK_COLS = 512
 
 
 @inline()
 def _pack_sm_block(t, i0, i1, x, xp):
-    """Inputs i0..i1 of tile t, from sample-major x; returns the non-finite count."""
+    """Inputs i0..i1 of tile t, from sample-major x; returns the non-finite count (a
+    block with non-finite values counts once)."""
     batch = x.shape[0]
+    n_in = x.shape[1]
     lanes = xp.shape[2]
+    square = VEC_BYTES // x.itemsize
     zero = xp.dtype.type(0)
     b0 = t * lanes
     m = min(lanes, batch - b0)
-    bad = 0
-    for k in range(m):
+    m_blocks = m - m % square
+    i_blocks = i1 - (i1 - i0) % square
+    check = vec_zero(x)
+    for k0 in range(0, m_blocks, square):
+        for c0 in range(i0, i_blocks, square):
+            check = tile_add(check, vec_transpose(
+                x, int64(b0 + k0) * n_in + c0, n_in, xp, (int64(t) * n_in + c0) * lanes + k0,
+                lanes))
+    bad = 0 if vec_sum(check) == zero else 1
+    for k in range(m_blocks):
+        for i in range(i_blocks, i1):
+            v = x[b0 + k, i]
+            bad += (v - v) != zero
+            xp[t, i, k] = v
+    for k in range(m_blocks, m):
         for i in range(i0, i1):
             v = x[b0 + k, i]
             bad += (v - v) != zero
-    for c0 in range(i0, i1, _PACK_COLS):
-        c1 = min(c0 + _PACK_COLS, i1)
-        for k in range(m):
-            for i in range(c0, c1):
-                xp[t, i, k] = x[b0 + k, i]
+            xp[t, i, k] = v
+    for i in range(i0, i1):
         for k in range(m, lanes):
-            for i in range(c0, c1):
-                xp[t, i, k] = zero
+            xp[t, i, k] = zero
     return bad
 
 
@@ -648,6 +662,72 @@ def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     for c in prange(row_bounds.shape[0] - 1):
         _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
                      bias, out)
+
+
+# Batch 1 with vector gathers: 16 (float32) or 8 (float64) nonzeros of a row per
+# vector, their values loaded whole and x's entries gathered, four vectors in flight.
+# This is for weights read from memory, not from cache: on this machine (AMD EPYC, AVX-512)
+# a gather costs about 1.4 cycles a nonzero against the scalar loop's 1.25 when the
+# weights sit in L2, but at a third of the instructions many more of the weight stream's
+# lines are in flight. 4096^2, 90% float32 (9.6 MiB), parallel: 396-418 against 528-560
+# us right after a dense product has evicted it from L3, 365-367 against 347-351 us
+# when it stays there; 4096^2 at 80% (19 MiB): 703 against 1081-1149 us; at 95% (4.8
+# MiB): 268-273 against 297-302, and 2048^2 at 90% (2.4 MiB) 5-8% slower either way
+# (kernel calls, each right after a 4096^2 dense product, medians of 150). Through
+# SparseLinear.forward: 462-502 against 545 us (benchmark group `public
+# 4096x4096-s0.9-b1-float32`). ops picks it by the weight's bytes
+# (MATVEC_GATHER_FROM_BYTES), on hosts like the one measured, with AVX-512 (GATHER_MATVEC).
+GATHER_MATVEC = HOST_AVX512
+
+
+@inline()
+def _gather_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
+    """Batch-1 rows r0..r1 of out = A @ x (+ bias)(ReLU), x (n_cols,), by vector gathers."""
+    lanes = VEC_BYTES // data.itemsize
+    has_bias = bias.shape[0] != 0
+    zero = out.dtype.type(0)
+    for j in range(r0, r1):
+        p = int64(indptr[j])
+        end = int64(indptr[j + 1])
+        a0 = vec_zero(data)
+        a1 = vec_zero(data)
+        a2 = vec_zero(data)
+        a3 = vec_zero(data)
+        while p + 4 * lanes <= end:
+            a0 = vec_fma(a0, vec_load(data, p, lanes), vec_gather(x, indices, p, lanes))
+            a1 = vec_fma(a1, vec_load(data, p + lanes, lanes),
+                         vec_gather(x, indices, p + lanes, lanes))
+            a2 = vec_fma(a2, vec_load(data, p + 2 * lanes, lanes),
+                         vec_gather(x, indices, p + 2 * lanes, lanes))
+            a3 = vec_fma(a3, vec_load(data, p + 3 * lanes, lanes),
+                         vec_gather(x, indices, p + 3 * lanes, lanes))
+            p += 4 * lanes
+        while p < end:
+            n = min(lanes, end - p)
+            a0 = vec_fma(a0, vec_load(data, p, n), vec_gather(x, indices, p, n))
+            p += lanes
+        s = (vec_sum(a0) + vec_sum(a1)) + (vec_sum(a2) + vec_sum(a3))
+        if has_bias:
+            s += bias[j]
+        if relu and s < zero:
+            s = zero
+        out[j] = s
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
+     fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matvec_gather(relu, indptr, indices, data, x, bias, out):
+    """csr_matvec by vector gathers, for weights that come from memory (see above)."""
+    _gather_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+
+
+@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
+     "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matvec_gather_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
+    """csr_matvec_parallel by vector gathers, for weights that come from memory."""
+    for c in prange(row_bounds.shape[0] - 1):
+        _gather_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x, bias,
+                     out)
 
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
