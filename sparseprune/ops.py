@@ -28,14 +28,6 @@ TILE_LANES = {np.dtype(t): csr.csr_tile_bytes() // np.dtype(t).itemsize
 CHUNKS_PER_THREAD = 4
 # Below this many nonzeros a batch-1 product is done before a thread pool wakes up.
 PARALLEL_MATVEC_NNZ = 1 << 16
-# From this many bytes of values and indices on, batch 1 gathers x by vectors
-# (csr.csr_matvec_gather*): weights this large are mostly read from memory (another
-# program's or NumPy's data evicts them from L3 between calls), where the gathers keep
-# more of their lines in flight; below, the weights tend to stay in cache, where the
-# scalar loop is 5-15% faster. 4 MiB is where the two cross right after a dense product
-# (4.8 MiB: 268-273 against 297-302 us; 2.4 MiB: 168-179 against 162-166 us). Only on
-# hosts like the one measured (csr.GATHER_MATVEC).
-MATVEC_GATHER_FROM_BYTES = 4 << 20 if csr.GATHER_MATVEC else 1 << 62
 # Waking Numba's passively waiting OpenMP threads costs some 45 us a parallel region
 # here, so below about 90 us of work one thread finishes first. A batched kernel's serial
 # time is close to nnz * (24 + batch) units of ~0.05 ns: a fixed part per nonzero (its
@@ -218,23 +210,15 @@ def narrow_indices(indices, n_cols):
 def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=None):
     """out (rows, batch) = A @ x + bias (ReLU'd if ``relu``) for feature-major x (cols,
     batch), ``indices`` int32 or uint16 (see narrow_indices): the gather kernel at batch
-    1 (scalar, or by vectors from MATVEC_GATHER_FROM_BYTES of weights on), the row
-    kernel below a register tile of lanes, the tiled kernel from one on, serial or over
-    the row chunks by the amount of work.
+    1, the row kernel below a register tile of lanes, the tiled kernel from one on,
+    serial or over the row chunks by the amount of work.
 
     With ``table`` (2**bits,) ``data`` holds uint8 codes, nonzero p standing for
     ``table[data[p]]`` (a quantized layer; its batch 1 is ``quantized_ops``')."""
     batch = x.shape[1]
     values = (data,) if table is None else (data, table)
     if batch == 1 and table is None:
-        xv, yv = x.reshape(-1), out.reshape(-1)
-        gather = indices.nbytes + data.nbytes >= MATVEC_GATHER_FROM_BYTES
-        if indices.size >= PARALLEL_MATVEC_NNZ:
-            (csr.csr_matvec_gather_parallel if gather else csr.csr_matvec_parallel)(
-                relu, indptr, indices, data, row_bounds, xv, bias, yv)
-        else:
-            (csr.csr_matvec_gather if gather else csr.csr_matvec)(
-                relu, indptr, indices, data, xv, bias, yv)
+        _matvec(indptr, indices, data, row_bounds, bias, relu, x.reshape(-1), out.reshape(-1))
     elif batch >= TILE_LANES[x.dtype]:
         _tiled(indptr, indices, values, row_bounds, bias, relu,
                pack_tiles(x, TILE_LANES[x.dtype]), False, out)
@@ -269,6 +253,8 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
     batch = X.shape[0]
     if batch == 1:
         xv = np.ascontiguousarray(X).reshape(-1)
+        if table is None:
+            return _matvec(indptr, indices, data, row_bounds, bias, relu, xv, out.reshape(-1))
         csr_forward(indptr, indices, data, row_bounds, bias, relu,
                     xv.reshape(-1, 1), out.reshape(-1, 1), table)
         return bool(np.isfinite(xv).all())
@@ -286,6 +272,17 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
     values = (data,) if table is None else (data, table)
     _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sample_major, out)
     return finite
+
+
+def _matvec(indptr, indices, data, row_bounds, bias, relu, x, out):
+    """out (rows,) = A @ x + bias (ReLU'd if ``relu``) for one sample x (cols,), serial or
+    over the row chunks by the number of nonzeros; whether x was all finite (the kernel
+    checks it on the way)."""
+    if indices.size >= PARALLEL_MATVEC_NNZ:
+        bad = csr.csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out)
+    else:
+        bad = csr.csr_matvec(relu, indptr, indices, data, x, bias, out)
+    return bad == 0
 
 
 def pack_tiles_sm(X, lanes):

@@ -11,21 +11,17 @@ KERNEL_PATHS = ("serial", "parallel")
 
 
 @contextlib.contextmanager
-def kernel_path(path, gather=False):
+def kernel_path(path):
     """Run ``ops`` and ``quantized_ops`` on their serial or their parallel kernels
     whatever the size, so that small test cases check both (each picks by the amount
-    of work); with ``gather``, batch 1 on the vector-gather kernels whatever the weight's
-    bytes (else on the scalar ones)."""
-    saved = (ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ,
-             ops.MATVEC_GATHER_FROM_BYTES)
+    of work)."""
+    saved = ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ
     limit = 1 << 62 if path == "serial" else 0
     ops.PARALLEL_WORK = ops.PARALLEL_MATVEC_NNZ = quantized_ops.PARALLEL_MATVEC_NNZ = limit
-    ops.MATVEC_GATHER_FROM_BYTES = 0 if gather else 1 << 62
     try:
         yield
     finally:
-        (ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ,
-         ops.MATVEC_GATHER_FROM_BYTES) = saved
+        ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ = saved
 
 
 def random_model(sizes, dtype, seed):

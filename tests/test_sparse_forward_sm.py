@@ -59,9 +59,9 @@ def bias_for(rng, n_rows, dtype, with_bias):
 
 @given(csr_cases(), batches, st.booleans(), st.booleans(), seeds,
        st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES), st.sampled_from(LAYOUTS),
-       st.booleans(), st.booleans())
+       st.booleans())
 def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layout,
-                    out_sample_major, gather):
+                    out_sample_major):
     A, dtype = case
     rng = np.random.default_rng(seed)
     n_rows, n_cols = A.shape
@@ -71,7 +71,7 @@ def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layou
     shape = (batch, n_rows) if out_sample_major else (n_rows, batch)
     out = np.full(shape, np.nan, dtype)
 
-    with kernel_path(path, gather):
+    with kernel_path(path):
         finite = ops.csr_forward_sm(indptr, indices_as(indices, index_dtype), data,
                                     ops.row_chunks(indptr), bias, relu, X, out,
                                     out_sample_major=out_sample_major)
@@ -88,8 +88,8 @@ def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layou
 
 
 @given(csr_cases(), batches, st.booleans(), st.booleans(), seeds,
-       st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES), st.booleans())
-def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype, gather):
+       st.sampled_from(KERNEL_PATHS), st.sampled_from(INDEX_DTYPES))
+def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype):
     """The feature-major forward for either index type: as csr_forward."""
     A, dtype = case
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype, g
     bias = bias_for(rng, n_rows, dtype, with_bias)
     out = np.full((n_rows, batch), np.nan, dtype)
 
-    with kernel_path(path, gather):
+    with kernel_path(path):
         result = ops.csr_forward(indptr, indices_as(indices, index_dtype), data,
                                          ops.row_chunks(indptr), bias, relu, x, out)
 
@@ -165,60 +165,25 @@ def rows_of_lengths(rng, lengths, n_cols, dtype):
 @pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", KERNEL_PATHS)
-def test_batch_one_by_vector_gathers(dtype, path, index_dtype):
-    """The vector-gather batch-1 kernels, against NumPy and the scalar kernels: rows of
-    every length from none to two turns of the four-vector loop and a partial vector,
-    in a shuffled order, over 3,000 columns (indices past one byte), with and without
-    bias and ReLU."""
+def test_batch_one_every_row_length(dtype, path, index_dtype):
+    """The batch-1 kernels (four quads of nonzeros a turn, then quads, then single
+    nonzeros) against NumPy: rows of every length from none to three turns and a bit, in
+    a shuffled order, over 3,000 columns (indices past one byte), with and without bias
+    and ReLU."""
     rng = np.random.default_rng(7)
-    lanes = 64 // np.dtype(dtype).itemsize
-    lengths = rng.permutation(np.arange(8 * lanes + lanes + 3))
+    lengths = rng.permutation(np.arange(3 * 16 + 8))
     A = rows_of_lengths(rng, lengths, 3000, dtype)
     indptr, indices, data = csr_arrays(A)
-    indices = indices_as(indices, index_dtype)
     x = rng.uniform(-2.0, 2.0, (3000, 1)).astype(dtype)
     for with_bias, relu in ((False, False), (True, False), (True, True)):
         bias = bias_for(rng, A.shape[0], np.dtype(dtype), with_bias)
         expected = reference(A, x.T, bias if with_bias else np.zeros(A.shape[0]), relu).T
-        got = {}
-        for gather in (True, False):
-            out = np.full((A.shape[0], 1), np.nan, dtype)
-            with kernel_path(path, gather):
-                ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu,
-                                x, out)
-            assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, x.T)))
-            got[gather] = out
-        empty = lengths == 0
-        assert_array_equal(got[True][empty], expected[empty])
-        # Summed in another order, not to the same bits: the two agree to rounding.
-        assert_allclose(got[True], got[False], **tol(dtype, scale=scale_of(A, x.T)))
-
-
-@pytest.mark.parametrize("path", KERNEL_PATHS)
-def test_batch_one_gathers_from_the_byte_threshold(path):
-    """Batch 1 takes the vector-gather kernels from MATVEC_GATHER_FROM_BYTES of values and
-    indices on, the scalar ones below."""
-    rng = np.random.default_rng(8)
-    A = rows_of_lengths(rng, np.full(40, 30), 500, np.float32)
-    indptr, indices, data = csr_arrays(A)
-    x = rng.uniform(-2.0, 2.0, (500, 1)).astype(np.float32)
-    parallel = "_parallel" if path == "parallel" else ""
-    weight_bytes = indices.nbytes + data.nbytes
-    for threshold, kernel in ((weight_bytes, "csr_matvec_gather"),
-                              (weight_bytes + 1, "csr_matvec")):
-        called = []
-        with kernel_path(path), pytest.MonkeyPatch.context() as patch:
-            patch.setattr(ops, "MATVEC_GATHER_FROM_BYTES", threshold)
-            for name in ("csr_matvec", "csr_matvec_gather"):
-                name += parallel
-                kernel_fn = getattr(csr, name)
-                patch.setattr(csr, name, lambda *a, _n=name, _k=kernel_fn, _c=called: (
-                    _c.append(_n), _k(*a)))
-            out = np.full((40, 1), np.nan, np.float32)
-            ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr),
-                            ops.EMPTY[np.dtype(np.float32)], False, x, out)
-        assert called == [kernel + parallel]
-        assert_allclose(out, A @ x, **tol(np.float32, scale=scale_of(A, x.T)))
+        out = np.full((A.shape[0], 1), np.nan, dtype)
+        with kernel_path(path):
+            ops.csr_forward(indptr, indices_as(indices, index_dtype), data,
+                            ops.row_chunks(indptr), bias, relu, x, out)
+        assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, x.T)))
+        assert_array_equal(out[lengths == 0], expected[lengths == 0])
 
 
 @pytest.mark.parametrize("batch", [1, 2, 64, 130])

@@ -32,9 +32,8 @@ def stored_rows(indptr):
     return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
 
-@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds, st.sampled_from(KERNEL_PATHS),
-       st.booleans())
-def test_csr_forward(case, batch, with_bias, relu, seed, path, gather):
+@given(csr_cases(), batches, st.booleans(), st.booleans(), seeds, st.sampled_from(KERNEL_PATHS))
+def test_csr_forward(case, batch, with_bias, relu, seed, path):
     A, dtype = case
     rng = np.random.default_rng(seed)
     n_rows, n_cols = A.shape
@@ -43,7 +42,7 @@ def test_csr_forward(case, batch, with_bias, relu, seed, path, gather):
     bias = rng.uniform(-2.0, 2.0, n_rows).astype(dtype) if with_bias else ops.EMPTY[dtype]
     out = np.full((n_rows, batch), np.nan, dtype)
 
-    with kernel_path(path, gather):
+    with kernel_path(path):
         result = ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, relu,
                                  x, out)
 

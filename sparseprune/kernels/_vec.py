@@ -24,19 +24,17 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
 
-def _host_avx512():
+def _tile_bytes():
+    # 256 B is four zmm registers: two such accumulators (eight zmm) keep two FMA
+    # chains in flight. With 16 vector registers (AVX2 and older) 128 B avoids spills.
     try:
-        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+        feats = llvm.get_host_cpu_features()
+        return 256 if feats.get("avx512f", False) else 128
     except Exception:  # pragma: no cover - exotic hosts
-        return False
+        return 128
 
 
-#: Whether this host has AVX-512 (32 vector registers, and the gathers that
-#: ``vec_gather`` was measured with).
-HOST_AVX512 = _host_avx512()
-# 256 B is four zmm registers: two such accumulators (eight zmm) keep two FMA chains in
-# flight. With 16 vector registers (AVX2 and older) 128 B avoids spills.
-TILE_BYTES = 256 if HOST_AVX512 else 128
+TILE_BYTES = _tile_bytes()
 
 
 class TileType(types.Type):
@@ -190,43 +188,24 @@ def prefetch(typingctx, arr, off):
 
 
 # --------------------------------------------------------------------------- #
-# Vectors for gathers: one 64-byte vector of values (a zmm register on AVX-512; two
-# ymm on AVX2, where LLVM splits it), read through a count ``n`` of valid lanes so that
-# a row's last, partial vector needs no scalar tail: lanes n and up read nothing and
-# are 0. ``llvm.masked.gather`` and ``llvm.masked.load`` are generic LLVM intrinsics:
-# a target without gathers lowers them to scalar loads.
+# Short vectors: VEC_BYTES (one zmm register on AVX-512; LLVM splits it elsewhere) for
+# ``vec_transpose``, and quads of four values for the batch-1 product, whose x values
+# are loaded one by one into a quad (``quad_gather``): four scalar loads and inserts,
+# which on this machine (AMD EPYC, AVX-512) beat both scalar FMAs and a hardware gather
+# (see csr._matvec_rows).
 # --------------------------------------------------------------------------- #
 VEC_BYTES = 64
+#: Lanes of a quad.
+QUAD = 4
 
 
 def _vec_type(dtype):
     return TileType(dtype, VEC_BYTES // (dtype.bitwidth // 8))
 
 
-def _first_lanes(builder, n, count):
-    """The mask <count x i1> of lanes below the int64 ``n``."""
-    vty = ir.VectorType(_I32, count)
-    lanes = ir.Constant(vty, list(range(count)))
-    undef = ir.Constant(vty, ir.Undefined)
-    n32 = builder.trunc(n, _I32)
-    splat = builder.shuffle_vector(builder.insert_element(undef, n32, _I32(0)), undef,
-                                   ir.Constant(vty, [0] * count))
-    return builder.icmp_unsigned("<", lanes, splat)
-
-
-def _masked(builder, name, vty, pointer, align, mask):
-    suffix = "f32" if vty.element == ir.FloatType() else "f64"
-    pointers = f"v{vty.count}p0{suffix}" if isinstance(pointer.type, ir.VectorType) \
-        else f"p0v{vty.count}{suffix}"
-    fnty = ir.FunctionType(vty, [pointer.type, _I32, mask.type, vty])
-    fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                        f"llvm.masked.{name}.v{vty.count}{suffix}.{pointers}")
-    return builder.call(fn, [pointer, _I32(align), mask, ir.Constant(vty, None)])
-
-
 @intrinsic
 def vec_zero(typingctx, like):
-    """A vector of zeros of the array ``like``'s dtype."""
+    """A VEC_BYTES vector of zeros of the array ``like``'s dtype."""
     if not isinstance(like, types.Array):
         return None
 
@@ -237,53 +216,55 @@ def vec_zero(typingctx, like):
 
 
 @intrinsic
-def vec_load(typingctx, arr, off, n):
-    """arr's elements off..off+n (n at most the vector's lanes) as a vector, lanes n and
-    up 0 and not read."""
+def quad_zero(typingctx, like):
+    """A quad of zeros of the array ``like``'s dtype."""
+    if not isinstance(like, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(sig.return_type), None)
+
+    return TileType(like.dtype, QUAD)(like), codegen
+
+
+@intrinsic
+def quad_load(typingctx, arr, off):
+    """arr's four elements from flat offset ``off`` as a quad (unaligned load)."""
     if not isinstance(arr, types.Array) or not isinstance(off, types.Integer):
         return None
 
     def codegen(context, builder, sig, args):
         vty = context.get_value_type(sig.return_type)
         p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        mask = _first_lanes(builder, context.cast(builder, args[2], sig.args[2], types.int64),
-                            vty.count)
-        return _masked(builder, "load", vty, builder.bitcast(p, vty.as_pointer()),
-                       arr.dtype.bitwidth // 8, mask)
+        return builder.load(builder.bitcast(p, vty.as_pointer()), align=arr.dtype.bitwidth // 8)
 
-    return _vec_type(arr.dtype)(arr, off, n), codegen
+    return TileType(arr.dtype, QUAD)(arr, off), codegen
 
 
 @intrinsic
-def vec_gather(typingctx, x, idx, off, n):
-    """x[idx[off + k]] for k below n (at most the vector's lanes) as a vector, lanes n and
-    up 0 and not read: a hardware gather with 32-bit indices where the target has one.
-    ``idx`` holds non-negative integers of at most 32 bits."""
+def quad_gather(typingctx, x, idx, off):
+    """The quad x[idx[off]], ..., x[idx[off + 3]]: four scalar loads inserted into one
+    vector. ``idx`` holds non-negative integers (read as unsigned: no wraparound)."""
     if (not isinstance(x, types.Array) or not isinstance(idx, types.Array)
-            or not isinstance(idx.dtype, types.Integer) or idx.dtype.bitwidth > 32):
+            or not isinstance(idx.dtype, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
         vty = context.get_value_type(sig.return_type)
-        count = vty.count
         ity = context.get_value_type(sig.args[1].dtype)
         ip = _elem_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
-        iv = builder.load(builder.bitcast(ip, ir.VectorType(ity, count).as_pointer()),
+        iv = builder.load(builder.bitcast(ip, ir.VectorType(ity, QUAD).as_pointer()),
                           align=ity.width // 8)
-        if ity.width < 32:
-            iv = builder.zext(iv, ir.VectorType(_I32, count))
         base = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0]).data
-        # One base pointer and a vector of 32-bit indices: the form LLVM lowers to a
-        # single vgatherdps (a vector of 64-bit addresses takes two gathers of 8 lanes).
-        # A vector index makes a GEP's result a vector of pointers; llvmlite types a GEP
-        # by its pointer operand alone, so the result type is set here.
-        pointers = builder.gep(base, [iv], inbounds=True, source_etype=base.type.pointee)
-        pointers.type = ir.VectorType(base.type, count)
-        mask = _first_lanes(builder, context.cast(builder, args[3], sig.args[3], types.int64),
-                            count)
-        return _masked(builder, "gather", vty, pointers, x.dtype.bitwidth // 8, mask)
+        quad = ir.Constant(vty, ir.Undefined)
+        for k in range(QUAD):
+            i = builder.extract_element(iv, _I32(k))
+            if ity.width < 64:
+                i = builder.zext(i, ir.IntType(64))
+            quad = builder.insert_element(quad, builder.load(builder.gep(base, [i])), _I32(k))
+        return quad
 
-    return _vec_type(x.dtype)(x, idx, off, n), codegen
+    return TileType(x.dtype, QUAD)(x, idx, off), codegen
 
 
 @intrinsic

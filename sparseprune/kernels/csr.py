@@ -28,15 +28,14 @@ from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    HOST_AVX512, TILE_BYTES, VEC_BYTES, prefetch, tile_add, tile_fma, tile_lane, tile_load,
-    tile_relu, tile_splat, tile_store, vec_fma, vec_gather, vec_load, vec_sum, vec_transpose,
-    vec_zero,
+    QUAD, TILE_BYTES, VEC_BYTES, prefetch, quad_gather, quad_load, quad_zero, tile_add,
+    tile_fma, tile_lane, tile_load, tile_relu, tile_splat, tile_store, vec_fma, vec_sum,
+    vec_transpose, vec_zero,
 )
 
 __all__ = [
-    "GATHER_MATVEC", "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
-    "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_gather",
-    "csr_matvec_gather_parallel", "csr_matvec_parallel",
+    "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
+    "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_parallel",
     "csr_pack_tiles", "csr_pack_tiles_parallel", "csr_pack_tiles_sm", "csr_pack_tiles_sm_parallel",
     "csr_mask_count", "csr_mask_fill", "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel",
     "csr_tile_bytes", "csr_transpose_count", "csr_transpose_fill", "qcsr_matmul",
@@ -286,34 +285,44 @@ def csr_pack_tiles_parallel(x, xp):
         _pack_rows(c * n_in // n_blocks, (c + 1) * n_in // n_blocks, x, xp)
 
 
+# Batch 1 by quads: each row's nonzeros four at a time, their values loaded as one
+# vector, the four x values loaded one by one into another (quad_gather), one vector FMA;
+# four quad accumulators in flight. A third fewer loads than a scalar FMA per nonzero
+# (index, value, x), and fewer instructions, so more of the weight stream is in flight
+# when it comes from memory. 4096^2 at 90%, float32, uint16 indices, in parallel: 281
+# against 346 us with the weights in L3, 362-370 against 502-517 us right after a dense
+# product has evicted them; serially in L2 (1024^2), 0.27 against 0.36 ns a nonzero.
+# A 16-lane hardware gather (vgatherdps) was 5-15% slower than the scalar loop in cache
+# and 20% faster from memory; 8- and 16-value vectors built the same way, 0.35-0.39 ns.
 @inline()
 def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
-    """Batch-1 rows: a gather-dot per row, ~1 cycle per nonzero (3 loads + FMA).
-
-    Four independent accumulators break the FMA latency chain. The row's slices
-    and a range() loop let LLVM prove the offsets non-negative (no wraparound
-    code); the gathered index is cast to uint32 for the same reason.
-    """
+    """Batch-1 rows r0..r1 of out = A @ x (+ bias)(ReLU), x (n_cols,), by quads; the
+    last nonzeros of a row past a whole quad one by one. Row offsets are int64 and the
+    gathered index unsigned, so no wraparound code is emitted."""
     has_bias = bias.shape[0] != 0
     zero = out.dtype.type(0)
     for j in range(r0, r1):
-        p0 = indptr[j]
-        n = indptr[j + 1] - p0
-        dj = data[p0:p0 + n]
-        ij = indices[p0:p0 + n]
-        a0 = zero
-        a1 = zero
-        a2 = zero
-        a3 = zero
-        n4 = n - n % 4
-        for k in range(0, n4, 4):
-            a0 += dj[k] * x[uint32(ij[k])]
-            a1 += dj[k + 1] * x[uint32(ij[k + 1])]
-            a2 += dj[k + 2] * x[uint32(ij[k + 2])]
-            a3 += dj[k + 3] * x[uint32(ij[k + 3])]
-        for k in range(n4, n):
-            a0 += dj[k] * x[uint32(ij[k])]
-        s = (a0 + a1) + (a2 + a3)
+        p = int64(indptr[j])
+        end = int64(indptr[j + 1])
+        a0 = quad_zero(data)
+        a1 = quad_zero(data)
+        a2 = quad_zero(data)
+        a3 = quad_zero(data)
+        while p + 4 * QUAD <= end:
+            a0 = vec_fma(a0, quad_load(data, p), quad_gather(x, indices, p))
+            a1 = vec_fma(a1, quad_load(data, p + QUAD), quad_gather(x, indices, p + QUAD))
+            a2 = vec_fma(a2, quad_load(data, p + 2 * QUAD),
+                         quad_gather(x, indices, p + 2 * QUAD))
+            a3 = vec_fma(a3, quad_load(data, p + 3 * QUAD),
+                         quad_gather(x, indices, p + 3 * QUAD))
+            p += 4 * QUAD
+        while p + QUAD <= end:
+            a0 = vec_fma(a0, quad_load(data, p), quad_gather(x, indices, p))
+            p += QUAD
+        s = (vec_sum(a0) + vec_sum(a1)) + (vec_sum(a2) + vec_sum(a3))
+        while p < end:
+            s += data[p] * x[uint32(indices[p])]
+            p += 1
         if has_bias:
             s += bias[j]
         if relu and s < zero:
@@ -647,87 +656,40 @@ def csr_pack_tiles_sm_parallel(x, xp):
     return bad
 
 
-@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
+@inline()
+def _non_finite(x):
+    """How many values of x (n,) are inf or NaN (v - v is NaN for them, 0 otherwise)."""
+    zero = x.dtype.type(0)
+    bad = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        bad += (v - v) != zero
+    return bad
+
+
+# The batch-1 kernels check x on the way, as packing does for batches: the public path
+# after a dense NumPy product paid 16-18 us for np.isfinite(x).all() on 4,096 values
+# with its caches cold.
+@jit("int64(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
      fastmath=CONTRACT, I=INDEX_TYPES)
 def csr_matvec(relu, indptr, indices, data, x, bias, out):
-    """csr_matvec for either index type: x is the one sample (n_cols,) (sample-major and
-    feature-major are the same memory at batch 1)."""
+    """out = A @ x (+ bias)(ReLU) for one sample x (n_cols,) (sample-major and
+    feature-major are the same memory at batch 1), either index type. Returns how many
+    values of x are not finite (out is garbage then)."""
+    bad = _non_finite(x)
     _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
+    return bad
 
 
-@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
+@jit("int64(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
      "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
 def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
-    """csr_matvec_parallel for either index type."""
+    """csr_matvec over the row chunks of row_bounds, in parallel."""
+    bad = _non_finite(x)
     for c in prange(row_bounds.shape[0] - 1):
         _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
                      bias, out)
-
-
-# Batch 1 with vector gathers: 16 (float32) or 8 (float64) nonzeros of a row per
-# vector, their values loaded whole and x's entries gathered, four vectors in flight.
-# This is for weights read from memory, not from cache: on this machine (AMD EPYC, AVX-512)
-# a gather costs about 1.4 cycles a nonzero against the scalar loop's 1.25 when the
-# weights sit in L2, but at a third of the instructions many more of the weight stream's
-# lines are in flight. 4096^2, 90% float32 (9.6 MiB), parallel: 396-418 against 528-560
-# us right after a dense product has evicted it from L3, 365-367 against 347-351 us
-# when it stays there; 4096^2 at 80% (19 MiB): 703 against 1081-1149 us; at 95% (4.8
-# MiB): 268-273 against 297-302, and 2048^2 at 90% (2.4 MiB) 5-8% slower either way
-# (kernel calls, each right after a 4096^2 dense product, medians of 150). Through
-# SparseLinear.forward: 462-502 against 545 us (benchmark group `public
-# 4096x4096-s0.9-b1-float32`). ops picks it by the weight's bytes
-# (MATVEC_GATHER_FROM_BYTES), on hosts like the one measured, with AVX-512 (GATHER_MATVEC).
-GATHER_MATVEC = HOST_AVX512
-
-
-@inline()
-def _gather_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
-    """Batch-1 rows r0..r1 of out = A @ x (+ bias)(ReLU), x (n_cols,), by vector gathers."""
-    lanes = VEC_BYTES // data.itemsize
-    has_bias = bias.shape[0] != 0
-    zero = out.dtype.type(0)
-    for j in range(r0, r1):
-        p = int64(indptr[j])
-        end = int64(indptr[j + 1])
-        a0 = vec_zero(data)
-        a1 = vec_zero(data)
-        a2 = vec_zero(data)
-        a3 = vec_zero(data)
-        while p + 4 * lanes <= end:
-            a0 = vec_fma(a0, vec_load(data, p, lanes), vec_gather(x, indices, p, lanes))
-            a1 = vec_fma(a1, vec_load(data, p + lanes, lanes),
-                         vec_gather(x, indices, p + lanes, lanes))
-            a2 = vec_fma(a2, vec_load(data, p + 2 * lanes, lanes),
-                         vec_gather(x, indices, p + 2 * lanes, lanes))
-            a3 = vec_fma(a3, vec_load(data, p + 3 * lanes, lanes),
-                         vec_gather(x, indices, p + 3 * lanes, lanes))
-            p += 4 * lanes
-        while p < end:
-            n = min(lanes, end - p)
-            a0 = vec_fma(a0, vec_load(data, p, n), vec_gather(x, indices, p, n))
-            p += lanes
-        s = (vec_sum(a0) + vec_sum(a1)) + (vec_sum(a2) + vec_sum(a3))
-        if has_bias:
-            s += bias[j]
-        if relu and s < zero:
-            s = zero
-        out[j] = s
-
-
-@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[::1], {T}[::1], {T}[::1])",
-     fastmath=CONTRACT, I=INDEX_TYPES)
-def csr_matvec_gather(relu, indptr, indices, data, x, bias, out):
-    """csr_matvec by vector gathers, for weights that come from memory (see above)."""
-    _gather_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
-
-
-@jit("void(boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], {T}[::1], {T}[::1], "
-     "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def csr_matvec_gather_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
-    """csr_matvec_parallel by vector gathers, for weights that come from memory."""
-    for c in prange(row_bounds.shape[0] - 1):
-        _gather_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x, bias,
-                     out)
+    return bad
 
 
 @jit("void(boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, ::1], {T}[::1], {T}[:, ::1])",
