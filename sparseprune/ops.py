@@ -27,7 +27,13 @@ TILE_LANES = {np.dtype(t): csr.csr_tile_bytes() // np.dtype(t).itemsize
 # smaller than a thread's share let a skewed pattern still balance.
 CHUNKS_PER_THREAD = 4
 # Below this many nonzeros a batch-1 product is done before a thread pool wakes up.
-PARALLEL_MATVEC_NNZ = 1 << 16
+# SparseLinear.forward at batch 1 right after a dense product, serial against parallel:
+# 1024^2 at 90% (105k nonzeros) 33 against 71-73 us, at 70% (314k) 84 against 100-105,
+# at 50% (525k) 137 against 137-138; 4096 x 1024 at 80% (838k) 341-355 against 236-243.
+PARALLEL_MATVEC_NNZ = 1 << 19
+# From this many values on, csr_gather (a layer's transposed values refreshed after a
+# step) copies them in parallel.
+PARALLEL_GATHER_NNZ = 1 << 16
 # Waking Numba's passively waiting OpenMP threads costs some 45 us a parallel region
 # here, so below about 90 us of work one thread finishes first. A batched kernel's serial
 # time is close to nnz * (24 + batch) units of ~0.05 ns: a fixed part per nonzero (its
@@ -173,7 +179,7 @@ def csr_weight_grad(indptr, indices, row_bounds, dz, x, grad_data):
 
 def csr_gather(perm, data, out):
     """out[q] = data[perm[q]]."""
-    if perm.size < PARALLEL_MATVEC_NNZ:
+    if perm.size < PARALLEL_GATHER_NNZ:
         np.take(data, perm, out=out)
     else:
         csr.csr_gather_parallel(perm, data, out)

@@ -15,13 +15,16 @@ def kernel_path(path):
     """Run ``ops`` and ``quantized_ops`` on their serial or their parallel kernels
     whatever the size, so that small test cases check both (each picks by the amount
     of work)."""
-    saved = ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ
-    limit = 1 << 62 if path == "serial" else 0
-    ops.PARALLEL_WORK = ops.PARALLEL_MATVEC_NNZ = quantized_ops.PARALLEL_MATVEC_NNZ = limit
+    names = ((ops, "PARALLEL_WORK"), (ops, "PARALLEL_MATVEC_NNZ"), (ops, "PARALLEL_GATHER_NNZ"),
+             (quantized_ops, "PARALLEL_MATVEC_NNZ"))
+    saved = [getattr(module, name) for module, name in names]
+    for module, name in names:
+        setattr(module, name, 1 << 62 if path == "serial" else 0)
     try:
         yield
     finally:
-        ops.PARALLEL_WORK, ops.PARALLEL_MATVEC_NNZ, quantized_ops.PARALLEL_MATVEC_NNZ = saved
+        for (module, name), value in zip(names, saved):
+            setattr(module, name, value)
 
 
 def random_model(sizes, dtype, seed):

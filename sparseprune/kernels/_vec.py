@@ -203,28 +203,26 @@ def _vec_type(dtype):
     return TileType(dtype, VEC_BYTES // (dtype.bitwidth // 8))
 
 
-@intrinsic
-def vec_zero(typingctx, like):
-    """A VEC_BYTES vector of zeros of the array ``like``'s dtype."""
-    if not isinstance(like, types.Array):
-        return None
+def _zeros(lanes, what):
+    """An intrinsic ``zeros(like)``: a vector of ``lanes(dtype)`` zeros of the array
+    ``like``'s dtype."""
 
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(sig.return_type), None)
+    @intrinsic
+    def zeros(typingctx, like):
+        if not isinstance(like, types.Array):
+            return None
 
-    return _vec_type(like.dtype)(like), codegen
+        def codegen(context, builder, sig, args):
+            return ir.Constant(context.get_value_type(sig.return_type), None)
+
+        return TileType(like.dtype, lanes(like.dtype))(like), codegen
+
+    zeros.__doc__ = f"{what} of zeros of the array ``like``'s dtype."
+    return zeros
 
 
-@intrinsic
-def quad_zero(typingctx, like):
-    """A quad of zeros of the array ``like``'s dtype."""
-    if not isinstance(like, types.Array):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(sig.return_type), None)
-
-    return TileType(like.dtype, QUAD)(like), codegen
+vec_zero = _zeros(lambda dtype: _vec_type(dtype).lanes, "A VEC_BYTES vector")
+quad_zero = _zeros(lambda dtype: QUAD, "A quad")
 
 
 @intrinsic
