@@ -353,3 +353,21 @@ def vec_transpose(typingctx, x, x_off, x_stride, out, out_off, out_stride):
         return check
 
     return vtype(x, x_off, x_stride, out, out_off, out_stride), codegen
+
+
+@intrinsic
+def quad_codes(typingctx, codes, off, zero):
+    """The quad codes[off:off + 4] - zero, codes uint8 converted to the float ``zero``'s
+    type (a quantized layer's codes, offset by the code of the value nearest 0)."""
+    if (not isinstance(codes, types.Array) or codes.dtype != types.uint8
+            or not isinstance(zero, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.return_type)
+        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        raw = builder.load(builder.bitcast(p, ir.VectorType(ir.IntType(8), QUAD).as_pointer()),
+                           align=1)
+        return builder.fsub(builder.uitofp(raw, vty), _splat(builder, vty, args[2]))
+
+    return TileType(zero, QUAD)(codes, off, zero), codegen

@@ -594,7 +594,7 @@ def qcsr_matmul_tiles(relu, out_sm, indptr, indices, codes, table, xp, bias, buf
 # loaded (NaN if any is inf or NaN), the rest counts v - v != 0; the caller raises. No
 # second pass over X from memory.
 # Inputs per parallel packing item.
-_PACK_CHECK_COLS = 512
+_PACK_ITEM_COLS = 512
 
 
 @inline()
@@ -647,12 +647,12 @@ def csr_pack_tiles_sm(x, xp):
 def csr_pack_tiles_sm_parallel(x, xp):
     """Parallel csr_pack_tiles_sm, over (tile, block of inputs)."""
     n_in = x.shape[1]
-    n_blocks = (n_in + _PACK_CHECK_COLS - 1) // _PACK_CHECK_COLS
+    n_blocks = (n_in + _PACK_ITEM_COLS - 1) // _PACK_ITEM_COLS
     bad = 0
     for c in prange(xp.shape[0] * n_blocks):
         t = c // n_blocks
-        i0 = (c - t * n_blocks) * _PACK_CHECK_COLS
-        bad += _pack_sm_block(t, i0, min(i0 + _PACK_CHECK_COLS, n_in), x, xp)
+        i0 = (c - t * n_blocks) * _PACK_ITEM_COLS
+        bad += _pack_sm_block(t, i0, min(i0 + _PACK_ITEM_COLS, n_in), x, xp)
     return bad
 
 

@@ -17,11 +17,12 @@ Two ways to dequantize, each where it measured faster (4096^2 at 90%, float32, 2
 
 * Batch 1 (``qcsr_matvec*``) sums ``sum_i (c_i - z) x_i`` and ``sum_i x_i`` over the
   row, z the code of the value nearest 0, and returns ``step * (sum (c - z) x) + base *
-  (sum x) + bias``, ``base = offset + step * z``. With reassociation allowed,
-  LLVM vectorizes the row as 16-lane gathers of x (dword indices, straight from the
-  uint16 ones) and converts 16 codes at a time: 0.61 ms serial against 0.84 ms for a
-  scalar loop reading a table of values (two gathers a lane when vectorized: 0.63 ms
-  parallel against 0.38).
+  (sum x) + bias``, ``base = offset + step * z``. It takes the row four nonzeros at a
+  time, as ``csr``'s float rows do: four codes converted and offset in one vector, the
+  four x values loaded one by one into another. Kernel layout, parallel: 264 against
+  364-383 us for LLVM's own vectorization of the plain loop (16-lane gathers of x), and
+  through ``forward(X)`` right after a dense product 374-438 against 461-482 us; a
+  scalar loop reading a table of values was slower still (0.84 against 0.61 ms serial).
 * Batches (``csr.qcsr_matmul*``) read the value from ``table`` (2^b entries, the
   dequantized values; 1 KiB in L1 at 8 bits) once per nonzero in the float kernels'
   loops: the lookup is spread over the batch lanes. Keeping ``sum x`` beside ``sum c x``
@@ -32,9 +33,10 @@ Two ways to dequantize, each where it measured faster (4096^2 at 90%, float32, 2
 which the batched kernels multiply by; batch 1 sums the same quantizer another way, so
 it agrees with them to rounding.
 """
-from numba import prange, uint32
+from numba import int64, prange, uint32
 
 from ._jit import REDUCE, inline, jit
+from ._vec import QUAD, quad_codes, quad_gather, quad_zero, tile_add, vec_fma, vec_sum
 
 __all__ = ["INDEX_TYPES", "qcsr_matvec", "qcsr_matvec_parallel"]
 
@@ -51,22 +53,38 @@ def _qmatvec_rows(r0, r1, relu, indptr, indices, codes, step, base, zero, x, bia
     (C x)`` and ``offset * (P x)`` are large and cancel, and float32 lost up to 6e-5 of
     |X||W| against the table path on weights with outliers.
 
-    The loop is left plain on purpose: LLVM turns it into gathers (see the module
-    docstring); unrolling it by hand into scalar accumulators, as ``csr`` does for its
-    float rows, stops that. The uint32 cast drops Numba's negative-index wraparound.
+    By quads, as csr's float rows: four codes at a time converted and offset in one
+    vector (``quad_codes``), the four x values loaded one by one into another, two quad
+    accumulators for each sum; the last nonzeros past a whole quad one by one.
     """
     t = out.dtype.type
     for j in range(r0, r1):
-        p0 = indptr[j]
-        n = indptr[j + 1] - p0
-        cj = codes[p0:p0 + n]
-        ij = indices[p0:p0 + n]
-        a = t(0)
-        s = t(0)
-        for k in range(n):
-            xk = x[uint32(ij[k])]
-            a += (t(cj[k]) - zero) * xk
+        p = int64(indptr[j])
+        end = int64(indptr[j + 1])
+        a0 = quad_zero(x)
+        a1 = quad_zero(x)
+        s0 = quad_zero(x)
+        s1 = quad_zero(x)
+        while p + 2 * QUAD <= end:
+            x0 = quad_gather(x, indices, p)
+            x1 = quad_gather(x, indices, p + QUAD)
+            a0 = vec_fma(a0, quad_codes(codes, p, zero), x0)
+            a1 = vec_fma(a1, quad_codes(codes, p + QUAD, zero), x1)
+            s0 = tile_add(s0, x0)
+            s1 = tile_add(s1, x1)
+            p += 2 * QUAD
+        if p + QUAD <= end:
+            x0 = quad_gather(x, indices, p)
+            a0 = vec_fma(a0, quad_codes(codes, p, zero), x0)
+            s0 = tile_add(s0, x0)
+            p += QUAD
+        a = vec_sum(a0) + vec_sum(a1)
+        s = vec_sum(s0) + vec_sum(s1)
+        while p < end:
+            xk = x[uint32(indices[p])]
+            a += (t(codes[p]) - zero) * xk
             s += xk
+            p += 1
         v = step * a + base * s + bias[j]
         if relu and v < t(0):
             v = t(0)
