@@ -38,7 +38,9 @@ def gelu_tanh_grad(z):
     """d/dz gelu_tanh, by the product and chain rules on sech^2."""
     c = np.sqrt(2.0 / np.pi)
     u = c * (z + 0.044715 * z**3)
-    sech2 = 1.0 / np.cosh(u) ** 2
+    # sech u = 2 e^-|u| / (1 + e^-2|u|): cosh(u)**2 overflows from |u| ~ 355 (z ~ 24).
+    e = np.exp(-np.abs(u))
+    sech2 = (2.0 * e / (1.0 + e * e)) ** 2
     return 0.5 * (1.0 + np.tanh(u)) + 0.5 * z * sech2 * c * (1.0 + 3 * 0.044715 * z**2)
 
 
