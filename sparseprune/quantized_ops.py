@@ -15,11 +15,12 @@ from .ops import NARROW_MAX_COLS, csr_forward, csr_forward_sm
 
 __all__ = ["dequantization_table", "index_dtype", "qcsr_forward", "qcsr_forward_sm"]
 
-# Batch 1: below this many nonzeros one thread finishes before the pool wakes up. The
-# gather loop costs about 0.37 ns a nonzero serially against 0.55 for the float one, so
-# the crossover sits higher than ops' 65,536 (measured: the batch-1 kernel serial
-# against parallel by nonzeros, ``benchmarks/quantized_digits.py --timing``).
-PARALLEL_MATVEC_NNZ = 1 << 17
+# Batch 1: below this many nonzeros one thread finishes before the pool wakes up.
+# QuantizedLinear.forward (8 bits) at batch 1 right after a dense product, serial against
+# parallel: 1024^2 at 90% (105k nonzeros) 38 against 96-98 us, at 80% (209k) 62 against
+# 94, at 70% (314k) 126-130 against 97-106; 4096 x 1024 at 80% (838k) 260-263 against
+# 205-217. Lower than ops' threshold: two sums a nonzero keep the serial loop longer.
+PARALLEL_MATVEC_NNZ = 1 << 18
 
 
 def index_dtype(n_cols):
