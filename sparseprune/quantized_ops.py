@@ -55,14 +55,22 @@ def qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, 
     """
     if x.shape[1] > 1:
         return csr_forward(indptr, indices, codes, row_bounds, bias, relu, x, out, table)
-    xv, yv = x.reshape(-1), out.reshape(-1)
+    _qmatvec(indptr, indices, codes, table, step, offset, row_bounds, bias, relu,
+             x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def _qmatvec(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, x, out):
+    """out (rows,) for one sample x (cols,), serial or over the row chunks by the number
+    of nonzeros; whether x was all finite (the kernel checks it on the way)."""
     zero, base = _centre(step, offset, table.size - 1)
     if indices.size >= PARALLEL_MATVEC_NNZ:
-        quantized.qcsr_matvec_parallel(relu, indptr, indices, codes, step, base, zero,
-                                       row_bounds, xv, bias, yv)
+        bad = quantized.qcsr_matvec_parallel(relu, indptr, indices, codes, step, base, zero,
+                                             row_bounds, x, bias, out)
     else:
-        quantized.qcsr_matvec(relu, indptr, indices, codes, step, base, zero, xv, bias, yv)
-    return out
+        bad = quantized.qcsr_matvec(relu, indptr, indices, codes, step, base, zero, x, bias,
+                                    out)
+    return bad == 0
 
 
 def qcsr_forward_sm(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, X,
@@ -77,7 +85,5 @@ def qcsr_forward_sm(indptr, indices, codes, table, step, offset, row_bounds, bia
     if X.shape[0] > 1:
         return csr_forward_sm(indptr, indices, codes, row_bounds, bias, relu, X, out,
                               table=table)
-    xv = np.ascontiguousarray(X).reshape(-1, 1)
-    qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, xv,
-                 out.reshape(-1, 1))
-    return bool(np.isfinite(xv).all())
+    return _qmatvec(indptr, indices, codes, table, step, offset, row_bounds, bias, relu,
+                    np.ascontiguousarray(X).reshape(-1), out.reshape(-1))

@@ -23,6 +23,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
+from ._jit import inline
+
 
 def _tile_bytes():
     # 256 B is four zmm registers: two such accumulators (eight zmm) keep two FMA
@@ -371,3 +373,15 @@ def quad_codes(typingctx, codes, off, zero):
         return builder.fsub(builder.uitofp(raw, vty), _splat(builder, vty, args[2]))
 
     return TileType(zero, QUAD)(codes, off, zero), codegen
+
+
+@inline()
+def count_non_finite(x):
+    """How many values of x (n,) are inf or NaN (v - v is NaN for them, 0 otherwise): the
+    batch-1 kernels (float and quantized) check their one sample with it on the way."""
+    zero = x.dtype.type(0)
+    bad = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        bad += (v - v) != zero
+    return bad

@@ -28,9 +28,9 @@ from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    QUAD, TILE_BYTES, VEC_BYTES, prefetch, quad_gather, quad_load, quad_zero, tile_add,
-    tile_fma, tile_lane, tile_load, tile_relu, tile_splat, tile_store, vec_fma, vec_sum,
-    vec_transpose, vec_zero,
+    QUAD, TILE_BYTES, VEC_BYTES, count_non_finite, prefetch, quad_gather, quad_load,
+    quad_zero, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat, tile_store,
+    vec_fma, vec_sum, vec_transpose, vec_zero,
 )
 
 __all__ = [
@@ -656,17 +656,6 @@ def csr_pack_tiles_sm_parallel(x, xp):
     return bad
 
 
-@inline()
-def _non_finite(x):
-    """How many values of x (n,) are inf or NaN (v - v is NaN for them, 0 otherwise)."""
-    zero = x.dtype.type(0)
-    bad = 0
-    for i in range(x.shape[0]):
-        v = x[i]
-        bad += (v - v) != zero
-    return bad
-
-
 # The batch-1 kernels check x on the way, as packing does for batches: the public path
 # after a dense NumPy product paid 16-18 us for np.isfinite(x).all() on 4,096 values
 # with its caches cold.
@@ -676,7 +665,7 @@ def csr_matvec(relu, indptr, indices, data, x, bias, out):
     """out = A @ x (+ bias)(ReLU) for one sample x (n_cols,) (sample-major and
     feature-major are the same memory at batch 1), either index type. Returns how many
     values of x are not finite (out is garbage then)."""
-    bad = _non_finite(x)
+    bad = count_non_finite(x)
     _matvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, data, x, bias, out)
     return bad
 
@@ -685,7 +674,7 @@ def csr_matvec(relu, indptr, indices, data, x, bias, out):
      "{T}[::1])", fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
 def csr_matvec_parallel(relu, indptr, indices, data, row_bounds, x, bias, out):
     """csr_matvec over the row chunks of row_bounds, in parallel."""
-    bad = _non_finite(x)
+    bad = count_non_finite(x)
     for c in prange(row_bounds.shape[0] - 1):
         _matvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, data, x,
                      bias, out)

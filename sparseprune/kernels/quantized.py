@@ -36,7 +36,9 @@ it agrees with them to rounding.
 from numba import int64, prange, uint32
 
 from ._jit import REDUCE, inline, jit
-from ._vec import QUAD, quad_codes, quad_gather, quad_zero, tile_add, vec_fma, vec_sum
+from ._vec import (
+    QUAD, count_non_finite, quad_codes, quad_gather, quad_zero, tile_add, vec_fma, vec_sum,
+)
 
 __all__ = ["INDEX_TYPES", "qcsr_matvec", "qcsr_matvec_parallel"]
 
@@ -91,20 +93,25 @@ def _qmatvec_rows(r0, r1, relu, indptr, indices, codes, step, base, zero, x, bia
         out[j] = v
 
 
-@jit("void(boolean, int32[::1], {I}[::1], uint8[::1], {T}, {T}, {T}, {T}[::1], {T}[::1], "
+@jit("int64(boolean, int32[::1], {I}[::1], uint8[::1], {T}, {T}, {T}, {T}[::1], {T}[::1], "
      "{T}[::1])", fastmath=REDUCE, I=INDEX_TYPES)
 def qcsr_matvec(relu, indptr, indices, codes, step, base, zero, x, bias, out):
     """Serial batch-1 forward: x is X^T[:, 0] (n_cols,), out (n_rows,); a code c stands
-    for ``base + step * (c - zero)``."""
+    for ``base + step * (c - zero)``. Returns how many values of x are not finite (out is
+    garbage then), as csr's batch-1 kernels do."""
+    bad = count_non_finite(x)
     _qmatvec_rows(0, indptr.shape[0] - 1, relu, indptr, indices, codes, step, base, zero,
                   x, bias, out)
+    return bad
 
 
-@jit("void(boolean, int32[::1], {I}[::1], uint8[::1], {T}, {T}, {T}, int32[::1], {T}[::1], "
+@jit("int64(boolean, int32[::1], {I}[::1], uint8[::1], {T}, {T}, {T}, int32[::1], {T}[::1], "
      "{T}[::1], {T}[::1])", fastmath=REDUCE, parallel=True, I=INDEX_TYPES)
 def qcsr_matvec_parallel(relu, indptr, indices, codes, step, base, zero, row_bounds, x,
                          bias, out):
     """Parallel batch-1 forward over nnz-balanced row chunks (``csr.csr_row_chunks``)."""
+    bad = count_non_finite(x)
     for c in prange(row_bounds.shape[0] - 1):
         _qmatvec_rows(row_bounds[c], row_bounds[c + 1], relu, indptr, indices, codes, step,
                       base, zero, x, bias, out)
+    return bad
