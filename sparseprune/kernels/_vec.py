@@ -20,6 +20,7 @@ editing this file, delete the ``__pycache__`` of ``kernels/`` (as for ``_jit.py`
 """
 from llvmlite import binding as llvm
 from llvmlite import ir
+from numba import int64
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
@@ -384,4 +385,38 @@ def count_non_finite(x):
     for i in range(x.shape[0]):
         v = x[i]
         bad += (v - v) != zero
+    return bad
+
+
+@inline()
+def transpose_rows(x, first, n, i0, i1, out):
+    """out[i, k] = x[first + k, i] for samples k < n and features i0 <= i < i1, x
+    (samples, features) and out (features, at least n) C-contiguous: by square blocks
+    transposed in registers (``vec_transpose``), the features and samples past the last
+    whole block value by value. Returns how many of the copied values are inf or NaN (a
+    block holding any counts once). Inference's feature-major copy of X and the tiled
+    kernel's packing of it (a tile is the transpose of ``lanes`` samples) share it."""
+    n_features = x.shape[1]
+    width = out.shape[1]
+    square = VEC_BYTES // x.itemsize
+    zero = x.dtype.type(0)
+    n_blocks = n - n % square
+    i_blocks = i1 - (i1 - i0) % square
+    check = vec_zero(x)
+    for k0 in range(0, n_blocks, square):
+        for c0 in range(i0, i_blocks, square):
+            check = tile_add(check, vec_transpose(
+                x, int64(first + k0) * n_features + c0, n_features, out,
+                int64(c0) * width + k0, width))
+    bad = 0 if vec_sum(check) == zero else 1
+    for k in range(n_blocks):
+        for i in range(i_blocks, i1):
+            v = x[first + k, i]
+            bad += (v - v) != zero
+            out[i, k] = v
+    for k in range(n_blocks, n):
+        for i in range(i0, i1):
+            v = x[first + k, i]
+            bad += (v - v) != zero
+            out[i, k] = v
     return bad

@@ -28,9 +28,9 @@ from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    QUAD, TILE_BYTES, VEC_BYTES, count_non_finite, prefetch, quad_gather, quad_load,
-    quad_zero, tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat, tile_store,
-    vec_fma, vec_sum, vec_transpose, vec_zero,
+    QUAD, TILE_BYTES, count_non_finite, prefetch, quad_gather, quad_load, quad_zero,
+    tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat, tile_store,
+    transpose_rows, vec_fma, vec_sum,
 )
 
 __all__ = [
@@ -584,8 +584,9 @@ def qcsr_matmul_tiles(relu, out_sm, indptr, indices, codes, table, xp, bias, buf
 
 
 # Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
-# A transpose, by square blocks of one vector's lanes (16 x 16 float32) transposed in
-# registers (``vec_transpose``): every load and store a whole 64-byte vector. Element
+# A transpose of each tile's samples, by square blocks of one vector's lanes (16 x 16
+# float32) transposed in registers (``_vec.transpose_rows``, which inference's
+# feature-major copy shares): every load and store a whole 64-byte vector. Element
 # by element, writing each xp row one lane at a time, 64 x 1024 float32 took 59-63 us;
 # by blocks 19-20 (serial). Through SparseLinear.forward, 1024^2 at 90%, batch 64: 268
 # against 296 us; 4096^2, batch 256: 11.6 against 12.3 ms (benchmark groups `public
@@ -599,37 +600,17 @@ _PACK_ITEM_COLS = 512
 
 @inline()
 def _pack_sm_block(t, i0, i1, x, xp):
-    """Inputs i0..i1 of tile t, from sample-major x; returns the non-finite count (a
-    block with non-finite values counts once)."""
-    batch = x.shape[0]
-    n_in = x.shape[1]
+    """Inputs i0..i1 of tile t, from sample-major x, zero past the batch; returns the
+    non-finite count (a block with non-finite values counts once)."""
     lanes = xp.shape[2]
-    square = VEC_BYTES // x.itemsize
     zero = xp.dtype.type(0)
     b0 = t * lanes
-    m = min(lanes, batch - b0)
-    m_blocks = m - m % square
-    i_blocks = i1 - (i1 - i0) % square
-    check = vec_zero(x)
-    for k0 in range(0, m_blocks, square):
-        for c0 in range(i0, i_blocks, square):
-            check = tile_add(check, vec_transpose(
-                x, int64(b0 + k0) * n_in + c0, n_in, xp, (int64(t) * n_in + c0) * lanes + k0,
-                lanes))
-    bad = 0 if vec_sum(check) == zero else 1
-    for k in range(m_blocks):
-        for i in range(i_blocks, i1):
-            v = x[b0 + k, i]
-            bad += (v - v) != zero
-            xp[t, i, k] = v
-    for k in range(m_blocks, m):
-        for i in range(i0, i1):
-            v = x[b0 + k, i]
-            bad += (v - v) != zero
-            xp[t, i, k] = v
+    m = min(lanes, x.shape[0] - b0)
+    tile = xp[t]
+    bad = transpose_rows(x, b0, m, i0, i1, tile)
     for i in range(i0, i1):
         for k in range(m, lanes):
-            xp[t, i, k] = zero
+            tile[i, k] = zero
     return bad
 
 

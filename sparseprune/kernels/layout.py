@@ -9,10 +9,10 @@
   inference makes of its input.
 """
 
-from numba import int64, prange, uint64
+from numba import prange, uint64
 
 from ._jit import CONTRACT, inline, jit
-from ._vec import VEC_BYTES, vec_transpose
+from ._vec import transpose_rows
 
 __all__ = ["take_fm", "take_fm_parallel", "transpose_fm", "transpose_fm_parallel"]
 
@@ -59,36 +59,15 @@ def take_fm_parallel(x, idx, out):
 
 
 # transpose_fm moves square blocks of one vector's lanes (16 x 16 float32), transposed
-# in registers (``vec_transpose``): every load and store a whole 64-byte vector, each
-# line of x and of out touched once. Against the eight-sample order above, float32, 2
-# cores: 4096 x 1024 in 1.06 against 1.97-2.01 ms; 16384 x 1024, 7.4-7.8 against
-# 11.9-12.1; 2000 x 1000, 0.21-0.23 against 0.86-0.91; 256 x 4096, 0.22 against 0.41;
-# serial 64 x 1024, 16 against 34 us. Features and samples past the last whole block go
-# value by value.
-@inline()
-def _transpose_block(i0, i1, x, out):
-    """Features i0..i1 of out = x.T."""
-    n = out.shape[1]
-    n_features = x.shape[1]
-    square = VEC_BYTES // x.itemsize
-    n_blocks = n - n % square
-    i_blocks = i1 - (i1 - i0) % square
-    for k0 in range(0, n_blocks, square):
-        for c0 in range(i0, i_blocks, square):
-            vec_transpose(x, int64(k0) * n_features + c0, n_features, out,
-                          int64(c0) * n + k0, n)
-    for i in range(i_blocks, i1):
-        for k in range(n_blocks):
-            out[i, k] = x[k, i]
-    for i in range(i0, i1):
-        for k in range(n_blocks, n):
-            out[i, k] = x[k, i]
-
-
+# in registers (``_vec.transpose_rows``, which tile packing shares): every load and
+# store a whole 64-byte vector, each line of x and of out touched once. Against the
+# eight-sample order above, float32, 2 cores: 4096 x 1024 in 1.06 against 1.97-2.01
+# ms; 16384 x 1024, 7.4-7.8 against 11.9-12.1; 2000 x 1000, 0.21-0.23 against
+# 0.86-0.91; 256 x 4096, 0.22 against 0.41; serial 64 x 1024, 16 against 34 us.
 @jit("void({T}[:, ::1], {T}[:, ::1])", fastmath=CONTRACT)
 def transpose_fm(x, out):
     """out (features, n) = x.T for sample-major x (n, features)."""
-    _transpose_block(0, x.shape[1], x, out)
+    transpose_rows(x, 0, x.shape[0], 0, x.shape[1], out)
 
 
 @jit("void({T}[:, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True)
@@ -97,4 +76,4 @@ def transpose_fm_parallel(x, out):
     n_features = x.shape[1]
     for c in prange((n_features + _FEATURES - 1) // _FEATURES):
         i0 = c * _FEATURES
-        _transpose_block(i0, min(i0 + _FEATURES, n_features), x, out)
+        transpose_rows(x, 0, x.shape[0], i0, min(i0 + _FEATURES, n_features), out)
