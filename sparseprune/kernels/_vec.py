@@ -13,7 +13,9 @@ another CPU keeps the width it was compiled with, so callers pack for the width 
 compiled code reports (``csr.csr_tile_bytes``), never for this module's.
 
 The intrinsics take an array and a *flat element offset* into its buffer, and do no
-bounds checks: kernels trust their inputs.
+bounds checks: kernels trust their inputs. Two helpers built on them serve kernels of
+more than one module: ``transpose_rows`` (tile packing in ``csr``, ``transpose_fm`` in
+``layout``) and ``count_non_finite`` (the batch-1 kernels of ``csr`` and ``quantized``).
 
 Numba's on-disk cache keys a kernel on its own module's source, not on this one: after
 editing this file, delete the ``__pycache__`` of ``kernels/`` (as for ``_jit.py``).
