@@ -35,7 +35,7 @@ from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .mdl.pieces import quantize
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
-    csr_weight_grad, leading_columns, masked_to_csr, narrow_indices, row_chunks,
+    csr_weight_grad, leading_columns, masked_to_csr, narrow_indices, panel_layout, row_chunks,
 )
 from .quantized_ops import (
     dequantization_table, index_dtype, qcsr_forward, qcsr_forward_sm,
@@ -112,6 +112,15 @@ class _Linear:
         ``bias``."""
         indptr, indices, data = self.csr_arrays()
         return {"indptr": indptr, "indices": indices, "data": data, "bias": self.bias}
+
+    def _panels(self):
+        """The stored CSR's panel layout (``ops.panel_layout``; None where panels do not
+        pay), for the tiled forward of layers with many inputs: built when that forward
+        first runs and kept, as the pattern never changes. The kernels read the values in
+        place, so it never goes stale."""
+        if self._panel_cache is None:
+            self._panel_cache = (panel_layout(self._indptr, self._indices, self.in_features),)
+        return self._panel_cache[0]
 
     def _new_values(self, kept, bias):
         """``kept`` (nnz,) and ``bias`` (out,) for :meth:`with_values`, checked (shape,
@@ -315,6 +324,7 @@ class SparseLinear(_Linear):
         self._wide = narrow if narrow.dtype == INDEX_DTYPE else None
         self._indptr, self._indices, self._data, self._bias = indptr, narrow, data, bias
         self._row_bounds = row_chunks(indptr)
+        self._panel_cache = None
         self._transpose = None
         self.plan = Plan()
         self.backend = backend
@@ -370,8 +380,10 @@ class SparseLinear(_Linear):
         reproducible."""
         kept, bias = self._new_values(kept, bias)
         backend = "sparse" if self._backend == "auto" else self._backend
-        return SparseLinear.from_csr(self.shape, self._indptr, self._indices, kept, bias,
+        copy = SparseLinear.from_csr(self.shape, self._indptr, self._indices, kept, bias,
                                      backend)
+        copy._panel_cache = self._panel_cache  # the same pattern: its layout is shared
+        return copy
 
     def to_dense(self):
         """The weight as a new dense array (in, out)."""
@@ -462,7 +474,7 @@ class SparseLinear(_Linear):
 
     def _sparse_forward_sm(self, X, out):
         return csr_forward_sm(self._indptr, self._indices, self._data, self._row_bounds,
-                              self._bias, False, X, out)
+                              self._bias, False, X, out, panels=self._panels)
 
     def _dense_forward_sm(self, X, out):
         dense = self._dense
@@ -509,7 +521,7 @@ class SparseLinear(_Linear):
     def _sparse_forward(self, x, out, act):
         # The CSR kernels fuse the bias and ReLU; another activation is one more pass.
         csr_forward(self._indptr, self._indices, self._data, self._row_bounds, self._bias,
-                    act == RELU, x, out)
+                    act == RELU, x, out, panels=self._panels)
         if act not in (IDENTITY, RELU):
             dense_bias_act(out, EMPTY[self.dtype], act)
 
@@ -647,6 +659,7 @@ class QuantizedLinear(_Linear):
         self._bias = table[self._bias_codes]
         self._kernel_step, self._kernel_offset = dtype.type(self.step), dtype.type(self.offset)
         self._row_bounds = row_chunks(self._indptr)
+        self._panel_cache = None
         #: Measured choices: none (the backend is fixed); here for the common face.
         self.plan = Plan()
 
@@ -745,7 +758,7 @@ class QuantizedLinear(_Linear):
         out = np.empty((X.shape[0], self.out_features), self.dtype)
         if not qcsr_forward_sm(self._indptr, self._indices, self._codes, self._table,
                                self._kernel_step, self._kernel_offset, self._row_bounds,
-                               self._bias, False, X, out):
+                               self._bias, False, X, out, self._panels):
             check_features(given, self.in_features, self.dtype)  # raises, saying why
         return out
 
@@ -753,7 +766,8 @@ class QuantizedLinear(_Linear):
         """Fill ``out`` (out, batch) with ``act(W_q.T @ x + b_q)`` for feature-major ``x``
         (in, batch); both C-contiguous, of the layer's dtype; act: an activation code."""
         qcsr_forward(self._indptr, self._indices, self._codes, self._table, self._kernel_step,
-                     self._kernel_offset, self._row_bounds, self._bias, act == RELU, x, out)
+                     self._kernel_offset, self._row_bounds, self._bias, act == RELU, x, out,
+                     self._panels)
         if act not in (IDENTITY, RELU):
             dense_bias_act(out, EMPTY[self.dtype], act)
         return out

@@ -7,17 +7,19 @@ wrappers own every buffer they hand over. Inputs here have been validated alread
 import math
 import operator
 import threading
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from ._validation import INDEX_DTYPE
 from .kernels import csr
+from .kernels import panels as panel_kernels
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
            "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad",
            "leading_columns", "masked_to_csr", "narrow_indices", "pack_tiles", "pack_tiles_sm",
-           "row_chunks"]
+           "panel_layout", "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -147,16 +149,17 @@ def pack_tiles(x, lanes):
     return xp
 
 
-def _scratch(shape, dtype):
-    """A 64-byte aligned empty array of ``shape``: this thread's reusable buffer when it
-    fits in SCRATCH_BYTES, else a new one. Its contents are stale."""
+def _scratch(shape, dtype, slot="x"):
+    """A 64-byte aligned empty array of ``shape``: this thread's reusable buffer ``slot``
+    (packed x, or the panel kernel's accumulators) when it fits in SCRATCH_BYTES, else a
+    new one. Its contents are stale."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    buf = getattr(_SCRATCH, "buf", None)
+    buf = getattr(_SCRATCH, slot, None)
     if buf is None or buf.nbytes < nbytes:
         buf = _aligned_bytes(nbytes)
         if nbytes <= SCRATCH_BYTES:
-            _SCRATCH.buf = buf
+            setattr(_SCRATCH, slot, buf)
     return buf[:nbytes].view(dtype).reshape(shape)
 
 
@@ -213,21 +216,23 @@ def narrow_indices(indices, n_cols):
     return indices
 
 
-def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=None):
+def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=None,
+                panels=None):
     """out (rows, batch) = A @ x + bias (ReLU'd if ``relu``) for feature-major x (cols,
     batch), ``indices`` int32 or uint16 (see narrow_indices): the gather kernel at batch
     1, the row kernel below a register tile of lanes, the tiled kernel from one on,
     serial or over the row chunks by the amount of work.
 
     With ``table`` (2**bits,) ``data`` holds uint8 codes, nonzero p standing for
-    ``table[data[p]]`` (a quantized layer; its batch 1 is ``quantized_ops``')."""
+    ``table[data[p]]`` (a quantized layer; its batch 1 is ``quantized_ops``'). ``panels``:
+    None, or a callable giving the layer's :func:`panel_layout` (see ``_tiled``)."""
     batch = x.shape[1]
     values = (data,) if table is None else (data, table)
     if batch == 1 and table is None:
         _matvec(indptr, indices, data, row_bounds, bias, relu, x.reshape(-1), out.reshape(-1))
     elif batch >= TILE_LANES[x.dtype]:
         _tiled(indptr, indices, values, row_bounds, bias, relu,
-               pack_tiles(x, TILE_LANES[x.dtype]), False, out)
+               pack_tiles(x, TILE_LANES[x.dtype]), False, out, panels)
     elif _serial(indices.size, batch):
         (csr.csr_matmul if table is None else csr.qcsr_matmul)(
             relu, indptr, indices, *values, x, bias, out)
@@ -238,13 +243,13 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=Non
 
 
 def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
-                   out_sample_major=True, table=None):
+                   out_sample_major=True, table=None, panels=None):
     """X @ A.T + bias (ReLU'd if ``relu``) for sample-major X (batch, cols) of bias's
     dtype: what ``SparseLinear.forward`` computes, without the transposes at its edges.
     out is C-contiguous, (batch, rows), or (rows, batch) with ``out_sample_major=False``
     (a model's first layer, feeding feature-major layers). ``indices`` int32 or uint16;
-    ``data`` and ``table`` as :func:`csr_forward` takes them (batch 1 of a quantized
-    layer is ``quantized_ops``').
+    ``data``, ``table`` and ``panels`` as :func:`csr_forward` takes them (batch 1 of a
+    quantized layer is ``quantized_ops``').
 
     Returns whether X was all finite (if not, out holds garbage and the caller raises):
     the check rides along with the packing, no separate pass over X.
@@ -276,7 +281,7 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
         return bool(np.isfinite(xt).all())
     xp, finite = pack_tiles_sm(X, lanes)
     values = (data,) if table is None else (data, table)
-    _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sample_major, out)
+    _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sample_major, out, panels)
     return finite
 
 
@@ -313,17 +318,24 @@ def pack_tiles_sm(X, lanes):
     return xp, finite
 
 
-def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out):
+def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out,
+           panels=None):
     """The register-tile kernel on packed xp, serial or over (group of tiles, row chunk)
     work items; ``values`` (data,) or, for a quantized layer, (codes, table). Sample-major
     output goes through 16-row blocks, one per work item (4 KiB each at float32,
-    AVX-512): allocated per call, so concurrent calls never share them."""
+    AVX-512): allocated per call, so concurrent calls never share them. ``panels``: None,
+    or a callable giving the layer's panel layout (:func:`panel_layout`, built once by
+    the layer) or None; with a layout the panel kernel runs the parallel case."""
     batch = out.shape[0] if out_sm else out.shape[1]
     dtype = xp.dtype
     serial = _serial(indices.size, batch)
     tile_bytes = xp.shape[1] * xp.shape[2] * xp.itemsize
     group = (xp.shape[0] if xp.nbytes <= TILE_GROUPS_FROM_BYTES
              else max(1, TILE_GROUP_BYTES // tile_bytes))
+    layout = None if serial or panels is None else panels()
+    if layout is not None:
+        _paneled(layout, values, bias, relu, xp, group, out_sm, out)
+        return
     n_blocks = 1 if serial else -(-xp.shape[0] // group) * (row_bounds.size - 1)
     if out_sm:
         blocks = np.empty((n_blocks, csr.SM_BLOCK_ROWS, xp.shape[2]), dtype)
@@ -337,3 +349,82 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out):
         (csr.qcsr_matmul_tiles_parallel if quantized else csr.csr_matmul_tiles_parallel)(
             relu, out_sm, indptr, indices, *values, row_bounds, group, xp, bias, blocks, out)
 
+
+# --------------------------------------------------------------------------- #
+# Column panels (kernels/panels.py): the tiled forward of layers with many inputs.
+# --------------------------------------------------------------------------- #
+# From 512 KiB of packed X per tile (2,048 inputs) the panels pay: 4096^2 at 90%,
+# float32, batch 256, in the model's layout 8.4-8.7 against 12.1-13.4 ms; 2048^2,
+# 2.3 against 3.7; at 1,024 inputs (256 KiB a tile, in L2 anyway) they lose, 0.24-0.31
+# against 0.19-0.30 ms at batch 64.
+PANELS_FROM_BYTES = 1 << 19
+# Packed X per panel: 256 inputs, in L2 with the block's weights and accumulators.
+# 128 and 512 inputs measured within 10% of it.
+PANEL_BYTES = 1 << 16
+# Fewer nonzeros than this per row and panel on average, and the per-segment work (its
+# bounds, the accumulator tile's load and store) outweighs the reuse: fewer panels.
+PANEL_MIN_NNZ = 16
+# A block: its rows' weights (6 bytes a nonzero) and accumulators stay in L2 through its
+# panels. 2^14 and 2^16 nonzeros measured alike; 2^16 makes fewer, longer work items.
+PANEL_BLOCK_NNZ = 1 << 16
+PANEL_BLOCK_ROWS = 512
+
+
+class Panels(NamedTuple):
+    """The panel layout of a layer (see kernels/panels.py): row ``blocks`` (n_blocks +
+    1,), ``vptr`` and ``vsrc`` per virtual row, the column ``indices`` in panel order (the
+    layer's index type), ``n_panels`` and the most rows of a block, ``max_rows``."""
+
+    blocks: np.ndarray
+    vptr: np.ndarray
+    vsrc: np.ndarray
+    indices: np.ndarray
+    n_panels: int
+    max_rows: int
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in (self.blocks, self.vptr, self.vsrc, self.indices))
+
+
+def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
+                 block_rows=PANEL_BLOCK_ROWS):
+    """The panel layout of the CSR (indptr, indices) with ``n_cols`` columns, in panels of
+    ``width`` columns and row blocks of at most ``block_nnz`` nonzeros and ``block_rows``
+    rows. Without ``width``, chosen here, or None where panels would not pay: fewer than
+    PANELS_FROM_BYTES of packed X per tile, or too few nonzeros per row for two panels
+    of PANEL_MIN_NNZ. Built in one pass; the indices again (2 or 4 bytes a nonzero) and
+    8 bytes per row and panel."""
+    n_rows = indptr.size - 1
+    if width is None:
+        tile_bytes = csr.csr_tile_bytes()
+        if n_rows == 0 or n_cols * tile_bytes < PANELS_FROM_BYTES:
+            return None
+        n_panels = min(-(-n_cols * tile_bytes // PANEL_BYTES),
+                       int(indptr[-1]) // (n_rows * PANEL_MIN_NNZ))
+        if n_panels < 2:
+            return None
+        width = -(-n_cols // n_panels)
+    n_panels = max(1, -(-n_cols // width))
+    if n_rows * n_panels >= 1 << 31:
+        return None
+    bounds = np.empty(n_rows + 1, INDEX_DTYPE)
+    n_blocks = panel_kernels.panel_blocks(indptr, block_nnz, block_rows, bounds)
+    blocks = bounds[: n_blocks + 1].copy()
+    vptr = np.empty(n_rows * n_panels + 1, INDEX_DTYPE)
+    vsrc = np.empty(n_rows * n_panels, INDEX_DTYPE)
+    pindices = np.empty_like(indices)
+    panel_kernels.panel_fill(indptr, indices, blocks, n_panels, width,
+                             np.empty(n_rows, INDEX_DTYPE), vptr, vsrc, pindices)
+    max_rows = int(np.diff(blocks).max()) if n_blocks else 0
+    return Panels(blocks, vptr, vsrc, pindices, n_panels, max_rows)
+
+
+def _paneled(panels, values, bias, relu, xp, group, out_sm, out):
+    """The panel kernel on packed xp: ``values`` (data,) or (codes, table)."""
+    acc = _scratch((numba.config.NUMBA_NUM_THREADS, group, panels.max_rows, xp.shape[2]),
+                   xp.dtype, slot="acc")
+    kernel = (panel_kernels.qcsr_matmul_panels if len(values) == 2
+              else panel_kernels.csr_matmul_panels)
+    kernel(relu, out_sm, panels.blocks, panels.vptr, panels.vsrc, panels.indices, *values,
+           panels.n_panels, group, xp, bias, acc, out)

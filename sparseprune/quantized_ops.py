@@ -45,16 +45,17 @@ def _centre(step, offset, top):
 
 
 def qcsr_forward(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, x,
-                 out):
+                 out, panels=None):
     """out (rows, batch) = dequantized(A) @ x + bias (ReLU'd if ``relu``), x (cols, batch).
 
     indptr int32 (rows + 1,); indices int32 or uint16 (nnz,); codes uint8 (nnz,); table
     (2**bits,) the dequantized values; step and offset scalars of x's dtype; bias (rows,).
     Batch 1 runs the two-sum gather kernel; larger batches the float kernels' paths
-    (:func:`sparseprune.ops.csr_forward`) with the table.
+    (:func:`sparseprune.ops.csr_forward`) with the table, and ``panels`` as it takes them.
     """
     if x.shape[1] > 1:
-        return csr_forward(indptr, indices, codes, row_bounds, bias, relu, x, out, table)
+        return csr_forward(indptr, indices, codes, row_bounds, bias, relu, x, out, table,
+                           panels)
     _qmatvec(indptr, indices, codes, table, step, offset, row_bounds, bias, relu,
              x.reshape(-1), out.reshape(-1))
     return out
@@ -74,7 +75,7 @@ def _qmatvec(indptr, indices, codes, table, step, offset, row_bounds, bias, relu
 
 
 def qcsr_forward_sm(indptr, indices, codes, table, step, offset, row_bounds, bias, relu, X,
-                    out):
+                    out, panels=None):
     """:func:`qcsr_forward` from sample-major X (batch, cols) into the C-contiguous out
     (batch, rows): what ``QuantizedLinear.forward`` computes. Returns whether X was all
     finite (if not, out holds garbage and the caller raises).
@@ -84,6 +85,6 @@ def qcsr_forward_sm(indptr, indices, codes, table, step, offset, row_bounds, bia
     """
     if X.shape[0] > 1:
         return csr_forward_sm(indptr, indices, codes, row_bounds, bias, relu, X, out,
-                              table=table)
+                              table=table, panels=panels)
     return _qmatvec(indptr, indices, codes, table, step, offset, row_bounds, bias, relu,
                     np.ascontiguousarray(X).reshape(-1), out.reshape(-1))

@@ -233,7 +233,7 @@ def test_tiled_forward_at_tile_edges_with_a_reused_scratch(dtype):
             assert np.shares_memory(ops.pack_tiles(x, lanes), x) == (aligned and batch == lanes)
             # Packing on one thread (small x) and on the pool (large x).
             for relu, pack_parallel_bytes in ((False, 1 << 62), (True, 0)):
-                ops._SCRATCH.buf[...] = 255  # stale bytes: NaN in either dtype
+                ops._SCRATCH.x[...] = 255  # stale bytes: NaN in either dtype
                 out = np.full((70, batch), np.nan, dtype)
                 with kernel_path("parallel"), pytest.MonkeyPatch.context() as patch:
                     patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)

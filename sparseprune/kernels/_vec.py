@@ -174,6 +174,86 @@ def tile_lane(typingctx, a, i):
     return a.dtype(a, i), codegen
 
 
+def _data_ptr(context, builder, arrty, arr):
+    return cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+
+
+@intrinsic
+def tile_row_fma(typingctx, acc, indices, values, table, xp, x_off, p0, p1, shift):
+    """acc + the sum over p0 <= p < p1 of value(p + shift) * (the tile of xp at flat offset
+    ``x_off + indices[p] * lanes``): one CSR row segment against packed tiles, as one
+    loop. value(q) is ``values[q]``, or ``table[values[q]]`` with a table (uint8 codes).
+    ``indices`` non-negative integers (read as unsigned).
+
+    Written as LLVM IR rather than a Numba loop: Numba's version of this loop spent 30
+    instructions a nonzero on wraparound checks, 64-bit index products and reloads of
+    spilled values, where this one is the index load, the value broadcast, a shift and
+    the tile's FMAs (with X in L1, 1.7 against 3.2 ns a nonzero and 64-lane tile,
+    serial). Two accumulators, even and odd nonzeros, keep two FMA chains in flight."""
+    if (not isinstance(acc, TileType) or not isinstance(indices, types.Array)
+            or not isinstance(values, types.Array) or not isinstance(xp, types.Array)
+            or xp.dtype != acc.dtype):
+        return None
+    has_table = not isinstance(table, (types.NoneType, types.Omitted))
+
+    def codegen(context, builder, sig, args):
+        acc0, ia, va, ta, xa, xo, q0, q1, sh = args
+        vty = acc0.type
+        i64 = ir.IntType(64)
+        ip = _data_ptr(context, builder, sig.args[1], ia)
+        vp = _data_ptr(context, builder, sig.args[2], va)
+        tp = _data_ptr(context, builder, sig.args[3], ta) if has_table else None
+        xb = builder.gep(_data_ptr(context, builder, sig.args[4], xa),
+                         [context.cast(builder, xo, sig.args[5], types.int64)])
+        q0, q1, sh = (context.cast(builder, v, t, types.int64)
+                      for v, t in zip((q0, q1, sh), sig.args[6:9]))
+        q2 = builder.sub(q1, builder.and_(builder.sub(q1, q0), ir.Constant(i64, 1)))
+
+        def term(p):
+            i = builder.zext(builder.load(builder.gep(ip, [p])), i64)
+            v = builder.load(builder.gep(vp, [builder.add(p, sh)]))
+            if has_table:
+                v = builder.load(builder.gep(tp, [builder.zext(v, i64)]))
+            row = builder.gep(xb, [builder.mul(i, ir.Constant(i64, vty.count))])
+            x = builder.load(builder.bitcast(row, vty.as_pointer()), align=xp.dtype.bitwidth // 8)
+            return builder.fmul(_splat(builder, vty, v), x, flags=_CONTRACT)
+
+        entry = builder.block
+        head = builder.append_basic_block("row.head")
+        body = builder.append_basic_block("row.body")
+        tail = builder.append_basic_block("row.tail")
+        odd = builder.append_basic_block("row.odd")
+        done = builder.append_basic_block("row.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        p = builder.phi(i64)
+        a0 = builder.phi(vty)
+        a1 = builder.phi(vty)
+        p.add_incoming(q0, entry)
+        a0.add_incoming(acc0, entry)
+        a1.add_incoming(ir.Constant(vty, None), entry)
+        builder.cbranch(builder.icmp_signed("<", p, q2), body, tail)
+        builder.position_at_end(body)
+        n0 = builder.fadd(a0, term(p), flags=_CONTRACT)
+        n1 = builder.fadd(a1, term(builder.add(p, ir.Constant(i64, 1))), flags=_CONTRACT)
+        p.add_incoming(builder.add(p, ir.Constant(i64, 2)), body)
+        a0.add_incoming(n0, body)
+        a1.add_incoming(n1, body)
+        builder.branch(head)
+        builder.position_at_end(tail)
+        builder.cbranch(builder.icmp_signed("<", p, q1), odd, done)
+        builder.position_at_end(odd)
+        last = builder.fadd(a0, term(p), flags=_CONTRACT)
+        builder.branch(done)
+        builder.position_at_end(done)
+        total = builder.phi(vty)
+        total.add_incoming(a0, tail)
+        total.add_incoming(last, odd)
+        return builder.fadd(total, a1)
+
+    return acc(acc, indices, values, table, xp, x_off, p0, p1, shift), codegen
+
+
 @intrinsic
 def prefetch(typingctx, arr, off):
     """Hint a read of arr's element at flat offset ``off`` into all cache levels."""

@@ -1,0 +1,206 @@
+"""The column-panel forward (``kernels/panels.py``, ``ops.panel_layout``) against NumPy.
+
+Panels pay from 2,048 inputs on; here small layouts (panels of a few columns, blocks of
+a few rows) run the same kernels on small cases, as hypothesis draws them: zero
+nonzeros, empty rows, rows longer than a block, every batch from one tile lane to many
+tiles, both dtypes and index types, codes read through a table. Every output buffer
+starts as NaN, so an entry a kernel forgets shows up.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+
+from helpers import kernel_path, tol
+from sparseprune import QuantizedLinear, SparseLinear, ops
+from strategies import batches, csr_arrays, csr_cases, seeds
+
+INDEX_DTYPES = (np.int32, np.uint16)
+
+
+def reference(A, X, bias, relu):
+    """X @ A.T + bias (ReLU'd), in float64: (batch, n_rows)."""
+    expected = X.astype(np.float64) @ A.T.astype(np.float64) + bias.astype(np.float64)
+    return np.maximum(expected, 0.0) if relu else expected
+
+
+def scale_of(A, X):
+    return (np.abs(X.astype(np.float64)) @ abs(A).T.astype(np.float64)).max(initial=0.0) + 2.0
+
+
+def check_layout(layout, indptr, indices, n_cols, width):
+    """Every virtual row is the part of its CSR row inside its panel, in order, and the
+    virtual rows cover every nonzero once."""
+    blocks, vptr, vsrc, pindices = layout.blocks, layout.vptr, layout.vsrc, layout.indices
+    n_rows = indptr.size - 1
+    n_panels = layout.n_panels
+    assert n_panels == max(1, -(-n_cols // width))
+    assert blocks[0] == 0 and blocks[-1] == n_rows and (np.diff(blocks) > 0).all()
+    assert layout.max_rows == (np.diff(blocks).max() if n_rows else 0)
+    assert vptr[0] == 0 and vptr[-1] == indices.size and (np.diff(vptr) >= 0).all()
+    seen = np.zeros(indices.size, int)
+    for b in range(blocks.size - 1):
+        r0, r1 = blocks[b], blocks[b + 1]
+        for k in range(n_panels):
+            for j in range(r0, r1):
+                v = r0 * n_panels + k * (r1 - r0) + (j - r0)
+                n = vptr[v + 1] - vptr[v]
+                src = np.arange(vsrc[v], vsrc[v] + n)
+                assert (src >= indptr[j]).all() and (src < indptr[j + 1]).all()
+                assert_array_equal(pindices[vptr[v]:vptr[v + 1]], indices[src])
+                cols = indices[indptr[j]:indptr[j + 1]]
+                in_panel = (cols >= k * width) & ((cols < (k + 1) * width) | (k == n_panels - 1))
+                assert n == in_panel.sum()
+                seen[src] += 1
+    assert (seen == 1).all()
+
+
+layouts = st.tuples(st.integers(1, 9), st.integers(1, 40), st.integers(1, 12))
+
+
+@given(csr_cases(), layouts, st.sampled_from(INDEX_DTYPES))
+def test_panel_layout(case, layout_sizes, index_dtype):
+    A, _ = case
+    width, block_nnz, block_rows = layout_sizes
+    indptr, indices, _ = csr_arrays(A)
+    indices = indices.astype(index_dtype)
+    layout = ops.panel_layout(indptr, indices, A.shape[1], width, block_nnz, block_rows)
+    assert layout.indices.dtype == index_dtype
+    check_layout(layout, indptr, indices, A.shape[1], width)
+    # Blocks: at most block_rows rows, and block_nnz nonzeros unless one row has more.
+    sizes = np.diff(layout.blocks)
+    assert (sizes <= block_rows).all()
+    nnz = indptr[layout.blocks[1:]] - indptr[layout.blocks[:-1]]
+    assert ((nnz <= block_nnz) | (sizes == 1)).all()
+
+
+@given(csr_cases(), batches, layouts, st.booleans(), st.booleans(), seeds,
+       st.sampled_from(INDEX_DTYPES), st.booleans(), st.booleans(), st.sampled_from([0, 1, 3]))
+def test_panel_forward(case, batch, layout_sizes, with_bias, relu, seed, index_dtype,
+                       out_sample_major, quantized, group_tiles):
+    """csr_forward_sm through the panel kernel, float values or codes through a table,
+    every tile in one work item or groups of one or three tiles."""
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = A.shape
+    indptr, indices, data = csr_arrays(A)
+    indices = indices.astype(index_dtype)
+    table = None
+    if quantized:
+        table = rng.uniform(-1, 1, 256).astype(dtype)
+        data = rng.integers(0, 256, indices.size).astype(np.uint8)
+        A = sp.csr_array((table[data], indices.astype(np.int32), indptr), shape=A.shape)
+    layout = ops.panel_layout(indptr, indices, n_cols, *layout_sizes)
+    X = rng.uniform(-2.0, 2.0, (batch, n_cols)).astype(dtype)
+    bias = rng.uniform(-2, 2, n_rows).astype(dtype) if with_bias else ops.EMPTY[np.dtype(dtype)]
+    out = np.full((batch, n_rows) if out_sample_major else (n_rows, batch), np.nan, dtype)
+    ops._scratch((1 << 16,), np.uint8, slot="acc")[...] = 255  # stale NaN accumulators
+    lanes = ops.TILE_LANES[np.dtype(dtype)]
+
+    with kernel_path("parallel"), pytest.MonkeyPatch.context() as patch:
+        if group_tiles:
+            patch.setattr(ops, "TILE_GROUPS_FROM_BYTES", 0)
+            patch.setattr(ops, "TILE_GROUP_BYTES",
+                          group_tiles * max(n_cols, 1) * lanes * np.dtype(dtype).itemsize)
+        finite = ops.csr_forward_sm(indptr, indices, data, ops.row_chunks(indptr), bias, relu,
+                                    X, out, out_sample_major=out_sample_major, table=table,
+                                    panels=lambda: layout)
+
+    assert finite is True
+    got = out if out_sample_major else out.T
+    expected = reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
+    assert_allclose(got, expected, **tol(dtype, scale=scale_of(A, X)))
+    empty = np.diff(indptr) == 0
+    assert_array_equal(got[:, empty], expected[:, empty])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_feature_major_panels_non_contiguous_and_partial_tiles(dtype):
+    """csr_forward (feature-major, a model's layers) through panels: partial last tiles,
+    and sample-major X given as a transposed or strided view."""
+    rng = np.random.default_rng(1)
+    A = sp.random(70, 45, density=0.4, format="csr", random_state=2, dtype=np.float64)
+    A = A.astype(dtype)
+    indptr, indices, data = csr_arrays(A)
+    layout = ops.panel_layout(indptr, indices, 45, 7, 30, 9)
+    bias = rng.uniform(-1, 1, 70).astype(dtype)
+    lanes = ops.TILE_LANES[np.dtype(dtype)]
+    for batch in (lanes // 2, lanes, lanes + 1, 3 * lanes - 5):
+        x = rng.uniform(-2, 2, (45, batch)).astype(dtype)
+        out = np.full((70, batch), np.nan, dtype)
+        with kernel_path("parallel"):
+            ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, True, x, out,
+                            panels=lambda: layout)
+        assert_allclose(out.T, reference(A, x.T, bias, True), **tol(dtype, scale=60.0))
+        for X in (np.asfortranarray(x.T), rng.uniform(-2, 2, (batch, 90)).astype(dtype)[:, ::2]):
+            out = np.full((batch, 70), np.nan, dtype)
+            with kernel_path("parallel"):
+                assert ops.csr_forward_sm(indptr, indices, data, ops.row_chunks(indptr), bias,
+                                          False, X, out, panels=lambda: layout)
+            assert_allclose(out, reference(A, X, bias, False), **tol(dtype, scale=60.0))
+
+
+def wide_layer(dtype=np.float32, n_in=2100, n_out=300, density=0.05, seed=3):
+    """A layer wide enough for panels at the package's own settings."""
+    W = sp.random(n_in, n_out, density=density, format="csc", random_state=seed,
+                  dtype=np.float64).astype(dtype)
+    bias = np.random.default_rng(seed).uniform(-1, 1, n_out)
+    return W, SparseLinear(W, bias, backend="sparse")
+
+
+def test_wide_layers_take_panels_and_see_new_values():
+    """A layer of 2,100 inputs runs the panel kernel at a tile of samples and more; the
+    values are read in place, so writing them (as an optimizer does) is seen at once."""
+    W, layer = wide_layer()
+    layout = layer._panels()
+    assert layout is not None and layout.n_panels >= 2
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1, 1, (200, 2100)).astype(np.float32)
+    W64 = W.toarray().astype(np.float64)
+    assert_allclose(layer.forward(X), X @ W64 + layer.bias, rtol=1e-5, atol=1e-4)
+    layer.data[:] = rng.uniform(-1, 1, layer.nnz).astype(np.float32)
+    assert_allclose(layer.forward(X), X @ layer.weight.toarray() + layer.bias, rtol=1e-5,
+                    atol=1e-4)
+    assert layer._panels() is layout
+    # Narrow layers never build one.
+    assert SparseLinear(sp.random(500, 40, density=0.5, format="csc"))._panels() is None
+
+
+def test_quantized_wide_layer_takes_panels():
+    W, layer = wide_layer(seed=5)
+    q = QuantizedLinear.from_layer(layer, bits=8)
+    X = np.random.default_rng(6).uniform(-1, 1, (130, 2100)).astype(np.float32)
+    expected = X.astype(np.float64) @ q.weight.toarray() + q.bias
+    assert q._panels() is not None
+    assert_allclose(q.forward(X), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_panels_from_several_python_threads():
+    """Eight Python threads on one fresh wide layer at once (the first calls race to build
+    its layout): every result equals the single-threaded one."""
+    W, layer = wide_layer(seed=7)
+    _, fresh = wide_layer(seed=7)
+    rng = np.random.default_rng(8)
+    inputs = [rng.uniform(-1, 1, (batch, 2100)).astype(np.float32)
+              for batch in (64, 100, 257, 64, 130, 65, 200, 128)]
+    expected = [fresh.forward(X) for X in inputs]
+    errors = []
+
+    def run(X, want):
+        try:
+            for _ in range(5):
+                assert_array_equal(layer.forward(X), want)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(inputs, expected)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
