@@ -358,14 +358,17 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out,
 # 2.3 against 3.7; at 1,024 inputs (256 KiB a tile, in L2 anyway) they lose, 0.24-0.31
 # against 0.19-0.30 ms at batch 64.
 PANELS_FROM_BYTES = 1 << 19
-# Packed X per panel: 256 inputs, in L2 with the block's weights and accumulators.
-# 128 and 512 inputs measured within 10% of it.
+# Packed X per panel: 64 KiB (256 inputs), in L2 with the block's weights and
+# accumulators, as long as a row has PANEL_MIN_NNZ nonzeros a panel on average; fewer,
+# and the per-segment work (its bounds, the accumulator tile's load and store)
+# outweighs the reuse: fewer, wider panels. Half that (128 inputs) where rows are long
+# enough for twice PANEL_MIN_NNZ there. 4096^2, batch 256, model layout, medians
+# (/work/scratch/s5/tune.py): at 90% (26 nonzeros per 256 inputs) 8.4-8.7 ms at 256
+# inputs, 9.6-9.8 at 128, 9.1-9.4 at 512; at 70%, 19.2-19.4 at 128 against 20.8-20.9.
 PANEL_BYTES = 1 << 16
-# Fewer nonzeros than this per row and panel on average, and the per-segment work (its
-# bounds, the accumulator tile's load and store) outweighs the reuse: fewer panels.
 PANEL_MIN_NNZ = 16
 # A block: its rows' weights (6 bytes a nonzero) and accumulators stay in L2 through its
-# panels. 2^14 and 2^16 nonzeros measured alike; 2^16 makes fewer, longer work items.
+# panels. 2^16 nonzeros ran 5-15% faster than 2^14 at 4096^2 (fewer, longer items).
 PANEL_BLOCK_NNZ = 1 << 16
 PANEL_BLOCK_ROWS = 512
 
@@ -400,8 +403,10 @@ def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
         tile_bytes = csr.csr_tile_bytes()
         if n_rows == 0 or n_cols * tile_bytes < PANELS_FROM_BYTES:
             return None
-        n_panels = min(-(-n_cols * tile_bytes // PANEL_BYTES),
-                       int(indptr[-1]) // (n_rows * PANEL_MIN_NNZ))
+        per_row = int(indptr[-1]) // n_rows
+        n_panels = min(-(-n_cols * tile_bytes // PANEL_BYTES), per_row // PANEL_MIN_NNZ)
+        n_panels = max(n_panels, min(-(-n_cols * tile_bytes // (PANEL_BYTES // 2)),
+                                     per_row // (2 * PANEL_MIN_NNZ)))
         if n_panels < 2:
             return None
         width = -(-n_cols // n_panels)
