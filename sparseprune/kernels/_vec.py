@@ -123,20 +123,6 @@ def tile_splat(typingctx, s):
 
 
 @intrinsic
-def tile_fma(typingctx, acc, s, tile):
-    """acc + s * tile, with the scalar ``s`` broadcast (an FMA where the target has one)."""
-    if not isinstance(acc, TileType) or acc != tile or s != acc.dtype:
-        return None
-
-    def codegen(context, builder, sig, args):
-        b = _splat(builder, context.get_value_type(sig.args[0]), args[1])
-        return builder.fadd(args[0], builder.fmul(b, args[2], flags=_CONTRACT),
-                            flags=_CONTRACT)
-
-    return acc(acc, s, tile), codegen
-
-
-@intrinsic
 def tile_add(typingctx, a, b):
     """Lane-wise a + b."""
     if not isinstance(a, TileType) or a != b:

@@ -28,8 +28,8 @@ from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    QUAD, TILE_BYTES, count_non_finite, prefetch, quad_gather, quad_load, quad_zero,
-    tile_add, tile_fma, tile_lane, tile_load, tile_relu, tile_splat, tile_store,
+    QUAD, TILE_BYTES, count_non_finite, quad_gather, quad_load, quad_zero,
+    tile_lane, tile_relu, tile_row_fma, tile_splat, tile_store,
     transpose_rows, vec_fma, vec_sum,
 )
 
@@ -236,10 +236,6 @@ def _matmul_rows(r0, r1, relu, indptr, indices, data, table, x, bias, out):
 # X^T is repacked as xp (n_tiles, n_in, L): tile t holds batch lanes t*L..t*L+L-1 of
 # every input row, contiguous, zero-padded past the batch. L = csr_tile_bytes() /
 # itemsize (TILE_BYTES per input row: 64 float32 / 32 float64 on AVX-512).
-_TILE_LINES = max(1, TILE_BYTES // 64)  # cache lines per tile row
-# Prefetch distance in nonzeros: far enough ahead to hide an L2/L3 hit, near enough
-# to stay in L1. 8 and 12 measured alike (4096^2, 90%, batch 256); 0 was ~20% slower.
-_PF = 8
 
 
 @inline()
@@ -437,48 +433,22 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, 
     (n_in * TILE_BYTES, 1 MiB at n_in = 4096) is shared by every row of the chunk, so
     it is read from L2/L3 instead of the whole X^T streaming from L3 per nonzero, and
     being packed, its rows are contiguous: no cache-set thrash at power-of-two batch
-    strides. The xp rows of the nonzeros _PF ahead are prefetched (the pattern is
-    irregular, so the hardware prefetcher cannot follow it). The row loop is written
-    out here: with the row's tile computed in a helper function the kernel ran 7%
-    slower."""
+    strides. A row is one ``tile_row_fma`` loop: against the Numba loop it replaces
+    (which also prefetched the xp rows of the nonzeros 8 ahead), SparseLinear.forward
+    at 1024^2, 90%, took 0.237-0.238 against 0.256-0.261 ms at batch 64 and 0.77
+    against 0.83-0.87 at batch 256 (/work/scratch/s5/pub1k.py, alternated processes)."""
     n_in = xp.shape[1]
     lanes = xp.shape[2]
-    line = lanes // _TILE_LINES
     batch = out.shape[0] if out_sm else out.shape[1]
     has_bias = bias.shape[0] != 0
     zero = out.dtype.type(0)
-    pf_limit = indptr[indptr.shape[0] - 1] - _PF - 1
     b0 = t * lanes
     base = int64(t) * n_in
     m = min(lanes, batch - b0)
     j0 = r0  # first row of the current output block (sample-major only)
     for j in range(r0, r1):
-        a0 = tile_splat(bias[j] if has_bias else zero)
-        a1 = tile_splat(zero)
-        p = indptr[j]
-        end = indptr[j + 1]
-        pend = min(end, pf_limit)
-        while p + 2 <= pend:
-            q0 = (base + uint32(indices[p + _PF])) * lanes
-            q1 = (base + uint32(indices[p + _PF + 1])) * lanes
-            for k in range(_TILE_LINES):
-                prefetch(xp, q0 + k * line)
-                prefetch(xp, q1 + k * line)
-            a0 = tile_fma(a0, _value(data, table, p),
-                          tile_load(xp, (base + uint32(indices[p])) * lanes))
-            a1 = tile_fma(a1, _value(data, table, p + 1),
-                          tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
-            p += 2
-        while p + 2 <= end:
-            a0 = tile_fma(a0, _value(data, table, p),
-                          tile_load(xp, (base + uint32(indices[p])) * lanes))
-            a1 = tile_fma(a1, _value(data, table, p + 1),
-                          tile_load(xp, (base + uint32(indices[p + 1])) * lanes))
-            p += 2
-        if p < end:
-            a0 = tile_fma(a0, _value(data, table, p),
-                          tile_load(xp, (base + uint32(indices[p])) * lanes))
-        a0 = tile_add(a0, a1)
+        a0 = tile_row_fma(tile_splat(bias[j] if has_bias else zero), indices, data, table,
+                          xp, base * lanes, indptr[j], indptr[j + 1], 0)
         if relu:
             a0 = tile_relu(a0)
         if out_sm:
