@@ -290,10 +290,11 @@ class SparseLinear(_Linear):
     the forward kernels are bound by the bytes they read), else int32. ``weight`` gives
     it back as a ``scipy.sparse.csc_array`` (in, out) that shares the layer's values.
 
-    A layer of 2,048 inputs or more, once it has run a forward of a register tile of
-    samples or more (64 at float32 with AVX-512), also keeps its pattern cut into column
-    panels (``ops.panel_layout``: the indices again, in panel order, and 8 bytes per
-    output and panel), which that forward then runs on. The values stay where they are.
+    A layer of 2,048 inputs or more, once it has run a forward on register tiles of
+    samples (from 32 samples at float32 with AVX-512), also keeps its pattern cut into
+    column panels (``ops.panel_layout``: the indices again, in panel order, and 8 bytes
+    per output and panel), which that forward then runs on. The values stay where they
+    are.
     """
 
     def __init__(self, W, bias=None, dtype=None, backend="auto"):
