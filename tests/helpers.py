@@ -10,6 +10,18 @@ from sparseprune import ops, quantized_ops
 KERNEL_PATHS = ("serial", "parallel")
 
 
+def sm_reference(A, X, bias, relu):
+    """X @ A.T + bias (ReLU'd), in float64: (batch, n_rows), for a layer's weight A
+    (n_rows, n_cols) stored as CSR of W.T and sample-major X (batch, n_cols)."""
+    expected = X.astype(np.float64) @ A.T.astype(np.float64) + bias.astype(np.float64)
+    return np.maximum(expected, 0.0) if relu else expected
+
+
+def sm_scale(A, X):
+    """The size of the terms sm_reference sums, for the absolute tolerance."""
+    return (np.abs(X.astype(np.float64)) @ abs(A).T.astype(np.float64)).max(initial=0.0) + 2.0
+
+
 @contextlib.contextmanager
 def kernel_path(path):
     """Run ``ops`` and ``quantized_ops`` on their serial or their parallel kernels

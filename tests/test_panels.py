@@ -16,21 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from helpers import kernel_path, tol
+from helpers import kernel_path, sm_reference, sm_scale, tol
 from sparseprune import QuantizedLinear, SparseLinear, ops
 from strategies import batches, csr_arrays, csr_cases, seeds
 
 INDEX_DTYPES = (np.int32, np.uint16)
-
-
-def reference(A, X, bias, relu):
-    """X @ A.T + bias (ReLU'd), in float64: (batch, n_rows)."""
-    expected = X.astype(np.float64) @ A.T.astype(np.float64) + bias.astype(np.float64)
-    return np.maximum(expected, 0.0) if relu else expected
-
-
-def scale_of(A, X):
-    return (np.abs(X.astype(np.float64)) @ abs(A).T.astype(np.float64)).max(initial=0.0) + 2.0
 
 
 def check_layout(layout, indptr, indices, n_cols, width):
@@ -113,8 +103,8 @@ def test_panel_forward(case, batch, layout_sizes, with_bias, relu, seed, index_d
 
     assert finite is True
     got = out if out_sample_major else out.T
-    expected = reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
-    assert_allclose(got, expected, **tol(dtype, scale=scale_of(A, X)))
+    expected = sm_reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
+    assert_allclose(got, expected, **tol(dtype, scale=sm_scale(A, X)))
     empty = np.diff(indptr) == 0
     assert_array_equal(got[:, empty], expected[:, empty])
 
@@ -136,13 +126,13 @@ def test_feature_major_panels_non_contiguous_and_partial_tiles(dtype):
         with kernel_path("parallel"):
             ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr), bias, True, x, out,
                             panels=lambda: layout)
-        assert_allclose(out.T, reference(A, x.T, bias, True), **tol(dtype, scale=60.0))
+        assert_allclose(out.T, sm_reference(A, x.T, bias, True), **tol(dtype, scale=60.0))
         for X in (np.asfortranarray(x.T), rng.uniform(-2, 2, (batch, 90)).astype(dtype)[:, ::2]):
             out = np.full((batch, 70), np.nan, dtype)
             with kernel_path("parallel"):
                 assert ops.csr_forward_sm(indptr, indices, data, ops.row_chunks(indptr), bias,
                                           False, X, out, panels=lambda: layout)
-            assert_allclose(out, reference(A, X, bias, False), **tol(dtype, scale=60.0))
+            assert_allclose(out, sm_reference(A, X, bias, False), **tol(dtype, scale=60.0))
 
 
 def wide_layer(dtype=np.float32, n_in=2100, n_out=300, density=0.05, seed=3):

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from helpers import KERNEL_PATHS, kernel_path, tol
+from helpers import KERNEL_PATHS, kernel_path, sm_reference, sm_scale, tol
 from sparseprune import ops
 from sparseprune.kernels import csr
 from strategies import batches, csr_arrays, csr_cases, seeds
@@ -25,17 +25,6 @@ INDEX_DTYPES = (np.int32, np.uint16)
 # Layouts of X the wrapper takes: C-contiguous (packed as is), Fortran-ordered (a
 # transposed feature-major array, packed as feature-major), strided (copied first).
 LAYOUTS = ("C", "F", "strided")
-
-
-def reference(A, X, bias, relu):
-    """X @ A.T + bias (ReLU'd), in float64: (batch, n_rows)."""
-    expected = X.astype(np.float64) @ A.T.astype(np.float64) + bias.astype(np.float64)
-    return np.maximum(expected, 0.0) if relu else expected
-
-
-def scale_of(A, X):
-    """The size of the summed terms, for the absolute tolerance."""
-    return (np.abs(X.astype(np.float64)) @ abs(A).T.astype(np.float64)).max(initial=0.0) + 2.0
 
 
 def sample_major(rng, batch, n_cols, dtype, layout):
@@ -79,8 +68,8 @@ def test_forward_sm(case, batch, with_bias, relu, seed, path, index_dtype, layou
     assert finite is True
     if not out_sample_major:
         out = out.T
-    expected = reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
-    assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, X)))
+    expected = sm_reference(A, X, bias if with_bias else np.zeros(n_rows), relu)
+    assert_allclose(out, expected, **tol(dtype, scale=sm_scale(A, X)))
     # An output without stored weights is exactly its bias (or 0), ReLU'd.
     empty = np.diff(indptr) == 0
     assert_array_equal(out[:, empty], expected[:, empty])
@@ -104,8 +93,8 @@ def test_forward_narrow(case, batch, with_bias, relu, seed, path, index_dtype):
                                          ops.row_chunks(indptr), bias, relu, x, out)
 
     assert result is out
-    expected = reference(A, x.T, bias if with_bias else np.zeros(n_rows), relu).T
-    assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, x.T)))
+    expected = sm_reference(A, x.T, bias if with_bias else np.zeros(n_rows), relu).T
+    assert_allclose(out, expected, **tol(dtype, scale=sm_scale(A, x.T)))
 
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["float", "codes"])
@@ -148,7 +137,7 @@ def test_forward_sm_at_tile_and_block_edges(dtype, path, quantized):
                     assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, relu, X, out,
                                               out_sample_major=out_sample_major, table=table)
                 got = out if out_sample_major else out.T
-                assert_allclose(got, reference(A, X, bias, relu), **tol(dtype, scale=60.0))
+                assert_allclose(got, sm_reference(A, X, bias, relu), **tol(dtype, scale=60.0))
 
 
 def rows_of_lengths(rng, lengths, n_cols, dtype):
@@ -177,12 +166,12 @@ def test_batch_one_every_row_length(dtype, path, index_dtype):
     x = rng.uniform(-2.0, 2.0, (3000, 1)).astype(dtype)
     for with_bias, relu in ((False, False), (True, False), (True, True)):
         bias = bias_for(rng, A.shape[0], np.dtype(dtype), with_bias)
-        expected = reference(A, x.T, bias if with_bias else np.zeros(A.shape[0]), relu).T
+        expected = sm_reference(A, x.T, bias if with_bias else np.zeros(A.shape[0]), relu).T
         out = np.full((A.shape[0], 1), np.nan, dtype)
         with kernel_path(path):
             ops.csr_forward(indptr, indices_as(indices, index_dtype), data,
                             ops.row_chunks(indptr), bias, relu, x, out)
-        assert_allclose(out, expected, **tol(dtype, scale=scale_of(A, x.T)))
+        assert_allclose(out, expected, **tol(dtype, scale=sm_scale(A, x.T)))
         assert_array_equal(out[lengths == 0], expected[lengths == 0])
 
 
@@ -233,7 +222,7 @@ def test_uint16_indices_at_the_top_of_their_range(batch):
         with kernel_path(path):
             assert ops.csr_forward_sm(indptr, narrow, data, ops.row_chunks(indptr),
                                       ops.EMPTY[np.dtype(np.float32)], False, X, out)
-        assert_allclose(out, reference(A, X, np.zeros(3), False), rtol=1e-6, atol=1e-5)
+        assert_allclose(out, sm_reference(A, X, np.zeros(3), False), rtol=1e-6, atol=1e-5)
 
 
 def test_forward_sm_from_several_python_threads():
@@ -255,7 +244,7 @@ def test_forward_sm_from_several_python_threads():
                 with kernel_path("parallel"):
                     assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, True, X,
                                               out)
-                assert_allclose(out, reference(A, X, bias, True), **tol(np.float32, 60.0))
+                assert_allclose(out, sm_reference(A, X, bias, True), **tol(np.float32, 60.0))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
