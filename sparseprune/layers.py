@@ -332,6 +332,7 @@ class SparseLinear(_Linear):
         self._row_bounds = row_chunks(indptr)
         self._panel_cache = None
         self._transpose = None
+        self._transpose_panel_cache = None
         self.plan = Plan()
         self.backend = backend
 
@@ -539,13 +540,25 @@ class SparseLinear(_Linear):
         dense_bias_act(out, self._bias, act)
 
     def _transposed(self):
-        """The pattern of W (in, out) as CSR, for the input gradient, built once."""
+        """The pattern of W (in, out) as CSR, for the input gradient, built once: its
+        column indices in the narrowest type (``narrow_indices``), a gather order for
+        its values, their buffer and row chunks."""
         if self._transpose is None:
             indptr_t, indices_t, perm = csr_transpose(
                 self.in_features, self._indptr, self._wide_indices())
+            indices_t = narrow_indices(indices_t, self.out_features)
             data_t = np.empty_like(self._data)
             self._transpose = (indptr_t, indices_t, perm, data_t, row_chunks(indptr_t))
         return self._transpose
+
+    def _transposed_panels(self):
+        """The transposed pattern's panel layout (as ``_panels`` is the pattern's), for
+        the input gradient of a layer of 2,048 outputs or more; built when first used."""
+        if self._transpose_panel_cache is None:
+            indptr_t, indices_t = self._transposed()[:2]
+            self._transpose_panel_cache = (panel_layout(indptr_t, indices_t,
+                                                        self.out_features),)
+        return self._transpose_panel_cache[0]
 
     def backward_fm(self, x, dz, grad_data, dx=None):
         """Weight and input gradients from ``dz`` (out, batch), the gradient at the
@@ -562,7 +575,7 @@ class SparseLinear(_Linear):
             # The values change at every optimizer step; one gather refreshes them.
             csr_gather(perm, self._data, data_t)
             csr_forward(indptr_t, indices_t, data_t, bounds_t, EMPTY[self.dtype], False,
-                        dz, dx)
+                        dz, dx, panels=self._transposed_panels)
         return grad_data
 
     def __repr__(self):

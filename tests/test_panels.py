@@ -194,3 +194,26 @@ def test_panels_from_several_python_threads():
     for thread in threads:
         thread.join()
     assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_gradient_of_a_layer_with_many_outputs_takes_panels(dtype):
+    """backward_fm's dx = W @ dz runs on the transposed pattern, whose columns are the
+    layer's 2,100 outputs: through panels from a tile of samples on, against NumPy, and
+    after the values change in place."""
+    W = sp.random(300, 2100, density=0.05, format="csc", random_state=9,
+                  dtype=np.float64).astype(dtype)
+    layer = SparseLinear(W, backend="sparse")
+    rng = np.random.default_rng(10)
+    for step in range(2):
+        for batch in (64, 100):
+            x = rng.uniform(-1, 1, (300, batch)).astype(dtype)
+            dz = rng.uniform(-1, 1, (2100, batch)).astype(dtype)
+            grad = np.empty(layer.nnz, dtype)
+            dx = np.full((300, batch), np.nan, dtype)
+            layer.backward_fm(x, dz, grad, dx)
+            expected = layer.weight.toarray().astype(np.float64) @ dz.astype(np.float64)
+            assert_allclose(dx, expected, **tol(dtype, scale=60.0))
+        layer.data[:] = rng.uniform(-1, 1, layer.nnz).astype(dtype)
+    assert layer._transposed_panels() is not None
+    assert layer._transposed()[1].dtype == np.uint16
