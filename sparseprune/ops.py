@@ -385,10 +385,6 @@ class Panels(NamedTuple):
     n_panels: int
     max_rows: int
 
-    @property
-    def nbytes(self):
-        return sum(a.nbytes for a in (self.blocks, self.vptr, self.vsrc, self.indices))
-
 
 def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
                  block_rows=PANEL_BLOCK_ROWS):

@@ -67,9 +67,14 @@ _I32 = ir.IntType(32)
 _CONTRACT = ("contract",)
 
 
+def _data_ptr(context, builder, arrty, arr):
+    """The pointer to the first element of the array ``arr`` (of Numba type arrty)."""
+    return cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+
+
 def _elem_ptr(context, builder, arrty, arr, offty, off):
-    data = cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
-    return builder.gep(data, [context.cast(builder, off, offty, types.intp)])
+    return builder.gep(_data_ptr(context, builder, arrty, arr),
+                       [context.cast(builder, off, offty, types.intp)])
 
 
 def _splat(builder, vty, scalar):
@@ -158,10 +163,6 @@ def tile_lane(typingctx, a, i):
                                        context.cast(builder, args[1], sig.args[1], types.int32))
 
     return a.dtype(a, i), codegen
-
-
-def _data_ptr(context, builder, arrty, arr):
-    return cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
 
 
 @intrinsic
@@ -324,7 +325,7 @@ def quad_gather(typingctx, x, idx, off):
         ip = _elem_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
         iv = builder.load(builder.bitcast(ip, ir.VectorType(ity, QUAD).as_pointer()),
                           align=ity.width // 8)
-        base = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0]).data
+        base = _data_ptr(context, builder, sig.args[0], args[0])
         quad = ir.Constant(vty, ir.Undefined)
         for k in range(QUAD):
             i = builder.extract_element(iv, _I32(k))
