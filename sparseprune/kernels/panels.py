@@ -3,10 +3,10 @@
 The tiled kernel (``csr.csr_matmul_tiles*``) reads, for every nonzero, one row of the
 packed tile of X: 256 bytes from anywhere in ``n_in * 256`` bytes. From 2,048 inputs on
 (512 KiB a tile) that no longer stays in a core's L2 next to the weights, and the
-kernel waits on L3. Here the columns are cut into panels of ``width`` inputs (64 KiB of
-packed X each), the rows into blocks, and a block runs panel by panel: the X panel a
-block reads stays in L2, and each row's output tiles are carried from panel to panel in
-a per-thread accumulator block.
+kernel waits on L3. Here the columns are cut into panels of ``width`` inputs (32 or 64
+KiB of packed X each, see ``ops.panel_layout``), the rows into blocks, and a block runs
+panel by panel: the X panel a block reads stays in L2, and each row's output tiles are
+carried from panel to panel in a per-thread accumulator block.
 
 The layout (``panel_fill``) keeps the layer's CSR as it is and adds, per block, panel
 and row (a "virtual row" v, ordered so): ``vptr`` (the segment's bounds in the new
