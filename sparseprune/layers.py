@@ -292,9 +292,9 @@ class SparseLinear(_Linear):
 
     A layer of 2,048 inputs or more, once it has run a forward on register tiles of
     samples (from 32 samples at float32 with AVX-512), also keeps its pattern cut into
-    column panels (``ops.panel_layout``: the indices again, in panel order, and 8 bytes
-    per output and panel), which that forward then runs on. The values stay where they
-    are.
+    column panels (``ops.panel_layout``: a byte per nonzero, its column's offset within
+    its panel, and 8 bytes per output and panel), which that forward then runs on. The
+    values stay where they are.
     """
 
     def __init__(self, W, bias=None, dtype=None, backend="auto"):

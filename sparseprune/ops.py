@@ -375,14 +375,16 @@ PANEL_BLOCK_ROWS = 512
 
 class Panels(NamedTuple):
     """The panel layout of a layer (see kernels/panels.py): row ``blocks`` (n_blocks +
-    1,), ``vptr`` and ``vsrc`` per virtual row, the column ``indices`` in panel order (the
-    layer's index type), ``n_panels`` and the most rows of a block, ``max_rows``."""
+    1,), ``vptr`` and ``vsrc`` per virtual row, the column ``offsets`` within their panel
+    in panel order (uint8 for panels of up to 256 columns, else uint16 or int32),
+    ``n_panels`` panels of ``width`` columns and the most rows of a block, ``max_rows``."""
 
     blocks: np.ndarray
     vptr: np.ndarray
     vsrc: np.ndarray
-    indices: np.ndarray
+    offsets: np.ndarray
     n_panels: int
+    width: int
     max_rows: int
 
 
@@ -392,8 +394,8 @@ def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
     ``width`` columns and row blocks of at most ``block_nnz`` nonzeros and ``block_rows``
     rows. Without ``width``, chosen here, or None where panels would not pay: fewer than
     PANELS_FROM_BYTES of packed X per tile, or too few nonzeros per row for two panels
-    of PANEL_MIN_NNZ. Built in one pass; the indices again (2 or 4 bytes a nonzero) and
-    8 bytes per row and panel."""
+    of PANEL_MIN_NNZ. Built in one pass; a column offset per nonzero (a byte for panels of
+    up to 256 columns, as the chosen ones are) and 8 bytes per row and panel."""
     n_rows = indptr.size - 1
     if width is None:
         tile_bytes = csr.csr_tile_bytes()
@@ -414,11 +416,12 @@ def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
     blocks = bounds[: n_blocks + 1].copy()
     vptr = np.empty(n_rows * n_panels + 1, INDEX_DTYPE)
     vsrc = np.empty(n_rows * n_panels, INDEX_DTYPE)
-    pindices = np.empty_like(indices)
+    offsets = np.empty(indices.size, np.uint8 if width <= 1 << 8
+                       else np.uint16 if width <= 1 << 16 else INDEX_DTYPE)
     panel_kernels.panel_fill(indptr, indices, blocks, n_panels, width,
-                             np.empty(n_rows, INDEX_DTYPE), vptr, vsrc, pindices)
+                             np.empty(n_rows, INDEX_DTYPE), vptr, vsrc, offsets)
     max_rows = int(np.diff(blocks).max()) if n_blocks else 0
-    return Panels(blocks, vptr, vsrc, pindices, n_panels, max_rows)
+    return Panels(blocks, vptr, vsrc, offsets, n_panels, width, max_rows)
 
 
 def _paneled(panels, values, bias, relu, xp, group, out_sm, out):
@@ -427,5 +430,5 @@ def _paneled(panels, values, bias, relu, xp, group, out_sm, out):
                    xp.dtype, slot="acc")
     kernel = (panel_kernels.qcsr_matmul_panels if len(values) == 2
               else panel_kernels.csr_matmul_panels)
-    kernel(relu, out_sm, panels.blocks, panels.vptr, panels.vsrc, panels.indices, *values,
-           panels.n_panels, group, xp, bias, acc, out)
+    kernel(relu, out_sm, panels.blocks, panels.vptr, panels.vsrc, panels.offsets, *values,
+           panels.n_panels, panels.width, group, xp, bias, acc, out)

@@ -26,7 +26,7 @@ INDEX_DTYPES = (np.int32, np.uint16)
 def check_layout(layout, indptr, indices, n_cols, width):
     """Every virtual row is the part of its CSR row inside its panel, in order, and the
     virtual rows cover every nonzero once."""
-    blocks, vptr, vsrc, pindices = layout.blocks, layout.vptr, layout.vsrc, layout.indices
+    blocks, vptr, vsrc, offsets = layout.blocks, layout.vptr, layout.vsrc, layout.offsets
     n_rows = indptr.size - 1
     n_panels = layout.n_panels
     assert n_panels == max(1, -(-n_cols // width))
@@ -42,7 +42,8 @@ def check_layout(layout, indptr, indices, n_cols, width):
                 n = vptr[v + 1] - vptr[v]
                 src = np.arange(vsrc[v], vsrc[v] + n)
                 assert (src >= indptr[j]).all() and (src < indptr[j + 1]).all()
-                assert_array_equal(pindices[vptr[v]:vptr[v + 1]], indices[src])
+                cols = offsets[vptr[v]:vptr[v + 1]].astype(np.int64) + k * width
+                assert_array_equal(cols, indices[src])
                 cols = indices[indptr[j]:indptr[j + 1]]
                 in_panel = (cols >= k * width) & ((cols < (k + 1) * width) | (k == n_panels - 1))
                 assert n == in_panel.sum()
@@ -60,13 +61,35 @@ def test_panel_layout(case, layout_sizes, index_dtype):
     indptr, indices, _ = csr_arrays(A)
     indices = indices.astype(index_dtype)
     layout = ops.panel_layout(indptr, indices, A.shape[1], width, block_nnz, block_rows)
-    assert layout.indices.dtype == index_dtype
+    assert layout.offsets.dtype == np.uint8 and layout.width == width
     check_layout(layout, indptr, indices, A.shape[1], width)
     # Blocks: at most block_rows rows, and block_nnz nonzeros unless one row has more.
     sizes = np.diff(layout.blocks)
     assert (sizes <= block_rows).all()
     nnz = indptr[layout.blocks[1:]] - indptr[layout.blocks[:-1]]
     assert ((nnz <= block_nnz) | (sizes == 1)).all()
+
+
+@pytest.mark.parametrize("n_cols, width, offset_dtype", [
+    (1000, 300, np.uint16), (70_000, 35_000, np.uint16), (70_000, 70_000, np.int32)])
+def test_wide_panels_take_wider_offsets(n_cols, width, offset_dtype):
+    """Panels wider than 256 columns hold their offsets in uint16, wider than 65,536 in
+    int32; the forward through them is exact all the same."""
+    rng = np.random.default_rng(11)
+    A = sp.random(40, n_cols, density=min(1.0, 600 / n_cols), format="csr", random_state=12,
+                  dtype=np.float64).astype(np.float32)
+    indptr, indices, data = csr_arrays(A)
+    layout = ops.panel_layout(indptr, indices, n_cols, width, 500, 7)
+    assert layout.offsets.dtype == offset_dtype
+    check_layout(layout, indptr, indices, n_cols, width)
+    X = rng.uniform(-1, 1, (40, n_cols)).astype(np.float32)
+    out = np.full((40, 40), np.nan, np.float32)
+    with kernel_path("parallel"):
+        assert ops.csr_forward_sm(indptr, indices, data, ops.row_chunks(indptr),
+                                  ops.EMPTY[np.dtype(np.float32)], False, X, out,
+                                  panels=lambda: layout)
+    assert_allclose(out, sm_reference(A, X, np.zeros(40), False),
+                    **tol(np.float32, scale=sm_scale(A, X)))
 
 
 @given(csr_cases(), batches, layouts, st.booleans(), st.booleans(), seeds,

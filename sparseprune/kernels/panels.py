@@ -10,8 +10,9 @@ carried from panel to panel in a per-thread accumulator block.
 
 The layout (``panel_fill``) keeps the layer's CSR as it is and adds, per block, panel
 and row (a "virtual row" v, ordered so): ``vptr`` (the segment's bounds in the new
-order), ``pindices`` (the column indices in that order, so the kernel streams them) and
-``vsrc`` (where the segment starts in the layer's own ``data``). The values are read in
+order), ``offsets`` (the column indices in that order, less their panel's first column:
+a byte each for panels of up to 256 inputs; the kernel streams them) and ``vsrc``
+(where the segment starts in the layer's own ``data``). The values are read in
 place, never copied: a layer whose values change (training, a user writing them) needs
 nothing refreshed.
 
@@ -28,6 +29,8 @@ from ._vec import (
 __all__ = ["panel_blocks", "panel_fill", "csr_matmul_panels", "qcsr_matmul_panels"]
 
 INDEX_TYPES = ("int32", "uint16")
+# Column offsets within a panel: a byte for panels of up to 256 inputs (the usual ones).
+OFFSET_TYPES = ("uint8", "uint16", "int32")
 # Virtual rows ahead whose values are prefetched, on a panel's first tile: a segment's
 # values sit one CSR row apart from the last one's, a stride the hardware prefetcher
 # does not follow. 4096^2 at 90%, batch 256, model layout, one run: 9.7-10.0 ms with it
@@ -58,12 +61,13 @@ def panel_blocks(indptr, max_nnz, max_rows, bounds):
 
 
 @jit("void(int32[::1], {I}[::1], int32[::1], int64, int64, int32[::1], int32[::1], "
-     "int32[::1], {I}[::1])", fastmath=CONTRACT, I=INDEX_TYPES)
-def panel_fill(indptr, indices, blocks, n_panels, width, cursor, vptr, vsrc, pindices):
+     "int32[::1], {O}[::1])", fastmath=CONTRACT, I=INDEX_TYPES, O=OFFSET_TYPES)
+def panel_fill(indptr, indices, blocks, n_panels, width, cursor, vptr, vsrc, offsets):
     """The panel layout of a CSR with sorted column indices: panel k holds columns
-    k * width .. (k + 1) * width (the last one the rest). Fills vptr (n_rows * n_panels
-    + 1,), vsrc (n_rows * n_panels,) and pindices (nnz,) as the module describes;
-    cursor (n_rows,) is scratch."""
+    k * width .. (k + 1) * width (the last one the rest, so n_panels * width must cover
+    every column). Fills vptr (n_rows * n_panels + 1,), vsrc (n_rows * n_panels,) and
+    offsets (nnz,), each column less its panel's first, as the module describes; cursor
+    (n_rows,) is scratch."""
     v = 0
     vptr[0] = 0
     for b in range(blocks.shape[0] - 1):
@@ -72,14 +76,15 @@ def panel_fill(indptr, indices, blocks, n_panels, width, cursor, vptr, vsrc, pin
         for j in range(r0, r1):
             cursor[j] = indptr[j]
         for k in range(n_panels):
-            hi = (k + 1) * width if k + 1 < n_panels else int64(1) << 62
+            lo = int64(k) * width
+            hi = lo + width if k + 1 < n_panels else int64(1) << 62
             for j in range(r0, r1):
                 s = cursor[j]
                 e = s
                 end = indptr[j + 1]
                 q = vptr[v]
                 while e < end and indices[e] < hi:
-                    pindices[q] = indices[e]
+                    offsets[q] = indices[e] - lo
                     q += 1
                     e += 1
                 vsrc[v] = s
@@ -110,8 +115,8 @@ def _store_sm(acc, a_off, n, m, b0, r0, out):
 
 
 @inline()
-def _panel_item(k, relu, out_sm, blocks, vptr, vsrc, pindices, values, table, n_panels,
-                group, xp, bias, acc, out):
+def _panel_item(k, relu, out_sm, blocks, vptr, vsrc, offsets, values, table, n_panels,
+                width, group, xp, bias, acc, out):
     """Work item k: tiles g * group .. (g + 1) * group over block b (g, b = divmod(k,
     n_blocks)), panel by panel, carrying each row's output tiles in this thread's
     accumulator block acc[thread] (group, max_rows, lanes)."""
@@ -137,7 +142,7 @@ def _panel_item(k, relu, out_sm, blocks, vptr, vsrc, pindices, values, table, n_
     for kk in range(n_panels):
         last = kk == n_panels - 1
         for t in range(t0, t1):
-            base = int64(t) * n_in * lanes
+            base = (int64(t) * n_in + int64(kk) * width) * lanes
             a_base = (slot + (t - t0)) * max_rows * lanes
             b0 = t * lanes
             m = min(lanes, batch - b0)
@@ -155,7 +160,7 @@ def _panel_item(k, relu, out_sm, blocks, vptr, vsrc, pindices, values, table, n_
                     a = tile_splat(bias[j] if has_bias else zero)
                 else:
                     a = tile_load(flat, o)
-                a = tile_row_fma(a, pindices, values, table, xp, base, vptr[v], vptr[v + 1],
+                a = tile_row_fma(a, offsets, values, table, xp, base, vptr[v], vptr[v + 1],
                                  int64(vsrc[v]) - vptr[v])
                 if last and relu:
                     a = tile_relu(a)
@@ -173,27 +178,27 @@ def _panel_item(k, relu, out_sm, blocks, vptr, vsrc, pindices, values, table, n_
                             out[j, b0 + l] = flat[o + l]
 
 
-@jit("void(boolean, boolean, int32[::1], int32[::1], int32[::1], {I}[::1], {T}[::1], int64, "
-     "int64, {T}[:, :, ::1], {T}[::1], {T}[:, :, :, ::1], {T}[:, ::1])", fastmath=CONTRACT,
-     parallel=True, I=INDEX_TYPES)
-def csr_matmul_panels(relu, out_sm, blocks, vptr, vsrc, pindices, data, n_panels, group, xp,
-                      bias, acc, out):
+@jit("void(boolean, boolean, int32[::1], int32[::1], int32[::1], {O}[::1], {T}[::1], int64, "
+     "int64, int64, {T}[:, :, ::1], {T}[::1], {T}[:, :, :, ::1], {T}[:, ::1])",
+     fastmath=CONTRACT, parallel=True, O=OFFSET_TYPES)
+def csr_matmul_panels(relu, out_sm, blocks, vptr, vsrc, offsets, data, n_panels, width, group,
+                      xp, bias, acc, out):
     """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr.csr_pack_tiles*), over the
-    panel layout of A (panel_fill), in parallel over (group of ``group`` tiles, block)
-    work items. ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``; acc is
-    scratch (n_threads, group, max rows of a block, lanes), n_threads at least Numba's
-    thread count."""
+    panel layout of A (panel_fill, panels of ``width`` columns), in parallel over (group
+    of ``group`` tiles, block) work items. ``out`` is (n_rows, batch), or (batch, n_rows)
+    if ``out_sm``; acc is scratch (n_threads, group, max rows of a block, lanes),
+    n_threads at least Numba's thread count."""
     for k in prange((xp.shape[0] + group - 1) // group * (blocks.shape[0] - 1)):
-        _panel_item(k, relu, out_sm, blocks, vptr, vsrc, pindices, data, None, n_panels,
-                    group, xp, bias, acc, out)
+        _panel_item(k, relu, out_sm, blocks, vptr, vsrc, offsets, data, None, n_panels,
+                    width, group, xp, bias, acc, out)
 
 
-@jit("void(boolean, boolean, int32[::1], int32[::1], int32[::1], {I}[::1], uint8[::1], "
-     "{T}[::1], int64, int64, {T}[:, :, ::1], {T}[::1], {T}[:, :, :, ::1], {T}[:, ::1])",
-     fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
-def qcsr_matmul_panels(relu, out_sm, blocks, vptr, vsrc, pindices, codes, table, n_panels,
-                       group, xp, bias, acc, out):
+@jit("void(boolean, boolean, int32[::1], int32[::1], int32[::1], {O}[::1], uint8[::1], "
+     "{T}[::1], int64, int64, int64, {T}[:, :, ::1], {T}[::1], {T}[:, :, :, ::1], "
+     "{T}[:, ::1])", fastmath=CONTRACT, parallel=True, O=OFFSET_TYPES)
+def qcsr_matmul_panels(relu, out_sm, blocks, vptr, vsrc, offsets, codes, table, n_panels,
+                       width, group, xp, bias, acc, out):
     """csr_matmul_panels of a quantized layer: value p is table[codes[p]]."""
     for k in prange((xp.shape[0] + group - 1) // group * (blocks.shape[0] - 1)):
-        _panel_item(k, relu, out_sm, blocks, vptr, vsrc, pindices, codes, table, n_panels,
-                    group, xp, bias, acc, out)
+        _panel_item(k, relu, out_sm, blocks, vptr, vsrc, offsets, codes, table, n_panels,
+                    width, group, xp, bias, acc, out)
