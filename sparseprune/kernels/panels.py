@@ -25,10 +25,10 @@ from ._jit import CONTRACT, inline, jit
 from ._vec import (
     VEC_BYTES, prefetch, tile_load, tile_relu, tile_row_fma, tile_splat, tile_store, vec_transpose,
 )
+from .csr import INDEX_TYPES
 
 __all__ = ["panel_blocks", "panel_fill", "csr_matmul_panels", "qcsr_matmul_panels"]
 
-INDEX_TYPES = ("int32", "uint16")
 # Column offsets within a panel: a byte for panels of up to 256 inputs (the usual ones).
 OFFSET_TYPES = ("uint8", "uint16", "int32")
 # Virtual rows ahead whose values are prefetched, on a panel's first tile: a segment's
