@@ -35,7 +35,7 @@ from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .mdl.pieces import quantize
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
-    csr_weight_grad, leading_columns, masked_to_csr, narrow_indices, panel_layout, row_chunks,
+    csr_weight_grad, dense_sync, leading_columns, masked_to_csr, narrow_indices, panel_layout, row_chunks,
 )
 from .quantized_ops import (
     dequantization_table, index_dtype, qcsr_forward, qcsr_forward_sm,
@@ -484,9 +484,7 @@ class SparseLinear(_Linear):
                               self._bias, False, X, out, panels=self._panels)
 
     def _dense_forward_sm(self, X, out):
-        dense = self._dense
-        if dense is None:
-            dense = self._dense = self.weight.toarray()
+        dense = self._dense_weight()
         with np.errstate(invalid="ignore", over="ignore"):
             np.matmul(X, dense, out=out)
             out += self._bias
@@ -533,11 +531,27 @@ class SparseLinear(_Linear):
             dense_bias_act(out, EMPTY[self.dtype], act)
 
     def _dense_forward(self, x, out, act):
-        dense = self._dense
-        if dense is None:
-            dense = self._dense = self.weight.toarray()
+        dense = self._dense_weight()
         np.matmul(dense.T, x, out=out)
         dense_bias_act(out, self._bias, act)
+
+    def _dense_weight(self):
+        """The weight as a dense (in, out) array, for the dense backend: made at its
+        first use, then kept and brought up to date with the values before each use, as
+        ``data`` is the layer's own array and may have been written in place since (by a
+        user, through ``data`` or ``weight``). The check reads each value and its copy
+        from the last use once (``dense_sync``, a few ms at 10 million nonzeros: the
+        dense product it serves is larger) and rewrites only what changed."""
+        cached = self._dense
+        if cached is None:
+            # W.T (out, in) C-contiguous, so each CSR row's writes are contiguous; from
+            # zeros, the first sync writes every value. One tuple, so a thread never sees
+            # a dense array paired with another thread's copy of the values.
+            cached = self._dense = (np.zeros((self.out_features, self.in_features),
+                                             self.dtype), np.zeros_like(self._data))
+        dense_sync(self._indptr, self._indices, self._row_bounds, self._data, cached[1],
+                   cached[0])
+        return cached[0].T
 
     def _transposed(self):
         """The pattern of W (in, out) as CSR, for the input gradient, built once: its

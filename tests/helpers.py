@@ -28,7 +28,7 @@ def kernel_path(path):
     whatever the size, so that small test cases check both (each picks by the amount
     of work)."""
     names = ((ops, "PARALLEL_WORK"), (ops, "PARALLEL_MATVEC_NNZ"), (ops, "PARALLEL_GATHER_NNZ"),
-             (quantized_ops, "PARALLEL_MATVEC_NNZ"))
+             (ops, "PARALLEL_SYNC_NNZ"), (quantized_ops, "PARALLEL_MATVEC_NNZ"))
     saved = [getattr(module, name) for module, name in names]
     for module, name in names:
         setattr(module, name, 1 << 62 if path == "serial" else 0)

@@ -143,6 +143,61 @@ def test_csr_gather(case, seed, path):
     assert_array_equal(out, data[perm])
 
 
+def bits(a):
+    """The bit patterns of a float array, so that equality is exact (-0.0 is not 0.0)."""
+    return a.view(f"u{a.itemsize}")
+
+
+def check_dense_sync(indptr, indices, data, shape, rng, fraction):
+    """dense_sync from zeros makes the dense matrix; after a ``fraction`` of the values
+    changes in place (among them -0.0 over 0.0, and values kept equal), it is the new
+    matrix, entry for entry and bit for bit; ``seen`` follows the values."""
+    dense = np.full(shape, np.nan, data.dtype)
+    dense[:] = 0.0  # entries outside the pattern stay as they are: zero
+    seen = np.zeros_like(data)
+    chunks = ops.row_chunks(indptr)
+    for _ in range(2):
+        ops.dense_sync(indptr, indices, chunks, data, seen, dense)
+        # Assigned, not summed as scipy's toarray does: 0.0 + -0.0 would lose the sign.
+        expected = np.zeros(shape, data.dtype)
+        expected[stored_rows(indptr), indices] = data
+        assert_array_equal(bits(dense), bits(expected))
+        assert_array_equal(bits(seen), bits(data))
+        changed = rng.random(data.size) < fraction
+        data[changed] = rng.uniform(-2.0, 2.0, changed.sum()).astype(data.dtype)
+        data[changed & (rng.random(data.size) < 0.2)] = -0.0
+
+
+@given(csr_cases(), st.booleans(), st.sampled_from([0.0, 0.01, 0.5, 1.0]), seeds,
+       st.sampled_from(KERNEL_PATHS))
+def test_dense_sync(case, narrow, fraction, seed, path):
+    """The dense copy of a dense-backend layer, kept up to date with values written in
+    place: every index type, empty rows, zero nonzeros, both dtypes."""
+    A, _ = case
+    indptr, indices, data = csr_arrays(A)
+    if narrow:
+        indices = ops.narrow_indices(indices, A.shape[1])
+    with kernel_path(path):
+        check_dense_sync(indptr, indices, data, A.shape, np.random.default_rng(seed),
+                         fraction)
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_sync_across_blocks(path, dtype, rng):
+    """Values are compared a block of csr.SYNC_BLOCK at a time across rows: a few
+    changes scattered over many blocks, long and empty rows between them, land in their
+    own rows."""
+    pattern = rng.random((300, 200)) < 0.3
+    pattern[rng.random(300) < 0.2] = False
+    pattern[7] = True
+    A = sp.csr_array(pattern.astype(dtype))
+    indptr, indices, data = csr_arrays(A)
+    data[:] = rng.uniform(-2.0, 2.0, data.size)
+    with kernel_path(path):
+        check_dense_sync(indptr, indices, data, A.shape, rng, 5.0 / data.size)
+
+
 @given(csr_cases())
 def test_row_chunks_cover_every_row_in_order(case):
     A, _ = case

@@ -43,6 +43,30 @@ def test_forward_is_X_at_W_plus_bias(case, batch, with_bias, seed):
     assert_allclose(layer(X), out, **forward_tol(X, dense, W.dtype))
 
 
+@given(scipy_weights(), batches, seeds)
+def test_values_written_in_place_are_served_by_every_backend(case, batch, seed):
+    """``data`` is the layer's own array, and ``weight`` shares it: values written there
+    in place are what the next forward computes with, on the sparse kernels and on the
+    dense backend's copy of the weight alike, on both paths (sample- and feature-major)."""
+    W, _, _ = case
+    rng = np.random.default_rng(seed)
+    n_in, n_out = W.shape
+    X = rng.uniform(-2, 2, (batch, n_in)).astype(W.dtype)
+    for backend in BACKENDS:
+        layer = spp.SparseLinear(W, rng.uniform(-1, 1, n_out), backend=backend)
+        for step in range(3):
+            dense = layer.to_dense().astype(np.float64)
+            expected = reference(X, dense, layer.bias)
+            assert_allclose(layer.forward(X), expected, **forward_tol(X, dense, W.dtype))
+            out = np.full((n_out, batch), np.nan, W.dtype)
+            layer.forward_fm(np.ascontiguousarray(X.T), out, IDENTITY)
+            assert_allclose(out.T, expected, **forward_tol(X, dense, W.dtype))
+            # Then new values for some weights, through either view.
+            values = layer.data if step == 0 else layer.weight.data
+            changed = rng.random(layer.nnz) < 0.5
+            values[changed] = rng.uniform(-2, 2, changed.sum())
+
+
 @given(scipy_weights())
 def test_weight_is_a_csc_array_equal_to_W(case):
     """Duplicates summed, indices sorted, explicit zeros kept as stored weights."""
