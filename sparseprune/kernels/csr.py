@@ -28,7 +28,7 @@ from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    QUAD, TILE_BYTES, count_non_finite, quad_gather, quad_load, quad_zero,
+    QUAD, TILE_BYTES, count_non_finite, prefetch, quad_gather, quad_load, quad_zero,
     tile_lane, tile_relu, tile_row_fma, tile_splat, tile_store,
     transpose_rows, vec_fma, vec_sum,
 )
@@ -291,6 +291,18 @@ def csr_pack_tiles_parallel(x, xp):
 # product has evicted them; serially in L2 (1024^2), 0.27 against 0.36 ns a nonzero.
 # A 16-lane hardware gather (vgatherdps) was 5-15% slower than the scalar loop in cache
 # and 20% faster from memory; 8- and 16-value vectors built the same way, 0.35-0.39 ns.
+#
+# From memory the weight stream is also prefetched in software, MATVEC_AHEAD nonzeros
+# ahead for the values (8 KiB of float32, one line per 16 nonzeros, a line a pass of the
+# quad loop) and twice that for the uint16 indices (8 KiB too): the hardware prefetcher
+# stops at every 4 KiB page. On an Intel Xeon (2 cores, 2 MiB L2 each), 4096^2 at 90%,
+# right after a dense product, four alternated processes: 478-659 against 582-827 us
+# (3.58-4.23x dense against 3.27-3.50x; 512 ahead, 3.48-3.82x); with the weights in
+# cache, minima 368-373 against 345-370 us (/work/scratch/s6/b1pf.py). The AMD EPYC of
+# earlier sessions showed no gain from a shorter distance.
+MATVEC_AHEAD = 2048
+
+
 @inline()
 def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
     """Batch-1 rows r0..r1 of out = A @ x (+ bias)(ReLU), x (n_cols,), by quads; the
@@ -298,6 +310,7 @@ def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
     gathered index unsigned, so no wraparound code is emitted."""
     has_bias = bias.shape[0] != 0
     zero = out.dtype.type(0)
+    last = int64(data.shape[0]) - 1
     for j in range(r0, r1):
         p = int64(indptr[j])
         end = int64(indptr[j + 1])
@@ -306,6 +319,8 @@ def _matvec_rows(r0, r1, relu, indptr, indices, data, x, bias, out):
         a2 = quad_zero(data)
         a3 = quad_zero(data)
         while p + 4 * QUAD <= end:
+            prefetch(data, min(p + MATVEC_AHEAD, last))
+            prefetch(indices, min(p + 2 * MATVEC_AHEAD, last))
             a0 = vec_fma(a0, quad_load(data, p), quad_gather(x, indices, p))
             a1 = vec_fma(a1, quad_load(data, p + QUAD), quad_gather(x, indices, p + QUAD))
             a2 = vec_fma(a2, quad_load(data, p + 2 * QUAD),
