@@ -545,12 +545,17 @@ class SparseLinear(_Linear):
         cached = self._dense
         if cached is None:
             # W.T (out, in) C-contiguous, so each CSR row's writes are contiguous; from
-            # zeros, the first sync writes every value. One tuple, so a thread never sees
-            # a dense array paired with another thread's copy of the values.
-            cached = self._dense = (np.zeros((self.out_features, self.in_features),
-                                             self.dtype), np.zeros_like(self._data))
-        dense_sync(self._indptr, self._indices, self._row_bounds, self._data, cached[1],
-                   cached[0])
+            # zeros, the first sync writes every value. Published whole, as one tuple,
+            # once written: a concurrent first call builds its own rather than reading
+            # a half-written one.
+            cached = (np.zeros((self.out_features, self.in_features), self.dtype),
+                      np.zeros_like(self._data))
+            dense_sync(self._indptr, self._indices, self._row_bounds, self._data,
+                       cached[1], cached[0])
+            self._dense = cached
+        else:
+            dense_sync(self._indptr, self._indices, self._row_bounds, self._data,
+                       cached[1], cached[0])
         return cached[0].T
 
     def _transposed(self):

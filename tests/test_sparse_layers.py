@@ -1,6 +1,8 @@
 """SparseLinear: ``SparseLinear(W, bias).forward(X) == X @ W + bias`` for any scipy.sparse
 W (in, out), its parameter views, its backends, and what bad input gets."""
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import sparseprune as spp
 from sparseprune.kernels.dense import IDENTITY, RELU
-from helpers import tol
+from helpers import KERNEL_PATHS, kernel_path, tol
 BACKENDS = ("auto", "sparse", "dense")
 from strategies import batches, scipy_weights, seeds
 
@@ -41,6 +43,36 @@ def test_forward_is_X_at_W_plus_bias(case, batch, with_bias, seed):
         assert out.shape == (batch, n_out) and out.dtype == W.dtype
         assert_allclose(out, reference(X, dense, bias), **forward_tol(X, dense, W.dtype))
     assert_allclose(layer(X), out, **forward_tol(X, dense, W.dtype))
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_dense_backend_from_several_python_threads(path):
+    """8 Python threads at once on a fresh dense-backend layer: the first calls race to
+    make the dense copy (each publishes only a whole one), every answer is right."""
+    rng = np.random.default_rng(11)
+    W = sp.random_array((200, 150), density=0.3, rng=rng, dtype=np.float32)
+    bias = rng.uniform(-1, 1, 150).astype(np.float32)
+    layer = spp.SparseLinear(W, bias, backend="dense")
+    inputs = [rng.uniform(-2, 2, (batch, 200)).astype(np.float32)
+              for batch in (1, 3, 64, 100, 257, 1, 64, 130)]
+    dense = W.toarray().astype(np.float64)
+    errors = []
+
+    def run(X):
+        try:
+            for _ in range(10):
+                assert_allclose(layer.forward(X), reference(X, dense, bias),
+                                **forward_tol(X, dense, np.float32))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with kernel_path(path):
+        threads = [threading.Thread(target=run, args=(X,)) for X in inputs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[0]
 
 
 @given(scipy_weights(), batches, seeds)
