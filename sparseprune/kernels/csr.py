@@ -297,9 +297,10 @@ def csr_pack_tiles_parallel(x, xp):
 # quad loop) and twice that for the uint16 indices (8 KiB too): the hardware prefetcher
 # stops at every 4 KiB page. On an Intel Xeon (2 cores, 2 MiB L2 each), 4096^2 at 90%,
 # right after a dense product, four alternated processes: 478-659 against 582-827 us
-# (3.58-4.23x dense against 3.27-3.50x; 512 ahead, 3.48-3.82x); with the weights in
-# cache, minima 368-373 against 345-370 us (/work/scratch/s6/b1pf.py). The AMD EPYC of
-# earlier sessions showed no gain from a shorter distance.
+# (3.58-4.23x dense against 3.27-3.50x; 512 ahead, 3.48-3.82x), and 3.36-4.10x against
+# 3.11-3.32x in three more; with the weights in cache, minima 368-373 against 345-370 us
+# (/work/scratch/s6/b1pf.py). The AMD EPYC of earlier sessions showed no gain from a
+# shorter distance.
 MATVEC_AHEAD = 2048
 
 
@@ -687,18 +688,19 @@ def qcsr_matmul_parallel(relu, indptr, indices, codes, table, row_bounds, x, bia
 # A SparseLinear's dense copy is brought up to date with the values before each use, as
 # ``data`` is the layer's own array and may be written in place. Values are compared as
 # bit patterns, so the check is exact (a NaN rewritten is no change; -0.0 over 0.0 is
-# one), a block of SYNC_BLOCK at a time across row boundaries (an OR of XORs, which
-# vectorizes; a store on the way would keep it scalar; per row, rows of ~100 nonzeros
-# spent most of their time in the vector loop's scalar remainder: 0.96 against 0.4 ns a
-# value in cache). Only a block that changed is walked value by value, and only changed
-# values touch the dense matrix.
+# one), SYNC_BLOCK at a time across row boundaries (an OR of XORs, which vectorizes; a
+# store on the way would keep it scalar; blocks rather than rows, so that short rows
+# still fill the vectors). Only a block that changed is walked value by value, and only
+# changed values touch the dense matrix. Unchanged, 0.17-0.29 ns a value: 0.28 ms at
+# 4096^2, 90%, 3 ms at 60% (10 million values), against 0.6-0.75 ns for NumPy's
+# array_equal on the same arrays (/work/scratch/s6/sync_cost.py).
 SYNC_BLOCK = 1024
 
 
 @inline()
 def _dense_sync_rows(r0, r1, indptr, indices, bits, seen, dense):
     """Rows r0..r1 of csr_dense_sync. Offsets are unsigned, so no wraparound code keeps
-    the comparison from vectorizing (it ran 9x slower with it)."""
+    the comparison from vectorizing (it ran 7x slower with it)."""
     none = bits.dtype.type(0)
     j = r0
     end = uint64(indptr[r1])
