@@ -134,7 +134,7 @@ class _Linear:
 # (numpy/numpy#24067, OpenMathLib/OpenBLAS#1924), which NumPy turns into a RuntimeWarning
 # after the product: seen in CI once, float32, a layer of 2 x 1, on the first call and
 # not on a rerun. The inputs here are finite (checked at the boundary), and a NaN that a
-# product really makes still reaches the loss; so the masked layer's products ignore the
+# product really makes still reaches the loss; so the layers' dense products ignore the
 # flag rather than warn at random. A new errstate per use: NumPy's may not be entered
 # twice at once, and layers run in several threads.
 def _blas_flags():
@@ -547,7 +547,8 @@ class SparseLinear(_Linear):
 
     def _dense_forward(self, x, out, act):
         dense = self._dense_weight()
-        np.matmul(dense.T, x, out=out)
+        with _blas_flags():
+            np.matmul(dense.T, x, out=out)
         dense_bias_act(out, self._bias, act)
 
     def _dense_weight(self):
