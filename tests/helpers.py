@@ -1,6 +1,7 @@
 """Small builders shared by the tests."""
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -77,3 +78,24 @@ def tol(dtype, scale=1.0, ops=64):
     info = np.finfo(dtype)
     return dict(rtol=ops * float(info.eps),
                 atol=ops * float(info.eps) * scale + ops * float(info.smallest_subnormal))
+
+
+def in_threads(check, cases):
+    """Run ``check(*case)`` for every case at once, one Python thread each, and raise the
+    first exception any of them raised (an assertion failing in a thread is otherwise
+    only printed)."""
+    errors = []
+
+    def run(case):
+        try:
+            check(*case)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(case,)) for case in cases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

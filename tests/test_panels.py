@@ -7,8 +7,6 @@ tiles, both dtypes and index types, codes read through a table. Every output buf
 starts as NaN, so an entry a kernel forgets shows up.
 """
 
-import threading
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -16,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from helpers import kernel_path, sm_reference, sm_scale, tol
+from helpers import in_threads, kernel_path, sm_reference, sm_scale, tol
 from sparseprune import QuantizedLinear, SparseLinear, ops
 from strategies import batches, csr_arrays, csr_cases, seeds
 
@@ -202,21 +200,12 @@ def test_panels_from_several_python_threads():
     inputs = [rng.uniform(-1, 1, (batch, 2100)).astype(np.float32)
               for batch in (64, 100, 257, 64, 130, 65, 200, 128)]
     expected = [fresh.forward(X) for X in inputs]
-    errors = []
 
     def run(X, want):
-        try:
-            for _ in range(5):
-                assert_array_equal(layer.forward(X), want)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for _ in range(5):
+            assert_array_equal(layer.forward(X), want)
 
-    threads = [threading.Thread(target=run, args=pair) for pair in zip(inputs, expected)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors[0]
+    in_threads(run, list(zip(inputs, expected)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -7,8 +7,6 @@ As in test_sparse_kernels, A (n_rows, n_cols) is a layer's weight transposed, an
 output buffer starts as NaN so that an entry a kernel forgets shows up.
 """
 
-import threading
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -16,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from helpers import KERNEL_PATHS, kernel_path, sm_reference, sm_scale, tol
+from helpers import KERNEL_PATHS, in_threads, kernel_path, sm_reference, sm_scale, tol
 from sparseprune import ops
 from sparseprune.kernels import csr
 from strategies import batches, csr_arrays, csr_cases, seeds
@@ -235,25 +233,15 @@ def test_forward_sm_from_several_python_threads():
     bias = rng.uniform(-1, 1, 300).astype(np.float32)
     inputs = [rng.uniform(-2, 2, (batch, 200)).astype(np.float32)
               for batch in (1, 3, 64, 100, 257, 1, 64, 130)]
-    errors = []
 
     def run(X):
-        try:
-            for _ in range(20):
-                out = np.full((X.shape[0], 300), np.nan, np.float32)
-                with kernel_path("parallel"):
-                    assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, True, X,
-                                              out)
-                assert_allclose(out, sm_reference(A, X, bias, True), **tol(np.float32, 60.0))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for _ in range(20):
+            out = np.full((X.shape[0], 300), np.nan, np.float32)
+            with kernel_path("parallel"):
+                assert ops.csr_forward_sm(indptr, indices, data, bounds, bias, True, X, out)
+            assert_allclose(out, sm_reference(A, X, bias, True), **tol(np.float32, 60.0))
 
-    threads = [threading.Thread(target=run, args=(X,)) for X in inputs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors[0]
+    in_threads(run, [(X,) for X in inputs])
 
 
 def test_tiled_kernels_refuse_tiles_of_another_width():

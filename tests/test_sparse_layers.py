@@ -1,8 +1,6 @@
 """SparseLinear: ``SparseLinear(W, bias).forward(X) == X @ W + bias`` for any scipy.sparse
 W (in, out), its parameter views, its backends, and what bad input gets."""
 
-import threading
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -12,7 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import sparseprune as spp
 from sparseprune.kernels.dense import IDENTITY, RELU
-from helpers import KERNEL_PATHS, kernel_path, tol
+from helpers import KERNEL_PATHS, in_threads, kernel_path, tol
 BACKENDS = ("auto", "sparse", "dense")
 from strategies import batches, scipy_weights, seeds
 
@@ -56,23 +54,14 @@ def test_dense_backend_from_several_python_threads(path):
     inputs = [rng.uniform(-2, 2, (batch, 200)).astype(np.float32)
               for batch in (1, 3, 64, 100, 257, 1, 64, 130)]
     dense = W.toarray().astype(np.float64)
-    errors = []
 
     def run(X):
-        try:
-            for _ in range(10):
-                assert_allclose(layer.forward(X), reference(X, dense, bias),
-                                **forward_tol(X, dense, np.float32))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for _ in range(10):
+            assert_allclose(layer.forward(X), reference(X, dense, bias),
+                            **forward_tol(X, dense, np.float32))
 
     with kernel_path(path):
-        threads = [threading.Thread(target=run, args=(X,)) for X in inputs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert not errors, errors[0]
+        in_threads(run, [(X,) for X in inputs])
 
 
 @given(scipy_weights(), batches, seeds)
