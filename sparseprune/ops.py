@@ -6,6 +6,7 @@ wrappers own every buffer they hand over. Inputs here have been validated alread
 
 import math
 import operator
+import os
 import threading
 from typing import NamedTuple
 
@@ -19,7 +20,7 @@ from .kernels import panels as panel_kernels
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
            "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "dense_sync",
            "leading_columns", "masked_to_csr", "narrow_indices", "pack_tiles", "pack_tiles_sm",
-           "panel_layout", "row_chunks"]
+           "l2_cache_bytes", "panel_block_bounds", "panel_layout", "row_chunks"]
 
 # Batch lanes of a register tile per dtype, as the tiled kernel was compiled (see
 # csr.csr_tile_bytes): 64 float32 / 32 float64 with AVX-512, half that without.
@@ -384,9 +385,41 @@ PANELS_FROM_BYTES = 1 << 19
 # inputs, 9.6-9.8 at 128, 9.1-9.4 at 512; at 70%, 19.2-19.4 at 128 against 20.8-20.9.
 PANEL_BYTES = 1 << 16
 PANEL_MIN_NNZ = 16
-# A block: its rows' weights (6 bytes a nonzero) and accumulators stay in L2 through its
-# panels. 2^16 nonzeros ran 5-15% faster than 2^14 at 4096^2 (fewer, longer items).
-PANEL_BLOCK_NNZ = 1 << 16
+
+
+def l2_cache_bytes(default=1 << 19):
+    """One core's L2 cache in bytes, as Linux reports it; ``default`` (512 KiB) where it
+    is not reported."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(base, entry, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(base, entry, "size")) as f:
+                size = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+            return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return default
+
+
+# Row blocks. A block runs its panels one by one with its rows' output tiles carried in
+# per-thread accumulators, and each block reads the whole packed X once: 4 MiB at 4,096
+# inputs and batch 256, more than an L2, so from L3. Fewer, larger blocks read it fewer
+# times, as long as a block's weights (5 to 6 bytes a nonzero) and accumulators stay in
+# L2 through its tiles: about an eighth of the L2 in nonzeros (2^16 with 512 KiB, where
+# it was tuned: 5-15% faster than 2^14 at 4096^2). And the blocks come in a multiple of
+# the thread count: prange splits work items statically, and 7 blocks on 2 threads left
+# one thread idle for a seventh of the time. On an Intel Xeon with 2 MiB of L2, batch
+# 256, model layout, paired ratios to 2^16-nonzero blocks cut greedily (median and
+# quartiles of 30-100 alternated calls, /work/scratch/s7/tune2.py): 4096^2 at 90%, 8
+# blocks, 0.91-0.94 (0.87-0.96); at 70%, 20 blocks, 0.91 (0.89-0.92); at 60%, 26
+# blocks, 0.88 (0.85-0.91); 2048^2 at 90%, 4 blocks, 0.83 (0.80-0.91).
+PANEL_BLOCK_NNZ = max(1 << 14, l2_cache_bytes() // 8)
 PANEL_BLOCK_ROWS = 512
 
 
@@ -405,14 +438,44 @@ class Panels(NamedTuple):
     max_rows: int
 
 
-def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
+def _greedy_blocks(indptr, block_nnz, block_rows):
+    """Row bounds of blocks cut in order, each as large as block_nnz and block_rows allow."""
+    bounds = np.empty(indptr.size, INDEX_DTYPE)
+    n_blocks = panel_kernels.panel_blocks(indptr, block_nnz, block_rows, bounds)
+    return bounds[: n_blocks + 1].copy()
+
+
+def panel_block_bounds(indptr, block_rows=PANEL_BLOCK_ROWS):
+    """Row bounds (n_blocks + 1,) int32 of the panel kernel's row blocks: balanced by
+    nonzeros, about PANEL_BLOCK_NNZ nonzeros and ``block_rows`` rows each, in a multiple
+    of Numba's thread count where there are rows enough. A pattern whose balanced blocks
+    would outgrow twice ``block_rows`` rows (rows of very unequal lengths; the rows of a
+    block size the accumulators) is cut in order instead, at most ``block_rows`` rows a
+    block."""
+    n_rows = indptr.size - 1
+    if n_rows == 0:
+        return np.zeros(1, INDEX_DTYPE)
+    threads = numba.config.NUMBA_NUM_THREADS
+    n_blocks = max(-(-int(indptr[-1]) // PANEL_BLOCK_NNZ), -(-n_rows // block_rows), 1)
+    n_blocks = min(-(-n_blocks // threads) * threads, n_rows)
+    bounds = np.empty(n_blocks + 1, INDEX_DTYPE)
+    csr.csr_row_chunks(indptr, bounds)
+    bounds = np.unique(bounds)  # skewed rows can leave a chunk empty
+    if np.diff(bounds).max() <= 2 * block_rows:
+        return bounds
+    return _greedy_blocks(indptr, -(-int(indptr[-1]) // n_blocks), block_rows)
+
+
+def panel_layout(indptr, indices, n_cols, width=None, block_nnz=None,
                  block_rows=PANEL_BLOCK_ROWS):
     """The panel layout of the CSR (indptr, indices) with ``n_cols`` columns, in panels of
-    ``width`` columns and row blocks of at most ``block_nnz`` nonzeros and ``block_rows``
-    rows. Without ``width``, chosen here, or None where panels would not pay: fewer than
-    PANELS_FROM_BYTES of packed X per tile, or too few nonzeros per row for two panels
-    of PANEL_MIN_NNZ. Built in one pass; a column offset per nonzero (a byte for panels of
-    up to 256 columns, as the chosen ones are) and 8 bytes per row and panel."""
+    ``width`` columns and row blocks of at most ``block_nnz`` nonzeros (unless a row
+    has more) and ``block_rows`` rows. Without ``width``, chosen here, or None where
+    panels would not pay: fewer than PANELS_FROM_BYTES of packed X per tile, or too few
+    nonzeros per row for two panels of PANEL_MIN_NNZ. Without ``block_nnz``, blocks of
+    about PANEL_BLOCK_NNZ nonzeros in a multiple of Numba's thread count, nnz-balanced
+    (``panel_block_bounds``). Built in one pass; a column offset per nonzero (a byte for
+    panels of up to 256 columns, as the chosen ones are) and 8 bytes per row and panel."""
     n_rows = indptr.size - 1
     if width is None:
         tile_bytes = csr.csr_tile_bytes()
@@ -428,9 +491,9 @@ def panel_layout(indptr, indices, n_cols, width=None, block_nnz=PANEL_BLOCK_NNZ,
     n_panels = max(1, -(-n_cols // width))
     if n_rows * n_panels >= 1 << 31:
         return None
-    bounds = np.empty(n_rows + 1, INDEX_DTYPE)
-    n_blocks = panel_kernels.panel_blocks(indptr, block_nnz, block_rows, bounds)
-    blocks = bounds[: n_blocks + 1].copy()
+    blocks = (panel_block_bounds(indptr, block_rows) if block_nnz is None
+              else _greedy_blocks(indptr, block_nnz, block_rows))
+    n_blocks = blocks.size - 1
     vptr = np.empty(n_rows * n_panels + 1, INDEX_DTYPE)
     vsrc = np.empty(n_rows * n_panels, INDEX_DTYPE)
     offsets = np.empty(indices.size, np.uint8 if width <= 1 << 8

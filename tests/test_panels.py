@@ -68,6 +68,40 @@ def test_panel_layout(case, layout_sizes, index_dtype):
     assert ((nnz <= block_nnz) | (sizes == 1)).all()
 
 
+@given(csr_cases(), st.integers(1, 60), st.integers(1, 12), st.integers(1, 4))
+def test_default_blocks_cover_the_rows(case, block_nnz, block_rows, threads):
+    """Without block_nnz: blocks in order, none empty, of at most twice block_rows rows
+    (balanced ones) and the layout over them whole, whatever the rows' lengths."""
+    A, _ = case
+    indptr, indices, _ = csr_arrays(A)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops, "PANEL_BLOCK_NNZ", block_nnz)
+        patch.setattr(ops.numba.config, "NUMBA_NUM_THREADS", threads)
+        blocks = ops.panel_block_bounds(indptr, block_rows)
+        layout = ops.panel_layout(indptr, indices, A.shape[1], 3, None, block_rows)
+    assert_array_equal(layout.blocks, blocks)
+    check_layout(layout, indptr, indices, A.shape[1], 3)
+    assert (np.diff(blocks) <= 2 * block_rows).all()
+
+
+@given(st.integers(1, 300), st.integers(1, 9), st.integers(1, 500), st.integers(1, 64),
+       st.integers(1, 8))
+def test_default_blocks_come_in_a_multiple_of_the_threads(n_rows, per_row, block_nnz,
+                                                           block_rows, threads):
+    """Rows of equal length: as many blocks as the nonzeros and rows ask for, rounded up
+    to a multiple of the thread count (unless there are fewer rows), equal to a row."""
+    indptr = np.arange(n_rows + 1, dtype=np.int32) * per_row
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops, "PANEL_BLOCK_NNZ", block_nnz)
+        patch.setattr(ops.numba.config, "NUMBA_NUM_THREADS", threads)
+        blocks = ops.panel_block_bounds(indptr, block_rows)
+    wanted = max(-(-n_rows * per_row // block_nnz), -(-n_rows // block_rows))
+    assert blocks.size - 1 == min(-(-wanted // threads) * threads, n_rows)
+    sizes = np.diff(blocks)
+    assert blocks[0] == 0 and blocks[-1] == n_rows
+    assert sizes.min() >= 1 and sizes.max() - sizes.min() <= 1
+
+
 @pytest.mark.parametrize("n_cols, width, offset_dtype", [
     (1000, 300, np.uint16), (70_000, 35_000, np.uint16), (70_000, 70_000, np.int32)])
 def test_wide_panels_take_wider_offsets(n_cols, width, offset_dtype):
