@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,plot]'
 	touch $@
 
+$(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lint]'
+	touch $@
+
 demo: $(VENV)/.installed-demo
 	$(BIN)/sparseprune demo
 
@@ -27,6 +31,9 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pytest --benchmark-only
+
+lint: $(VENV)/.installed-lint
+	$(BIN)/ruff check sparseprune tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks sparseprune-demo sparseprune-profile
