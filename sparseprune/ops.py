@@ -415,10 +415,11 @@ def l2_cache_bytes(default=1 << 19):
 # it was tuned: 5-15% faster than 2^14 at 4096^2). And the blocks come in a multiple of
 # the thread count: prange splits work items statically, and 7 blocks on 2 threads left
 # one thread idle for a seventh of the time. On an Intel Xeon with 2 MiB of L2, batch
-# 256, model layout, paired ratios to 2^16-nonzero blocks cut greedily (median and
-# quartiles of 30-100 alternated calls, /work/scratch/s7/tune2.py): 4096^2 at 90%, 8
-# blocks, 0.91-0.94 (0.87-0.96); at 70%, 20 blocks, 0.91 (0.89-0.92); at 60%, 26
-# blocks, 0.88 (0.85-0.91); 2048^2 at 90%, 4 blocks, 0.83 (0.80-0.91).
+# 256, SparseLinear.forward(X) right after X @ W + b, time against the 2^16-nonzero
+# blocks cut in order, paired calls (median and quartiles of 40-100 pairs,
+# /work/scratch/s7/pubab2.py): 4096^2 at 90%, 8 blocks against 26, 0.94 (0.92-0.95); at
+# 70%, 20 against 78, 0.83 (0.81-0.84); at 60%, 26 against 104, 0.82 (0.80-0.84); 2048^2
+# at 90%, 4 against 7, 0.89 (0.84-1.07).
 PANEL_BLOCK_NNZ = max(1 << 14, l2_cache_bytes() // 8)
 PANEL_BLOCK_ROWS = 512
 
