@@ -387,10 +387,10 @@ PANEL_BYTES = 1 << 16
 PANEL_MIN_NNZ = 16
 
 
-def l2_cache_bytes(default=1 << 19):
-    """One core's L2 cache in bytes, as Linux reports it; ``default`` (512 KiB) where it
-    is not reported."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
+def l2_cache_bytes(base="/sys/devices/system/cpu/cpu0/cache", default=1 << 19):
+    """One core's L2 cache in bytes, as Linux reports it under ``base`` (sysfs: an
+    ``index*`` directory per cache, with its ``level`` and ``size``, "2048K");
+    ``default`` (512 KiB) where it is not reported."""
     try:
         for entry in sorted(os.listdir(base)):
             if not entry.startswith("index"):

@@ -263,3 +263,23 @@ def test_input_gradient_of_a_layer_with_many_outputs_takes_panels(dtype):
         layer.data[:] = rng.uniform(-1, 1, layer.nnz).astype(dtype)
     assert layer._transposed_panels() is not None
     assert layer._transposed()[1].dtype == np.uint16
+
+
+@pytest.mark.parametrize("caches, expected", [
+    ({"index0": ("1", "48K"), "index1": ("1", "32K"), "index2": ("2", "2048K"),
+      "index3": ("3", "107520K")}, 2 << 20),
+    ({"index2": ("2", "1M"), "index0": ("1", "32K")}, 1 << 20),
+    ({"index0": ("1", "32K")}, "default"),
+    ({"index2": ("2", "big")}, "default"),
+    (None, "default")])
+def test_l2_cache_size_is_read_from_sysfs(tmp_path, caches, expected):
+    """The L2 size that sizes the panel blocks: the level-2 entry of sysfs's cache
+    directories, in K or M; the default where there is none, or none readable."""
+    if caches is not None:
+        for name, (level, size) in caches.items():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "level").write_text(level + "\n")
+            (tmp_path / name / "size").write_text(size + "\n")
+    base = tmp_path if caches is not None else tmp_path / "missing"
+    got = ops.l2_cache_bytes(str(base), default=12345)
+    assert got == (12345 if expected == "default" else expected)
