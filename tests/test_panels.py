@@ -89,7 +89,8 @@ def test_default_blocks_cover_the_rows(case, block_nnz, block_rows, threads):
 def test_default_blocks_come_in_a_multiple_of_the_threads(n_rows, per_row, block_nnz,
                                                            block_rows, threads):
     """Rows of equal length: as many blocks as the nonzeros and rows ask for, rounded up
-    to a multiple of the thread count (unless there are fewer rows), equal to a row."""
+    to a multiple of the thread count (unless there are fewer rows), their row counts
+    one apart at most."""
     indptr = np.arange(n_rows + 1, dtype=np.int32) * per_row
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ops, "PANEL_BLOCK_NNZ", block_nnz)
