@@ -23,9 +23,19 @@ waits for its slowest thread, and a thread that another process has pushed off i
 costs whole scheduler slices (milliseconds), so the groups with matrix products swing by
 up to 100x from run to run. The contenders run one after the other, not interleaved, so
 such noise does not cancel; read ``min`` next to ``median``.
+
+Paired ratios. Where a contender alternates with the dense one (``measure(after=...,
+pair="dense")``: the ``public ...`` groups), the untimed dense call before each timed
+call is timed too, and the run ends with a table of ``dense / contender`` per pair of
+calls (median and quartiles over the rounds), also kept in ``extra_info["vs_dense"]``.
+The two calls of a pair are microseconds apart, so a slow spell of the shared host that
+lasts seconds or minutes (seen here: everything 1.5-2x slower for minutes) slows both
+and cancels in the ratio, where the ratio of two rows' medians, measured one after the
+other, takes it whole.
 """
 
 import os
+import time
 import tracemalloc
 from dataclasses import dataclass
 
@@ -34,8 +44,13 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 SEED = 20240617
-# Timed calls of a contender that alternates with another call (``measure(after=...)``).
+# Timed calls of a contender that alternates with another call (``measure(after=...)``),
+# after WARMUP_ROUNDS untimed ones.
 ALTERNATING_ROUNDS = 60
+WARMUP_ROUNDS = 1
+# Paired ratios of this session (see the module's docstring): (group, test, pair, median,
+# q1, q3, pairs), printed at the end of the run.
+PAIRED = []
 
 # Environment variables that change how fast BLAS is; recorded with every result.
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
@@ -280,7 +295,7 @@ def measure(benchmark, blas_threads):
     bytes) goes to ``extra_info`` with the BLAS thread count and environment.
     """
 
-    def run(fn, group, after=None, **info):
+    def run(fn, group, after=None, pair=None, **info):
         benchmark.group = group
         benchmark.extra_info.update(info)
         benchmark.extra_info["blas_threads"] = blas_threads
@@ -290,17 +305,38 @@ def measure(benchmark, blas_threads):
         if not benchmark.disabled:
             fn()
             benchmark.extra_info["peak_bytes"] = peak_bytes(fn)
+        after_seconds = []
         if after is None:
             result = benchmark(fn)
         else:
             def setup():
+                start = time.perf_counter()
                 after()  # its result is not setup's: pedantic would take it for arguments
+                after_seconds.append(time.perf_counter() - start)
 
             result = benchmark.pedantic(fn, setup=setup, rounds=ALTERNATING_ROUNDS,
-                                        warmup_rounds=1)
+                                        warmup_rounds=WARMUP_ROUNDS)
+        if not benchmark.disabled and pair is not None:
+            # setup ran before the warm-up call too; the rest pair with the timed calls.
+            ratios = np.array(after_seconds[WARMUP_ROUNDS:]) / np.array(benchmark.stats.stats.data)
+            q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+            benchmark.extra_info[f"vs_{pair}"] = {"median": median, "q1": q1, "q3": q3,
+                                                  "pairs": int(ratios.size)}
+            PAIRED.append((group, benchmark.name, pair, median, q1, q3, ratios.size))
         if not benchmark.disabled and "flop" in info:
             median = benchmark.stats.stats.median
             benchmark.extra_info["gflops"] = info["flop"] / median / 1e9
         return result
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After pytest-benchmark's tables: the paired ratios, one line per contender."""
+    if not PAIRED:
+        return
+    terminalreporter.section("paired ratios (the other call / this call, per pair of calls)")
+    for group, name, pair, median, q1, q3, n in PAIRED:
+        terminalreporter.write_line(
+            f"{name:60s} {pair} / this: {median:6.2f}x  (quartiles {q1:.2f}-{q3:.2f}, "
+            f"{n} pairs)  [{group}]")

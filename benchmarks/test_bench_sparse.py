@@ -13,7 +13,10 @@ Groups (``--benchmark-group-by=group``), each timing its contenders on one case:
   (``csr``), ``X @ W + b`` (``dense``) and ``X @ W_csr + b`` (``scipy``), every timed
   call right after an untimed dense NumPy product, as in a program that also runs NumPy
   linear algebra (no pause). ``public-model ...``: ``SparseMLP.predict_proba`` against
-  the dense ``MLP.predict_proba`` of the same weights, the same way.
+  the dense ``MLP.predict_proba`` of the same weights, each timed call right after an
+  untimed dense ``predict_proba``. In both, the dense call before each timed call is
+  the dense contender itself, timed too: the run ends with the paired ratios ``dense /
+  contender`` (``conftest.py``), which a slow spell of the host does not skew.
 - ``backward ...``: the input and weight gradients of one layer, dense (two BLAS
   products, the weight gradient masked) against the CSR kernels (transposed product,
   sampled weight gradient on the pattern).
@@ -119,8 +122,8 @@ def test_public(measure, rng, public_case, public_contender):
     else:
         fn = lambda: layer.forward(X)  # noqa: E731
     assert_close(fn(), expected, case.dtype)
-    measure(fn, f"public {case.id}", after=lambda: X @ Wd + b, contender=public_contender,
-            **_info(case, W, layer))
+    measure(fn, f"public {case.id}", after=lambda: X @ Wd + b, pair="dense",
+            contender=public_contender, **_info(case, W, layer))
 
 
 def test_public_model(measure, rng, public_model_case, public_model_contender):
@@ -129,15 +132,14 @@ def test_public_model(measure, rng, public_model_case, public_model_contender):
     model = spp.MLP(case.sizes, dtype=case.dtype, seed=0)
     spp.prune.magnitude(model, case.sparsity, scope="layer")
     X = rng.standard_normal((case.batch, case.sizes[0])).astype(case.dtype)
-    W0 = np.ascontiguousarray(model.layers[0].weight)
     smodel = model.to_sparse()
     expected = model.predict_proba(X)
     served = model if public_contender == "dense" else smodel
     fn = lambda: served.predict_proba(X)  # noqa: E731
     assert_close(fn(), expected, case.dtype)
-    measure(fn, f"public-model {case.id.rsplit('-n', 1)[0]}", after=lambda: X @ W0,
-            contender=public_contender, sizes=list(case.sizes), sparsity=case.sparsity,
-            batch=case.batch)
+    measure(fn, f"public-model {case.id.rsplit('-n', 1)[0]}",
+            after=lambda: model.predict_proba(X), pair="dense", contender=public_contender,
+            sizes=list(case.sizes), sparsity=case.sparsity, batch=case.batch)
 
 
 def test_backward(measure, rng, backward_case, backward_contender):
