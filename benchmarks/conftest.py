@@ -284,10 +284,11 @@ def peak_bytes(fn):
 
 @pytest.fixture
 def measure(benchmark, blas_threads):
-    """``measure(fn, group, after=None, **info)``: warm up, then time ``fn()`` in
-    ``group``; with ``after``, every timed call of ``fn`` comes right after an untimed
+    """``measure(fn, group, after=None, pair=None, **info)``: warm up, then time ``fn()``
+    in ``group``; with ``after``, every timed call of ``fn`` comes right after an untimed
     call of ``after()`` (a dense NumPy product, say: what a program that alternates them
-    sees), ``ALTERNATING_ROUNDS`` of them.
+    sees), ``ALTERNATING_ROUNDS`` of them. ``pair`` names the contender that ``after``
+    is (``"dense"``): its calls are timed too, for the paired ratios (module docstring).
 
     The kernels are compiled ahead of time and cached on disk, so the warm-up call is
     not a compile: it touches the buffers, the weights and BLAS's thread pool once so
