@@ -99,9 +99,16 @@ def _serial(nnz, batch):
 # per calling thread, so forwards from several Python threads never share one; it
 # grows to the largest x seen, up to SCRATCH_BYTES (larger ones are allocated per call).
 SCRATCH_BYTES = 1 << 26
-# Packing is a copy: on one thread below 1 MiB of x, where waking the pool costs more
-# than it saves (256 KiB: 33 us serial, 64 parallel; 4 MiB: 511 serial, 305 parallel).
-PACK_PARALLEL_BYTES = 1 << 20
+# Packing is a copy: on one thread below 256 KiB of x, where waking the pool costs more
+# than it saves. Packing alone, caches warm (AMD EPYC): 256 KiB, 33 us serial against 64
+# parallel; 4 MiB, 511 against 305. But in SparseLinear.forward(X) the parallel kernel
+# wakes the pool anyway, right after, and after a dense product has evicted X and the
+# scratch buffer the copy waits on L3 (Intel Xeon, forward(X) with the packing parallel
+# against serial, medians of 600 alternated calls, /work/scratch/s7/packpar2.py): 64 x
+# 1024 (256 KiB) 0.95 after a dense product, 0.97 without; 128 x 1024, 0.91 and 0.94;
+# 64 x 512 (128 KiB), 1.04 and 0.96. Paired dense / forward(X) at 1024^2, 90%, batch
+# 64: 3.37x and 3.31x against 3.16x and 3.12x (two runs of 1,000 pairs, packpar.py).
+PACK_PARALLEL_BYTES = 1 << 18
 # The parallel tiled kernel runs every tile of a row chunk before the next chunk while the
 # packed x is at most TILE_GROUPS_FROM_BYTES (4096 inputs at batch 256: 4 MiB), and
 # groups of tiles of about TILE_GROUP_BYTES beyond, each group over every chunk (see
