@@ -395,9 +395,10 @@ PANEL_MIN_NNZ = 16
 
 
 def l2_cache_bytes(base="/sys/devices/system/cpu/cpu0/cache", default=1 << 19):
-    """One core's L2 cache in bytes, as Linux reports it under ``base`` (sysfs: an
-    ``index*`` directory per cache, with its ``level`` and ``size``, "2048K");
-    ``default`` (512 KiB) where it is not reported."""
+    """The L2 cache one thread of CPU 0 has in bytes, as Linux reports it under ``base``
+    (sysfs: an ``index*`` directory per cache, with its ``level``, ``size`` ("2048K")
+    and ``shared_cpu_list`` ("0-1,4"): an L2 shared by hyperthreads or a core cluster is
+    divided among them); ``default`` (512 KiB) where it is not reported."""
     try:
         for entry in sorted(os.listdir(base)):
             if not entry.startswith("index"):
@@ -408,7 +409,13 @@ def l2_cache_bytes(base="/sys/devices/system/cpu/cpu0/cache", default=1 << 19):
             with open(os.path.join(base, entry, "size")) as f:
                 size = f.read().strip().upper()
             scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
-            return int(size.rstrip("KM")) * scale
+            sharing = 1
+            shared = os.path.join(base, entry, "shared_cpu_list")
+            if os.path.exists(shared):
+                with open(shared) as f:
+                    spans = [span.split("-") for span in f.read().strip().split(",") if span]
+                sharing = max(1, sum(int(span[-1]) - int(span[0]) + 1 for span in spans))
+            return int(size.rstrip("KM")) * scale // sharing
     except (OSError, ValueError):
         pass
     return default

@@ -267,20 +267,25 @@ def test_input_gradient_of_a_layer_with_many_outputs_takes_panels(dtype):
 
 
 @pytest.mark.parametrize("caches, expected", [
-    ({"index0": ("1", "48K"), "index1": ("1", "32K"), "index2": ("2", "2048K"),
-      "index3": ("3", "107520K")}, 2 << 20),
-    ({"index2": ("2", "1M"), "index0": ("1", "32K")}, 1 << 20),
-    ({"index0": ("1", "32K")}, "default"),
-    ({"index2": ("2", "big")}, "default"),
+    ({"index0": ("1", "48K", "0"), "index1": ("1", "32K", "0"), "index2": ("2", "2048K", "0"),
+      "index3": ("3", "107520K", "0-1")}, 2 << 20),
+    ({"index2": ("2", "1M", None), "index0": ("1", "32K", None)}, 1 << 20),
+    ({"index2": ("2", "1M", "0,8")}, 1 << 19),
+    ({"index2": ("2", "4096K", "0-3,16-19")}, 1 << 19),
+    ({"index0": ("1", "32K", "0")}, "default"),
+    ({"index2": ("2", "big", "0")}, "default"),
     (None, "default")])
 def test_l2_cache_size_is_read_from_sysfs(tmp_path, caches, expected):
     """The L2 size that sizes the panel blocks: the level-2 entry of sysfs's cache
-    directories, in K or M; the default where there is none, or none readable."""
+    directories, in K or M, divided among the CPUs that share it; the default where
+    there is none, or none readable."""
     if caches is not None:
-        for name, (level, size) in caches.items():
+        for name, (level, size, shared) in caches.items():
             (tmp_path / name).mkdir()
             (tmp_path / name / "level").write_text(level + "\n")
             (tmp_path / name / "size").write_text(size + "\n")
+            if shared is not None:
+                (tmp_path / name / "shared_cpu_list").write_text(shared + "\n")
     base = tmp_path if caches is not None else tmp_path / "missing"
     got = ops.l2_cache_bytes(str(base), default=12345)
     assert got == (12345 if expected == "default" else expected)
