@@ -152,8 +152,7 @@ def check_dense_sync(indptr, indices, data, shape, rng, fraction):
     """dense_sync from zeros makes the dense matrix; after a ``fraction`` of the values
     changes in place (among them -0.0 over 0.0, and values kept equal), it is the new
     matrix, entry for entry and bit for bit; ``seen`` follows the values."""
-    dense = np.full(shape, np.nan, data.dtype)
-    dense[:] = 0.0  # entries outside the pattern stay as they are: zero
+    dense = np.zeros(shape, data.dtype)  # entries outside the pattern stay zero
     seen = np.zeros_like(data)
     chunks = ops.row_chunks(indptr)
     for _ in range(2):
