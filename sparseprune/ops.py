@@ -99,6 +99,8 @@ def _serial(nnz, batch):
 # per calling thread, so forwards from several Python threads never share one; it
 # grows to the largest x seen, up to SCRATCH_BYTES (larger ones are allocated per call).
 SCRATCH_BYTES = 1 << 26
+# Views of the scratch buffers kept for reuse, per thread (see _scratch).
+SCRATCH_VIEWS = 64
 # Packing is a copy: on one thread below 256 KiB of x, where waking the pool costs more
 # than it saves. Packing alone, caches warm (AMD EPYC): 256 KiB, 33 us serial against 64
 # parallel; 4 MiB, 511 against 305. But in SparseLinear.forward(X) the parallel kernel
@@ -149,10 +151,9 @@ def pack_tiles(x, lanes):
     """x (n_in, batch) packed as (n_tiles, n_in, lanes) tiles for the tiled kernels,
     zero-padded past the batch: a view of x itself when it is exactly one aligned tile,
     else this thread's scratch buffer (valid until its next call)."""
-    n_in, batch = x.shape
-    if batch == lanes and x.ctypes.data % 64 == 0:
-        return x.reshape(1, n_in, lanes)
-    xp = _scratch((-(-batch // lanes), n_in, lanes), x.dtype)
+    if _one_tile(x, lanes):
+        return x.reshape(1, x.shape[0], lanes)
+    xp = _tiles_scratch(x.shape[0], x.shape[1], lanes, x.dtype)
     if x.nbytes < PACK_PARALLEL_BYTES:
         csr.csr_pack_tiles(x, xp)
     else:
@@ -160,18 +161,47 @@ def pack_tiles(x, lanes):
     return xp
 
 
+def _one_tile(x, lanes):
+    """Whether feature-major x (n_in, batch) is already packed: one tile, aligned."""
+    return x.shape[1] == lanes and x.ctypes.data % 64 == 0
+
+
+def _tiles_scratch(n_in, batch, lanes, dtype):
+    """This thread's scratch buffer shaped for the tiles of ``batch`` samples."""
+    return _scratch((-(-batch // lanes), n_in, lanes), dtype)
+
+
 def _scratch(shape, dtype, slot="x"):
     """A 64-byte aligned empty array of ``shape``: this thread's reusable buffer ``slot``
     (packed x, or the panel kernel's accumulators) when it fits in SCRATCH_BYTES, else a
-    new one. Its contents are stale."""
+    new one. Its contents are stale.
+
+    The views handed out are kept per (slot, shape, dtype) while the buffer lasts: a
+    forward right after a dense product finds them with one lookup, where slicing,
+    viewing and reshaping the buffer again took some 13 us with the interpreter's
+    caches evicted (/work/scratch/s8/allocs.py)."""
+    views = getattr(_SCRATCH, "views", None)
+    if views is None:
+        views = _SCRATCH.views = {}
+    key = (slot, shape, dtype)
+    view = views.get(key)
+    if view is not None:
+        return view
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     buf = getattr(_SCRATCH, slot, None)
     if buf is None or buf.nbytes < nbytes:
         buf = _aligned_bytes(nbytes)
-        if nbytes <= SCRATCH_BYTES:
-            setattr(_SCRATCH, slot, buf)
-    return buf[:nbytes].view(dtype).reshape(shape)
+        if nbytes > SCRATCH_BYTES:
+            return buf[:nbytes].view(dtype).reshape(shape)
+        setattr(_SCRATCH, slot, buf)
+        # Views of the old buffer would keep it alive.
+        for k in [k for k in views if k[0] == slot]:
+            del views[k]
+    if len(views) >= SCRATCH_VIEWS:
+        views.clear()
+    view = views[key] = buf[:nbytes].view(dtype).reshape(shape)
+    return view
 
 
 def _aligned_bytes(nbytes, align=64):
@@ -256,8 +286,7 @@ def csr_forward(indptr, indices, data, row_bounds, bias, relu, x, out, table=Non
     if batch == 1 and table is None:
         _matvec(indptr, indices, data, row_bounds, bias, relu, x.reshape(-1), out.reshape(-1))
     elif batch >= TILE_LANES[x.dtype]:
-        _tiled(indptr, indices, values, row_bounds, bias, relu,
-               pack_tiles(x, TILE_LANES[x.dtype]), False, out, panels)
+        _tiled(indptr, indices, values, row_bounds, bias, relu, x, False, False, out, panels)
     elif _serial(indices.size, batch):
         (csr.csr_matmul if table is None else csr.qcsr_matmul)(
             relu, indptr, indices, *values, x, bias, out)
@@ -304,10 +333,14 @@ def csr_forward_sm(indptr, indices, data, row_bounds, bias, relu, X, out,
             csr_forward(indptr, indices, data, row_bounds, bias, relu, xt, yt, table)
             out[...] = yt.T
         return bool(np.isfinite(xt).all())
-    xp, finite = pack_tiles_sm(X, lanes)
     values = (data,) if table is None else (data, table)
-    _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sample_major, out, panels)
-    return finite
+    if not X.flags.c_contiguous and X.T.flags.c_contiguous:
+        _tiled(indptr, indices, values, row_bounds, bias, relu, X.T, False, out_sample_major,
+               out, panels)
+        return bool(np.isfinite(X).all())
+    bad = _tiled(indptr, indices, values, row_bounds, bias, relu, np.ascontiguousarray(X),
+                 True, out_sample_major, out, panels)
+    return bad == 0
 
 
 def _matvec(indptr, indices, data, row_bounds, bias, relu, x, out):
@@ -327,7 +360,7 @@ def pack_tiles_sm(X, lanes):
     whether X was all finite: the check rides along with the packing. A Fortran-ordered
     X (a transposed feature-major array) is packed as feature-major; other
     non-C-contiguous X is copied first."""
-    xp = _scratch((-(-X.shape[0] // lanes), X.shape[1], lanes), X.dtype)
+    xp = _tiles_scratch(X.shape[1], X.shape[0], lanes, X.dtype)
     if not X.flags.c_contiguous and X.T.flags.c_contiguous:
         finite = bool(np.isfinite(X).all())
         if X.nbytes < PACK_PARALLEL_BYTES:
@@ -343,36 +376,46 @@ def pack_tiles_sm(X, lanes):
     return xp, finite
 
 
-def _tiled(indptr, indices, values, row_bounds, bias, relu, xp, out_sm, out,
+def _tiled(indptr, indices, values, row_bounds, bias, relu, x, x_sm, out_sm, out,
            panels=None):
-    """The register-tile kernel on packed xp, serial or over (group of tiles, row chunk)
-    work items; ``values`` (data,) or, for a quantized layer, (codes, table). Sample-major
-    output goes through 16-row blocks, one per work item (4 KiB each at float32,
-    AVX-512): allocated per call, so concurrent calls never share them. ``panels``: None,
-    or a callable giving the layer's panel layout (:func:`panel_layout`, built once by
-    the layer) or None; with a layout the panel kernel runs the parallel case."""
-    batch = out.shape[0] if out_sm else out.shape[1]
-    dtype = xp.dtype
+    """The register-tile kernel on x: sample-major (batch, n_in) if ``x_sm``, else
+    feature-major (n_in, batch), C-contiguous either way; ``values`` (data,) or, for a
+    quantized layer, (codes, table). Serial, or over (group of tiles, row chunk) work
+    items with x packed in the same parallel region, or (``panels``: None, or a callable
+    giving the layer's :func:`panel_layout`, built once by the layer) the panel kernel
+    on x packed first. Returns how many blocks of a sample-major x held values that are
+    not finite (0 for a feature-major x, which is not checked)."""
+    lanes = TILE_LANES[x.dtype]
+    n_in, batch = (x.shape[1], x.shape[0]) if x_sm else x.shape
     serial = _serial(indices.size, batch)
-    tile_bytes = xp.shape[1] * xp.shape[2] * xp.itemsize
+    layout = None if serial or panels is None else panels()
+    if serial or layout is not None:
+        if x_sm:
+            xp, finite = pack_tiles_sm(x, lanes)
+            bad = 0 if finite else 1
+        else:
+            xp, bad = pack_tiles(x, lanes), 0
+    elif not x_sm and _one_tile(x, lanes):
+        xp, x_layout = x.reshape(1, n_in, lanes), csr.PACKED
+    else:
+        xp = _tiles_scratch(n_in, batch, lanes, x.dtype)
+        x_layout = csr.SAMPLE_MAJOR if x_sm else csr.FEATURE_MAJOR
+    tile_bytes = n_in * lanes * x.itemsize
     group = (xp.shape[0] if xp.nbytes <= TILE_GROUPS_FROM_BYTES
              else max(1, TILE_GROUP_BYTES // tile_bytes))
-    layout = None if serial or panels is None else panels()
     if layout is not None:
         _paneled(layout, values, bias, relu, xp, group, out_sm, out)
-        return
-    n_blocks = 1 if serial else -(-xp.shape[0] // group) * (row_bounds.size - 1)
-    if out_sm:
-        blocks = np.empty((n_blocks, csr.SM_BLOCK_ROWS, xp.shape[2]), dtype)
-    else:
-        blocks = np.empty((n_blocks, 0, 0), dtype)
+        return bad
     quantized = len(values) == 2
     if serial:
         (csr.qcsr_matmul_tiles if quantized else csr.csr_matmul_tiles)(
-            relu, out_sm, indptr, indices, *values, xp, bias, blocks, out)
-    else:
-        (csr.qcsr_matmul_tiles_parallel if quantized else csr.csr_matmul_tiles_parallel)(
-            relu, out_sm, indptr, indices, *values, row_bounds, group, xp, bias, blocks, out)
+            relu, out_sm, indptr, indices, *values, xp, bias, out)
+        return bad
+    # NUMBA_NUM_THREADS, not numba.get_num_threads(): 13 us a call right after a dense
+    # product (/work/scratch/s8/allocs.py), and any count of shares is correct.
+    return (csr.qcsr_matmul_tiles_parallel if quantized else csr.csr_matmul_tiles_parallel)(
+        relu, out_sm, indptr, indices, *values, row_bounds, group,
+        numba.config.NUMBA_NUM_THREADS, x_layout, x, xp, bias, out)
 
 
 # --------------------------------------------------------------------------- #

@@ -151,7 +151,14 @@ def test_seeded_fits_repeat_and_pickles_predict_the_same(small_digits):
     X, y = small_digits
     a = SparseMLPClassifier(**QUICK).fit(X, y)
     b = SparseMLPClassifier(**QUICK).fit(X, y)
-    assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    # Seeded fits on the dense backend repeat bit for bit.
+    for la, lb in zip(a.model_.layers, b.model_.layers):
+        assert_array_equal(la.weight, lb.weight)
+        assert_array_equal(la.mask, lb.mask)
+        assert_array_equal(la.bias, lb.bias)
+    # Serving measures CSR against BLAS per batch size ("auto"), and two equal models
+    # may choose differently on a busy machine: equal to rounding, not always bitwise.
+    assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-12)
     c = pickle.loads(pickle.dumps(a))
     assert_allclose(c.predict_proba(X), a.predict_proba(X), rtol=1e-12)
     assert hasattr(a, "sparse_model_")  # pickling leaves the original whole

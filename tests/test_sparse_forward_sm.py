@@ -1,12 +1,13 @@
 """The issue-10 forward paths (``ops.csr_forward_sm``, ``ops.csr_forward``)
 against NumPy: sample-major X packed straight into register tiles (or transposed, at
-small batches), sample-major output through the kernel's row blocks, uint16 column
-indices.
+small batches; in the parallel kernel's own region), sample-major output through the
+kernel's row blocks, uint16 column indices.
 
 As in test_sparse_kernels, A (n_rows, n_cols) is a layer's weight transposed, and every
 output buffer starts as NaN so that an entry a kernel forgets shows up.
 """
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -138,6 +139,69 @@ def test_forward_sm_at_tile_and_block_edges(dtype, path, quantized):
                 assert_allclose(got, sm_reference(A, X, bias, relu), **tol(dtype, scale=60.0))
 
 
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "codes"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_tiled_kernel_packs_in_its_region_for_any_share_count(dtype, quantized):
+    """The parallel tiled kernel packs x in its own parallel region, items claimed from
+    a counter, then runs its shares of the product. From sample-major x (packing items
+    inside a tile: 600 inputs), feature-major x (items of input rows across 3 tiles) and
+    x packed already: the same output, bit for bit, whether the work is cut into 1, 2,
+    3 or 7 shares and whether Numba runs 1 thread or all (a thread then runs several
+    shares in turn; none waits for an item no running thread holds). A NaN in
+    sample-major x is counted."""
+    rng = np.random.default_rng(5)
+    lanes = ops.TILE_LANES[np.dtype(dtype)]
+    n_rows, n_in, batch = 70, 600, 2 * lanes + 5
+    A = sp.random(n_rows, n_in, density=0.05, format="csr", random_state=2,
+                  dtype=np.float64).astype(dtype)
+    A = A[rng.permutation(n_rows)]  # some empty rows anywhere
+    A.data[:3] = 0.0
+    A = sp.csr_array(A)
+    indptr, indices, data = csr_arrays(A)
+    values, kernel = (data,), csr.csr_matmul_tiles_parallel
+    if quantized:
+        table = rng.uniform(-1, 1, 256).astype(dtype)
+        codes = rng.integers(0, 256, indices.size).astype(np.uint8)
+        A = sp.csr_array((table[codes], indices, indptr), shape=A.shape)
+        values, kernel = (codes, table), csr.qcsr_matmul_tiles_parallel
+    bias = rng.uniform(-1, 1, n_rows).astype(dtype)
+    X = rng.uniform(-2, 2, (batch, n_in)).astype(dtype)
+    expected = sm_reference(A, X, bias, True)
+    bounds = ops.row_chunks(indptr)
+    n_tiles = -(-batch // lanes)
+    cases = {
+        csr.SAMPLE_MAJOR: X,
+        csr.FEATURE_MAJOR: np.ascontiguousarray(X.T),
+        csr.PACKED: None,
+    }
+    first = None
+    for layout, x in cases.items():
+        for n_workers in (1, 2, 3, 7):
+            for threads in (1, numba.config.NUMBA_NUM_THREADS):
+                xp = np.full((n_tiles, n_in, lanes), np.nan, dtype)
+                if layout == csr.PACKED:
+                    xp[...] = ops.pack_tiles(np.ascontiguousarray(X.T), lanes)
+                    x = xp[0]
+                out = np.full((batch, n_rows), np.nan, dtype)
+                before = numba.get_num_threads()
+                numba.set_num_threads(threads)
+                try:
+                    bad = kernel(True, True, indptr, indices, *values, bounds, 1, n_workers,
+                                 layout, x, xp, bias, out)
+                finally:
+                    numba.set_num_threads(before)
+                assert bad == 0
+                assert_allclose(out, expected, **tol(dtype, scale=60.0))
+                if first is None:
+                    first = out
+                assert_array_equal(out, first)
+    X[batch - 1, n_in - 1] = np.nan
+    xp = np.empty((n_tiles, n_in, lanes), dtype)
+    out = np.empty((batch, n_rows), dtype)
+    assert kernel(True, True, indptr, indices, *values, bounds, 1, 2, csr.SAMPLE_MAJOR, X, xp,
+                  bias, out) > 0
+
+
 def rows_of_lengths(rng, lengths, n_cols, dtype):
     """A CSR array (len(lengths), n_cols) of ``dtype`` whose row j holds lengths[j]
     values in [-1, 1] at distinct random columns."""
@@ -177,17 +241,19 @@ def test_batch_one_every_row_length(dtype, path, index_dtype):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_forward_sm_reports_non_finite_input(batch, layout):
     """The finiteness check rides along with the packing: NaN or inf anywhere in X, on
-    either packing path, makes the call return False."""
+    either packing path of the serial kernels and in the parallel kernel's own region,
+    makes the call return False."""
     A = sp.csr_array(np.ones((3, 40), np.float32))
     indptr, indices, data = csr_arrays(A)
     rng = np.random.default_rng(3)
     for bad in (np.nan, np.inf, -np.inf):
         for where in ((0, 0), (batch - 1, 39), (batch // 2, 17)):
-            for pack_parallel_bytes in (1 << 62, 0):
+            for pack_parallel_bytes, path in ((1 << 62, "serial"), (0, "serial"),
+                                              (0, "parallel")):
                 X = sample_major(rng, batch, 40, np.float32, layout)
                 X[where] = bad
                 out = np.empty((batch, 3), np.float32)
-                with pytest.MonkeyPatch.context() as patch:
+                with kernel_path(path), pytest.MonkeyPatch.context() as patch:
                     patch.setattr(ops, "PACK_PARALLEL_BYTES", pack_parallel_bytes)
                     assert ops.csr_forward_sm(indptr, indices, data, ops.row_chunks(indptr),
                                               ops.EMPTY[np.dtype(np.float32)], False, X,
@@ -250,16 +316,16 @@ def test_tiled_kernels_refuse_tiles_of_another_width():
     indptr, indices, data = csr_arrays(A)
     xp = np.zeros((1, 6, lanes // 2), np.float32)
     out = np.empty((lanes // 2, 8), np.float32)
-    buf = np.empty((1, 16, lanes // 2), np.float32)
     with pytest.raises(ValueError, match="tile width"):
         csr.csr_matmul_tiles_parallel(False, True, indptr, indices, data,
-                                      np.array([0, 8], np.int32), 1, xp,
-                                      ops.EMPTY[np.dtype(np.float32)], buf, out)
+                                      np.array([0, 8], np.int32), 1, 2, csr.PACKED, xp[0],
+                                      xp, ops.EMPTY[np.dtype(np.float32)], out)
     with pytest.raises(ValueError, match="tile width"):
         csr.qcsr_matmul_tiles_parallel(False, True, indptr, indices,
                                        np.zeros(indices.size, np.uint8),
                                        np.zeros(256, np.float32), np.array([0, 8], np.int32),
-                                       1, xp, ops.EMPTY[np.dtype(np.float32)], buf, out)
+                                       1, 2, csr.PACKED, xp[0], xp,
+                                       ops.EMPTY[np.dtype(np.float32)], out)
     with pytest.raises(ValueError, match="tile width"):
         csr.csr_matmul_tiles(False, True, indptr, indices, data, xp,
-                             ops.EMPTY[np.dtype(np.float32)], buf, out)
+                             ops.EMPTY[np.dtype(np.float32)], out)

@@ -310,7 +310,27 @@ def test_tiled_forward_beyond_the_scratch_limit(monkeypatch):
         ops.csr_forward(indptr, indices, data, ops.row_chunks(indptr),
                         ops.EMPTY[np.dtype(np.float32)], False, x, out)
     assert_allclose(out, _reference_forward(A, x, np.zeros(40), False), **tol(np.float32, 60.0))
-    assert getattr(ops._SCRATCH, "buf", None) is None
+    assert getattr(ops._SCRATCH, "x", None) is None
+    assert not getattr(ops._SCRATCH, "views", {})
+
+
+def test_scratch_views_are_reused_and_follow_their_buffer(monkeypatch):
+    """A scratch view of a (slot, shape, dtype) asked for again is the same array, until
+    the slot's buffer grows: then views come from the new buffer (the old one is let
+    go). Slots never share memory, and the kept views are bounded."""
+    monkeypatch.setattr(ops, "_SCRATCH", __import__("threading").local())
+    small = ops._scratch((4, 8), np.float32)
+    assert ops._scratch((4, 8), np.float32) is small
+    assert small.ctypes.data % 64 == 0 and small.shape == (4, 8)
+    large = ops._scratch((64, 8), np.float64)
+    again = ops._scratch((4, 8), np.float32)
+    assert again is not small and np.shares_memory(again, large)
+    acc = ops._scratch((4, 8), np.float32, slot="acc")
+    assert not np.shares_memory(acc, again)
+    monkeypatch.setattr(ops, "SCRATCH_VIEWS", 3)
+    for n in range(1, 8):
+        assert ops._scratch((n,), np.float32).shape == (n,)
+        assert len(ops._SCRATCH.views) <= 3
 
 
 def test_tiled_relu_lets_nan_through():

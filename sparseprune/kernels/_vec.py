@@ -259,6 +259,22 @@ def prefetch(typingctx, arr, off):
     return types.void(arr, off), codegen
 
 
+@intrinsic
+def fetch_add(typingctx, arr, off, val):
+    """Atomically add ``val`` to the int64 ``arr[off]`` and return its value before: an
+    LLVM ``atomicrmw add``, sequentially consistent (Numba has no atomics built in).
+    Adding 0 is an atomic read, which LLVM does not hoist out of a waiting loop."""
+    if (not isinstance(arr, types.Array) or arr.dtype != types.int64
+            or not isinstance(off, types.Integer) or val != types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _elem_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        return builder.atomic_rmw("add", p, args[2], "seq_cst")
+
+    return types.int64(arr, off, val), codegen
+
+
 # --------------------------------------------------------------------------- #
 # Short vectors: VEC_BYTES (one zmm register on AVX-512; LLVM splits it elsewhere) for
 # ``vec_transpose``, and quads of four values for the batch-1 product, whose x values

@@ -9,9 +9,14 @@ Conventions
   inner loop walks a contiguous batch vector (vectorises, prefetches well).
 * Arguments: scalars (shape ints, flags), indptr, indices, data, other
   structural arrays (row chunk bounds, permutations), inputs, outputs.
-* Kernels trust their inputs (no validation) and never allocate: the caller owns
-  every output and scratch array. An "optional" array (bias, grad_bias) is
-  switched off by passing a length-0 array, so one signature serves both cases.
+* Kernels trust their inputs (no validation). The caller owns every output and every
+  scratch array that outlives the call or grows with the input (packed tiles); a
+  kernel allocates only its own few KiB of per-call scratch (the tiled kernels' output
+  blocks and work counters), where each allocation in Python costs more than the work
+  it serves right after a dense product has evicted the interpreter's caches (5-13 us
+  against 0.4-2.5 back to back, /work/scratch/s8/allocs.py). An "optional" array
+  (bias, grad_bias) is switched off by passing a length-0 array, so one signature
+  serves both cases.
 * int32 indptr/indices (the kernels of the last sections also take uint16 indices),
   float32/float64 values. Each kernel has explicit,
   C-contiguous signatures so it compiles once per dtype and is cached on disk.
@@ -23,19 +28,20 @@ Conventions
   equal nnz. Numba's prange splits its range statically, so equal-nnz chunks are
   what balances the threads; rows alone would not for skewed patterns.
 """
+import numpy as np
 from numba import int64, prange, types, uint32, uint64
 from numba.extending import overload
 
 from ._jit import CONTRACT, REDUCE, inline, jit
 from ._vec import (
-    QUAD, TILE_BYTES, count_non_finite, prefetch, quad_gather, quad_load, quad_zero,
-    tile_lane, tile_relu, tile_row_fma, tile_splat, tile_store,
+    QUAD, TILE_BYTES, count_non_finite, fetch_add, prefetch, quad_gather, quad_load,
+    quad_zero, tile_lane, tile_relu, tile_row_fma, tile_splat, tile_store,
     transpose_rows, vec_fma, vec_sum,
 )
 
 __all__ = [
-    "INDEX_TYPES", "SM_BLOCK_ROWS", "csr_dense_sync", "csr_dense_sync_parallel",
-    "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
+    "FEATURE_MAJOR", "INDEX_TYPES", "PACKED", "SAMPLE_MAJOR", "SM_BLOCK_ROWS",
+    "csr_dense_sync", "csr_dense_sync_parallel", "csr_gather_parallel", "csr_matmul", "csr_matmul_parallel",
     "csr_matmul_tiles", "csr_matmul_tiles_parallel", "csr_matvec", "csr_matvec_parallel",
     "csr_pack_tiles", "csr_pack_tiles_parallel", "csr_pack_tiles_sm", "csr_pack_tiles_sm_parallel",
     "csr_mask_count", "csr_mask_fill", "csr_row_chunks", "csr_sddmm", "csr_sddmm_parallel",
@@ -503,71 +509,41 @@ def _tile_items(xp, row_bounds, group):
 
 
 @inline()
-def _tile_item(k, relu, out_sm, indptr, indices, data, table, row_bounds, group, xp, bias, buf,
+def _tile_item(k, relu, out_sm, indptr, indices, data, table, row_bounds, group, xp, bias, blk,
                out):
     """Work item k: tiles g*group..(g+1)*group over the row chunk c, with g, c =
-    divmod(k, n_chunks), through its own block buf[k]."""
+    divmod(k, n_chunks), through the block blk (SM_BLOCK_ROWS, lanes) of the thread
+    running it."""
     n_chunks = row_bounds.shape[0] - 1
     g = k // n_chunks
     c = k - g * n_chunks
     for t in range(g * group, min(g * group + group, xp.shape[0])):
         _tile_rows(t, row_bounds[c], row_bounds[c + 1], relu, out_sm, indptr, indices, data,
-                   table, xp, bias, buf[k], out)
-
-
-# Tiles in groups. Each work item runs one group of tiles over one row chunk, and
-# consecutive items take the same group's chunks: prange hands each thread one run of
-# items, so a thread reads its groups' packed x once for all the rows, where chunk by
-# chunk over every tile it streamed the whole packed x once per chunk (at 1024^2,
-# batch 4096, 16 MiB of it eight times: 3x the time per sample of batch 64). The
-# caller picks ``group`` (ops: every tile up to a few MiB of packed x, the same as
-# chunk by chunk; beyond, groups of about 2 MiB).
-@jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64, "
-     "{T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, parallel=True,
-     I=INDEX_TYPES)
-def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, group, xp, bias,
-                              buf, out):
-    """out = A @ x (+ bias)(ReLU) from packed tiles xp (csr_pack_tiles*), in parallel
-    over the nnz-balanced row chunks of row_bounds and groups of ``group`` tiles.
-    ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``; buf is scratch
-    (n_groups * n_chunks, 16, lanes) for sample-major output (any (n, 0, 0) array
-    otherwise). xp.shape[2] * itemsize must be csr_tile_bytes()."""
-    for k in prange(_tile_items(xp, row_bounds, group)):
-        _tile_item(k, relu, out_sm, indptr, indices, data, None, row_bounds, group, xp, bias,
-                   buf, out)
+                   table, xp, bias, blk, out)
 
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], {T}[::1], {T}[:, :, ::1], {T}[::1], "
-     "{T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
-def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, buf, out):
-    """Serial csr_matmul_tiles_parallel (buf: (1, 16, lanes)), for small layers."""
+     "{T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
+def csr_matmul_tiles(relu, out_sm, indptr, indices, data, xp, bias, out):
+    """Serial csr_matmul_tiles_parallel, for small layers."""
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    blk = np.empty((SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
     for t in range(xp.shape[0]):
         _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, data, None, xp,
-                   bias, buf[0], out)
-
-
-@jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], int32[::1], int64, "
-     "{T}[:, :, ::1], {T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT,
-     parallel=True, I=INDEX_TYPES)
-def qcsr_matmul_tiles_parallel(relu, out_sm, indptr, indices, codes, table, row_bounds, group,
-                               xp, bias, buf, out):
-    """csr_matmul_tiles_parallel of a quantized layer: value p is table[codes[p]]."""
-    for k in prange(_tile_items(xp, row_bounds, group)):
-        _tile_item(k, relu, out_sm, indptr, indices, codes, table, row_bounds, group, xp, bias,
-                   buf, out)
+                   bias, blk, out)
 
 
 @jit("void(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], {T}[:, :, ::1], "
-     "{T}[::1], {T}[:, :, ::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
-def qcsr_matmul_tiles(relu, out_sm, indptr, indices, codes, table, xp, bias, buf, out):
+     "{T}[::1], {T}[:, ::1])", fastmath=CONTRACT, I=INDEX_TYPES)
+def qcsr_matmul_tiles(relu, out_sm, indptr, indices, codes, table, xp, bias, out):
     """csr_matmul_tiles of a quantized layer: value p is table[codes[p]]."""
     if xp.shape[2] * xp.itemsize != TILE_BYTES:
         raise ValueError("packed tiles do not match the kernel's compiled tile width")
+    blk = np.empty((SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
     for t in range(xp.shape[0]):
         _tile_rows(t, 0, indptr.shape[0] - 1, relu, out_sm, indptr, indices, codes, table, xp,
-                   bias, buf[0], out)
+                   bias, blk, out)
 
 
 # Packing from sample-major x (batch, n_in), as users hold X: xp[t, i, l] = x[t*L + l, i].
@@ -621,6 +597,128 @@ def csr_pack_tiles_sm_parallel(x, xp):
         t = c // n_blocks
         i0 = (c - t * n_blocks) * _PACK_ITEM_COLS
         bad += _pack_sm_block(t, i0, min(i0 + _PACK_ITEM_COLS, n_in), x, xp)
+    return bad
+
+
+# --------------------------------------------------------------------------- #
+# The parallel tiled kernels: packing and the product in one parallel region.
+# --------------------------------------------------------------------------- #
+# Packing x and running the product as two parallel regions wakes the thread pool
+# twice a call, and with OMP_WAIT_POLICY=passive each wake-up costs 15-35 us (an empty
+# region after a pause, Intel Xeon). Here the threads first claim packing items from an
+# atomic counter (so a thread that wakes late finds them taken, and no one waits for
+# it), wait until every claimed item is packed, and run their share of the product.
+# Waiting only for claimed items cannot deadlock: a claimed item belongs to a thread
+# that is running, even when the team is one thread running every share in turn.
+# SparseLinear.forward(X) right after X @ W + b, one region against packing as a region
+# of its own, alternated in one process (/work/scratch/s8/fuseab.py): 0.93-0.94 of the
+# time per pair at 1024^2, 90%, batch 64 (two runs of 1,500 pairs); 0.96-0.99 at batch
+# 32 and 256 and at 512^2. Keeping the workers spinning between regions instead
+# (GOMP_SPINCOUNT) was measured too: a forward 10% faster, but a dense product run right
+# after it 10-40% slower, the pair no faster (/work/scratch/s7/pubpair.py).
+#
+# The product's items are split statically, as prange would: a thread runs one run of
+# consecutive items, and so reads its groups' packed x once for all the rows. Each work
+# item runs one group of tiles over one row chunk, and consecutive items take the same
+# group's chunks; chunk by chunk over every tile, a thread streamed the whole packed x
+# once per chunk (at 1024^2, batch 4096, 16 MiB of it eight times: 3x the time per
+# sample of batch 64). The caller picks ``group`` (ops: every tile up to a few MiB of
+# packed x; beyond, groups of about 2 MiB).
+
+#: ``x_layout`` of the parallel tiled kernels: ``xp`` holds x packed already (``x`` is
+#: not read); x is sample-major (batch, n_in), packed by transposes; x is feature-major
+#: (n_in, batch), packed by copies.
+PACKED, SAMPLE_MAJOR, FEATURE_MAJOR = 0, 1, 2
+# Bytes of x per packing item: 256 inputs of a 64-lane float32 tile.
+_PACK_ITEM_BYTES = 1 << 16
+
+
+@inline()
+def _pack_items(x_layout, x, xp):
+    """How many packing items x has (0 if PACKED), and the inputs in each."""
+    if x_layout == PACKED:
+        return 0, 1
+    n_in = xp.shape[1]
+    if x_layout == SAMPLE_MAJOR:
+        cols = max(1, _PACK_ITEM_BYTES // (xp.shape[2] * xp.itemsize))
+        return xp.shape[0] * ((n_in + cols - 1) // cols), cols
+    rows = max(1, _PACK_ITEM_BYTES // (x.shape[1] * x.itemsize))
+    return (n_in + rows - 1) // rows, rows
+
+
+@inline()
+def _pack_item(c, x_layout, width, x, xp):
+    """Packing item c of ``width`` inputs; returns how many non-finite blocks it saw (a
+    sample-major x; 0 otherwise)."""
+    n_in = xp.shape[1]
+    if x_layout == SAMPLE_MAJOR:
+        per_tile = (n_in + width - 1) // width
+        t = c // per_tile
+        i0 = (c - t * per_tile) * width
+        return _pack_sm_block(t, i0, min(i0 + width, n_in), x, xp)
+    _pack_rows(c * width, min(c * width + width, n_in), x, xp)
+    return 0
+
+
+@inline()
+def _tiles_worker(w, n_workers, counters, n_items, relu, out_sm, indptr, indices, data, table,
+                  row_bounds, group, x_layout, x, xp, bias, blk, out):
+    """Worker w of n_workers: packing items claimed from counters[0] (counters[1] counts
+    the packed ones) until none is left, the wait for the others' claimed items, then
+    its run of the n_items product items. Returns the packing's non-finite count."""
+    n_pack, width = _pack_items(x_layout, x, xp)
+    bad = 0
+    c = fetch_add(counters, 0, int64(1))
+    while c < n_pack:
+        bad += _pack_item(c, x_layout, width, x, xp)
+        fetch_add(counters, 1, int64(1))
+        c = fetch_add(counters, 0, int64(1))
+    while fetch_add(counters, 1, int64(0)) < n_pack:
+        pass
+    for k in range(w * n_items // n_workers, (w + 1) * n_items // n_workers):
+        _tile_item(k, relu, out_sm, indptr, indices, data, table, row_bounds, group, xp, bias,
+                   blk, out)
+    return bad
+
+
+@jit("int64(boolean, boolean, int32[::1], {I}[::1], {T}[::1], int32[::1], int64, int64, "
+     "int64, {T}[:, ::1], {T}[:, :, ::1], {T}[::1], {T}[:, ::1])",
+     fastmath=CONTRACT, parallel=True, I=INDEX_TYPES)
+def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, group,
+                              n_workers, x_layout, x, xp, bias, out):
+    """out = A @ x (+ bias)(ReLU) through packed tiles xp (n_tiles, n_in, lanes), in
+    parallel over the nnz-balanced row chunks of row_bounds and groups of ``group``
+    tiles, packing x into xp first in the same region unless ``x_layout`` is PACKED
+    (x is then any 2-d array). n_workers: how many shares to split the work into, the
+    threads to run (any count is correct: a thread may run several shares in turn).
+    ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``. xp.shape[2] *
+    itemsize must be csr_tile_bytes(). Returns how many blocks of a sample-major x were
+    not finite."""
+    n_items = _tile_items(xp, row_bounds, group)
+    counters = np.zeros(2, np.int64)
+    blocks = np.empty((n_workers, SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
+    bad = 0
+    for w in prange(n_workers):
+        bad += _tiles_worker(w, n_workers, counters, n_items, relu, out_sm, indptr, indices,
+                             data, None, row_bounds, group, x_layout, x, xp, bias, blocks[w],
+                             out)
+    return bad
+
+
+@jit("int64(boolean, boolean, int32[::1], {I}[::1], uint8[::1], {T}[::1], int32[::1], int64, "
+     "int64, int64, {T}[:, ::1], {T}[:, :, ::1], {T}[::1], {T}[:, ::1])", fastmath=CONTRACT,
+     parallel=True, I=INDEX_TYPES)
+def qcsr_matmul_tiles_parallel(relu, out_sm, indptr, indices, codes, table, row_bounds, group,
+                               n_workers, x_layout, x, xp, bias, out):
+    """csr_matmul_tiles_parallel of a quantized layer: value p is table[codes[p]]."""
+    n_items = _tile_items(xp, row_bounds, group)
+    counters = np.zeros(2, np.int64)
+    blocks = np.empty((n_workers, SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
+    bad = 0
+    for w in prange(n_workers):
+        bad += _tiles_worker(w, n_workers, counters, n_items, relu, out_sm, indptr, indices,
+                             codes, table, row_bounds, group, x_layout, x, xp, bias, blocks[w],
+                             out)
     return bad
 
 
