@@ -614,10 +614,11 @@ def csr_pack_tiles_sm_parallel(x, xp):
 # region of its own, alternated in one process (/work/scratch/s8/fuseab.py): 0.93-0.94
 # of the time per pair at 1024^2, 90%, batch 64 (two runs of 1,500 pairs); 0.96-0.99 at
 # batch 32 and 256 and at 512^2. (Both sides then still paid one more region, see
-# _zero_counters: without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the time
-# per pair, /work/scratch/s8/zerosab.py.) Keeping the workers spinning between regions instead
-# (GOMP_SPINCOUNT) was measured too: a forward 10% faster, but a dense product run right
-# after it 10-40% slower, the pair no faster (/work/scratch/s7/pubpair.py).
+# _zero_counters: without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the
+# time per pair, /work/scratch/s8/zerosab.py.) Keeping the workers spinning between
+# regions instead (GOMP_SPINCOUNT) was measured too: a forward 10% faster, but a dense
+# product run right after it 10-40% slower, the pair no faster (/work/scratch/s7/
+# pubpair.py).
 #
 # The product's items are split statically, as prange would: a thread runs one run of
 # consecutive items, and so reads its groups' packed x once for all the rows. Each work
