@@ -355,25 +355,15 @@ def _matvec(indptr, indices, data, row_bounds, bias, relu, x, out):
 
 
 def pack_tiles_sm(X, lanes):
-    """Sample-major X (batch, n_in) packed as (n_tiles, n_in, lanes) tiles, zero-padded
-    past the batch, into this thread's scratch buffer (valid until its next call), and
-    whether X was all finite: the check rides along with the packing. A Fortran-ordered
-    X (a transposed feature-major array) is packed as feature-major; other
-    non-C-contiguous X is copied first."""
+    """C-contiguous sample-major X (batch, n_in) packed as (n_tiles, n_in, lanes) tiles,
+    zero-padded past the batch, into this thread's scratch buffer (valid until its next
+    call), and whether X was all finite: the check rides along with the packing. Other
+    layouts are :func:`csr_forward_sm`'s to route (a Fortran-ordered X is a feature-major
+    x, packed by :func:`pack_tiles`)."""
     xp = _tiles_scratch(X.shape[1], X.shape[0], lanes, X.dtype)
-    if not X.flags.c_contiguous and X.T.flags.c_contiguous:
-        finite = bool(np.isfinite(X).all())
-        if X.nbytes < PACK_PARALLEL_BYTES:
-            csr.csr_pack_tiles(X.T, xp)
-        else:
-            csr.csr_pack_tiles_parallel(X.T, xp)
-    else:
-        X = np.ascontiguousarray(X)
-        if X.nbytes < PACK_PARALLEL_BYTES:
-            finite = csr.csr_pack_tiles_sm(X, xp) == 0
-        else:
-            finite = csr.csr_pack_tiles_sm_parallel(X, xp) == 0
-    return xp, finite
+    if X.nbytes < PACK_PARALLEL_BYTES:
+        return xp, csr.csr_pack_tiles_sm(X, xp) == 0
+    return xp, csr.csr_pack_tiles_sm_parallel(X, xp) == 0
 
 
 def _tiled(indptr, indices, values, row_bounds, bias, relu, x, x_sm, out_sm, out,
