@@ -614,7 +614,7 @@ def csr_pack_tiles_sm_parallel(x, xp):
 # region of its own, alternated in one process (/work/scratch/s8/fuseab.py): 0.93-0.94
 # of the time per pair at 1024^2, 90%, batch 64 (two runs of 1,500 pairs); 0.96-0.99 at
 # batch 32 and 256 and at 512^2. (Both sides then still paid one more region, see
-# _zero_counters: without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the
+# _region_state: without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the
 # time per pair, /work/scratch/s8/zerosab.py.) Keeping the workers spinning between
 # regions instead (GOMP_SPINCOUNT) was measured too: a forward 10% faster, but a dense
 # product run right after it 10-40% slower, the pair no faster (/work/scratch/s7/
@@ -664,14 +664,17 @@ def _pack_item(c, x_layout, width, x, xp):
 
 
 @inline()
-def _zero_counters():
-    """The work counters of one call, zeroed. Not np.zeros: in a parallel kernel Numba
-    makes that a parallel loop of its own, one more wake-up of the pool (20 us a call,
-    /work/scratch/s8/trace.py)."""
+def _region_state(xp, row_bounds, group, n_workers):
+    """What one call of a parallel tiled kernel holds: how many product items it has,
+    its two work counters zeroed, and an output block (SM_BLOCK_ROWS, lanes) per share.
+    The counters are not np.zeros: in a parallel kernel Numba makes that a parallel loop
+    of its own, one more wake-up of the pool (20 us a call, /work/scratch/s8/trace.py)."""
+    n_items = _tile_items(xp, row_bounds, group)
     counters = np.empty(2, np.int64)
     counters[0] = 0
     counters[1] = 0
-    return counters
+    blocks = np.empty((n_workers, SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
+    return n_items, counters, blocks
 
 
 @inline()
@@ -708,9 +711,7 @@ def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, g
     ``out`` is (n_rows, batch), or (batch, n_rows) if ``out_sm``. xp.shape[2] *
     itemsize must be csr_tile_bytes(). Returns how many blocks of a sample-major x were
     not finite."""
-    n_items = _tile_items(xp, row_bounds, group)
-    counters = _zero_counters()
-    blocks = np.empty((n_workers, SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
+    n_items, counters, blocks = _region_state(xp, row_bounds, group, n_workers)
     bad = 0
     for w in prange(n_workers):
         bad += _tiles_worker(w, n_workers, counters, n_items, relu, out_sm, indptr, indices,
@@ -725,9 +726,7 @@ def csr_matmul_tiles_parallel(relu, out_sm, indptr, indices, data, row_bounds, g
 def qcsr_matmul_tiles_parallel(relu, out_sm, indptr, indices, codes, table, row_bounds, group,
                                n_workers, x_layout, x, xp, bias, out):
     """csr_matmul_tiles_parallel of a quantized layer: value p is table[codes[p]]."""
-    n_items = _tile_items(xp, row_bounds, group)
-    counters = _zero_counters()
-    blocks = np.empty((n_workers, SM_BLOCK_ROWS, xp.shape[2]), xp.dtype)
+    n_items, counters, blocks = _region_state(xp, row_bounds, group, n_workers)
     bad = 0
     for w in prange(n_workers):
         bad += _tiles_worker(w, n_workers, counters, n_items, relu, out_sm, indptr, indices,
