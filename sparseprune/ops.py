@@ -14,11 +14,12 @@ import numba
 import numpy as np
 
 from ._validation import INDEX_DTYPE
-from .kernels import csr
+from .kernels import csr, layout
 from .kernels import panels as panel_kernels
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
-           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_weight_grad", "dense_sync",
+           "csr_forward_sm", "csr_gather", "csr_transpose", "csr_values_from_dense",
+           "csr_values_into_dense", "csr_weight_grad", "dense_sync",
            "leading_columns", "masked_to_csr", "narrow_indices", "pack_tiles", "pack_tiles_sm",
            "l2_cache_bytes", "panel_block_bounds", "panel_layout", "row_chunks"]
 
@@ -67,6 +68,25 @@ def csr_transpose(n_cols, indptr, indices):
     perm = np.empty(indices.size, INDEX_DTYPE)
     csr.csr_transpose_fill(indptr, indices, indptr_t, indices_t, perm)
     return indptr_t, indices_t, perm
+
+
+def csr_values_from_dense(transposed, weight, data):
+    """Fill ``data`` (nnz,), in CSR-of-``W.T`` order, with the entries of ``weight`` (in,
+    out), C-contiguous, on the pattern; ``transposed`` = (indptr_t, indices_t, perm,
+    row_bounds_t): the pattern as CSR of W, ``perm`` as ``csr_transpose`` gives it, and
+    row chunks of it."""
+    indptr_t, indices_t, perm, bounds_t = transposed
+    layout.dense_to_csr_values(indptr_t, indices_t, perm, bounds_t, weight, data)
+    return data
+
+
+def csr_values_into_dense(transposed, data, weight):
+    """Write ``data`` (nnz,), in CSR-of-``W.T`` order, into its entries of ``weight`` (in,
+    out), C-contiguous; its other entries are left as they are. ``transposed`` as for
+    ``csr_values_from_dense``."""
+    indptr_t, indices_t, perm, bounds_t = transposed
+    layout.csr_values_to_dense(indptr_t, indices_t, perm, bounds_t, data, weight)
+    return weight
 
 
 def masked_to_csr(weight, mask):

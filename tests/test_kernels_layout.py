@@ -1,5 +1,6 @@
-"""The layout kernels against NumPy: training's batches taken from a sample-major X, and
-inference's feature-major copy of it."""
+"""The layout kernels against NumPy: training's batches taken from a sample-major X,
+inference's feature-major copy of it, and a masked layer's kept weights between its dense
+weight and CSR order."""
 
 import numpy as np
 import pytest
@@ -10,9 +11,11 @@ from numpy.testing import assert_array_equal
 import sparseprune as spp
 from sparseprune.kernels.layout import (take_fm, take_fm_parallel, transpose_fm,
                                         transpose_fm_parallel)
+from sparseprune.ops import (csr_transpose, csr_values_from_dense, csr_values_into_dense,
+                             row_chunks)
 from sparseprune.passes import to_feature_major
 from sparseprune.train import FitOptions, fit_fm, fit_sm
-from strategies import dtypes, seeds
+from strategies import dtypes, seeds, sparse_patterns
 
 
 @given(dtypes, st.integers(1, 40), st.integers(1, 600), st.integers(1, 70), seeds,
@@ -34,6 +37,30 @@ def test_transpose_fm_is_the_transpose(dtype, n, n_features, seed, parallel):
     out = np.full((n_features, n), np.nan, dtype)
     (transpose_fm_parallel if parallel else transpose_fm)(X, out)
     assert_array_equal(out, X.T)
+
+
+@given(sparse_patterns(), dtypes, st.sampled_from([np.int32, np.uint16]), seeds)
+def test_kept_values_move_between_dense_and_csr_order(case, dtype, index_dtype, seed):
+    """Both ways against NumPy's fancy index over W.T's nonzeros (CSR-of-W.T order), on
+    patterns with empty rows and columns, no nonzeros, no rows or no columns; int32 and
+    uint16 column indices of the transposed pattern."""
+    pattern, _ = case  # (in, out)
+    rng = np.random.default_rng(seed)
+    n_in, n_out = pattern.shape
+    outputs, inputs = np.nonzero(pattern.T)  # by output, then input
+    indptr = np.zeros(n_out + 1, np.int32)
+    np.cumsum(pattern.sum(axis=0), out=indptr[1:])
+    indptr_t, indices_t, perm = csr_transpose(n_in, indptr, inputs.astype(np.int32))
+    transposed = (indptr_t, indices_t.astype(index_dtype), perm, row_chunks(indptr_t))
+    weight = rng.standard_normal(pattern.shape).astype(dtype)
+    data = np.full(inputs.size, np.nan, dtype)
+    csr_values_from_dense(transposed, weight, data)
+    assert_array_equal(data, weight[inputs, outputs])
+    new = rng.standard_normal(inputs.size).astype(dtype)
+    expected = weight.copy()
+    expected[inputs, outputs] = new
+    csr_values_into_dense(transposed, new, weight)
+    assert_array_equal(weight, expected)  # the entries off the pattern left as they were
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "strided", "read-only", "int"])

@@ -1,6 +1,9 @@
 """SparseLinear: ``SparseLinear(W, bias).forward(X) == X @ W + bias`` for any scipy.sparse
 W (in, out), its parameter views, its backends, and what bad input gets."""
 
+import copy as copy_module
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -405,6 +408,53 @@ def test_both_layer_kinds_present_one_face(case, seed):
     masked.assign_kept(new)
     assert_array_equal(masked.kept_values(), new.astype(W.dtype))
     assert_array_equal(masked.weight[~mask], 0)
+
+
+@given(scipy_weights(max_dim=30), seeds)
+def test_a_masked_layers_sparse_twin_is_kept_until_its_mask_changes(case, seed):
+    """sparse_twin() holds the kept weights as they are and shares the bias; keep_twin()
+    writes the twin's values back and keeps it: the next twin is the same object with
+    its values read afresh (after the weight and bias were assigned anew), until the
+    mask changes. A twin from before the change, or from another layer, is refused;
+    copies and pickles of the layer hold no twin."""
+    W, dense, _ = case
+    rng = np.random.default_rng(seed)
+    mask = dense != 0
+    layer = spp.MaskedLinear(dense, rng.uniform(-1, 1, W.shape[1]), mask=mask,
+                             dtype=W.dtype)
+    twin = layer.sparse_twin()
+    assert type(twin) is spp.SparseLinear and twin.backend == "sparse"
+    assert_array_equal(twin.to_dense(), dense.astype(W.dtype))
+    assert twin.bias is layer.bias
+    new = rng.uniform(-1, 1, twin.nnz).astype(W.dtype)
+    twin.data[:] = new
+    layer.keep_twin(twin)
+    assert_array_equal(layer.kept_values(), new)
+    assert_array_equal(layer.weight[~mask], 0)
+    layer.weight = rng.uniform(-1, 1, W.shape)
+    layer.bias = rng.uniform(-1, 1, W.shape[1])
+    again = layer.sparse_twin()
+    assert again is twin and again.bias is layer.bias
+    assert_array_equal(again.to_dense(), layer.weight)
+    # Twin machinery is not part of the layer's state.
+    for copy in (pickle.loads(pickle.dumps(layer)), copy_module.deepcopy(layer)):
+        assert_array_equal(copy.weight, layer.weight)
+        with pytest.raises(ValueError, match="sparse_twin"):
+            copy.keep_twin(twin)
+        assert copy.sparse_twin() is not twin
+    other = spp.MaskedLinear(dense, np.zeros(W.shape[1]), mask=mask, dtype=W.dtype)
+    with pytest.raises(ValueError, match="sparse_twin"):
+        other.keep_twin(twin)
+    flipped = mask.copy()
+    flipped.flat[rng.integers(mask.size)] ^= True
+    layer.mask = flipped
+    with pytest.raises(ValueError, match="sparse_twin"):
+        layer.keep_twin(twin)
+    fresh = layer.sparse_twin()
+    assert fresh is not twin and fresh.nnz == np.count_nonzero(flipped)
+    assert_array_equal(fresh.to_dense(), layer.weight)
+    layer.keep_twin(fresh)
+    assert layer.sparse_twin() is fresh
 
 
 def test_read_only_arrays_are_served(rng):

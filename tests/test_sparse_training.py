@@ -69,6 +69,33 @@ def test_sparse_and_auto_backends_train_like_dense(sizes, options, dtype):
         assert not np.array_equal(layer.weight[layer.mask], w[layer.mask])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fits_in_a_row_train_like_dense(dtype):
+    """The sparse backend keeps each layer's twin from one fit to the next: fits in a row,
+    with the weights and biases assigned, a layer pruned further and the dense backend
+    in between, end where the same fits of the dense backend end."""
+    models = {b: pruned_model([6, 9, 7, 4], dtype) for b in ("dense", "sparse")}
+    rng = np.random.default_rng(0)
+    new_weight = rng.uniform(-1, 1, (9, 7))
+    new_bias = rng.uniform(-1, 1, 7)
+    for backend, model in models.items():
+        other = "dense" if backend == "dense" else "sparse"
+        train(model, other, epochs=1)
+        train(model, other, epochs=1)
+        model.layers[1].weight = new_weight
+        model.layers[1].bias = new_bias
+        train(model, other, epochs=1)
+        model.layers[0].mask = model.layers[0].mask & (np.abs(model.layers[0].weight) > 0.1)
+        train(model, other, epochs=1)
+        train(model, "dense", epochs=1)
+        train(model, other, epochs=1)
+    for layer, ref_layer in zip(models["sparse"].layers, models["dense"].layers):
+        assert_array_equal(layer.mask, ref_layer.mask)
+        assert_array_equal(layer.weight[~layer.mask], 0.0)
+        assert_allclose(layer.weight, ref_layer.weight, **tol(dtype))
+        assert_allclose(layer.bias, ref_layer.bias, **tol(dtype))
+
+
 @pytest.mark.parametrize("backend", ["sparse", "auto"])
 @pytest.mark.parametrize("batch_size", [1, 5, 36, 37, None])
 def test_batch_sizes(backend, batch_size):

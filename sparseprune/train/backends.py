@@ -56,15 +56,20 @@ class SparseBackend:
 
     def __init__(self, layer):
         self.layer = layer
-        indptr, indices, data = layer.csr_arrays()
-        self.sparse = SparseLinear.from_csr(layer.shape, indptr, indices, data, layer.bias,
-                                            backend="sparse")
-        self.grad_data = np.empty_like(data)
+        # The layer's twin: its pattern state is kept from one fit to the next.
+        self.sparse = layer.sparse_twin()
+        self.grad_data = np.empty_like(self.sparse.data)
         self.parameters = self.sparse.parameters()
         self.grads = [self.grad_data]
-        # The pattern is fixed while the backend lives: where each stored weight sits,
-        # read from the CSR (linear in nnz) rather than by a scan of the whole mask.
-        self.positions = self.sparse.kept_positions()
+        self._positions = None
+
+    @property
+    def positions(self):
+        """(inputs, outputs) int64 (nnz,): where each stored weight sits in W, in the
+        order of the parameter; made on first use (dynamic sparse training asks)."""
+        if self._positions is None:
+            self._positions = self.sparse.kept_positions()
+        return self._positions
 
     def forward_fm(self, x, out, act):
         return self.sparse.forward_fm(x, out, act)
@@ -73,7 +78,7 @@ class SparseBackend:
         self.sparse.backward_fm(x, dz, self.grad_data, dx)
 
     def finish(self):
-        self.layer.assign_kept(self.sparse.data, self.positions)
+        self.layer.keep_twin(self.sparse)
 
     def as_matrix(self, flat):
         matrix = np.zeros(self.layer.shape)
