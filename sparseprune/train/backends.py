@@ -16,7 +16,6 @@ import numpy as np
 
 from .._tuning import MEASURE_SAMPLES, measure
 from ..kernels.dense import RELU
-from ..layers import SparseLinear
 from ..ops import aligned_empty
 
 __all__ = ["BACKENDS", "DenseBackend", "SparseBackend", "choose_backends", "time_backends"]
