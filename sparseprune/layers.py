@@ -669,7 +669,7 @@ class SparseLinear(_Linear):
         ``W @ dz`` if given. The bias gradient is fused into the kernel that made ``dz``.
         """
         csr_weight_grad(self._indptr, self._wide_indices(), self._row_bounds, dz, x,
-                        grad_data)
+                        grad_data, panels=self._panels)
         if dx is not None:
             indptr_t, indices_t, perm, data_t, bounds_t = self._transposed()
             # The values change at every optimizer step; one gather refreshes them.

@@ -167,13 +167,13 @@ def leading_columns(x, n):
     return part
 
 
-def pack_tiles(x, lanes):
+def pack_tiles(x, lanes, slot="x"):
     """x (n_in, batch) packed as (n_tiles, n_in, lanes) tiles for the tiled kernels,
     zero-padded past the batch: a view of x itself when it is exactly one aligned tile,
-    else this thread's scratch buffer (valid until its next call)."""
+    else this thread's scratch buffer ``slot`` (valid until its next use)."""
     if _one_tile(x, lanes):
         return x.reshape(1, x.shape[0], lanes)
-    xp = _tiles_scratch(x.shape[0], x.shape[1], lanes, x.dtype)
+    xp = _tiles_scratch(x.shape[0], x.shape[1], lanes, x.dtype, slot)
     if x.nbytes < PACK_PARALLEL_BYTES:
         csr.csr_pack_tiles(x, xp)
     else:
@@ -186,9 +186,9 @@ def _one_tile(x, lanes):
     return x.shape[1] == lanes and x.ctypes.data % 64 == 0
 
 
-def _tiles_scratch(n_in, batch, lanes, dtype):
-    """This thread's scratch buffer shaped for the tiles of ``batch`` samples."""
-    return _scratch((-(-batch // lanes), n_in, lanes), dtype)
+def _tiles_scratch(n_in, batch, lanes, dtype, slot="x"):
+    """This thread's scratch buffer ``slot`` shaped for the tiles of ``batch`` samples."""
+    return _scratch((-(-batch // lanes), n_in, lanes), dtype, slot)
 
 
 def _scratch(shape, dtype, slot="x"):
@@ -231,14 +231,54 @@ def _aligned_bytes(nbytes, align=64):
     return buf[start : start + nbytes]
 
 
-def csr_weight_grad(indptr, indices, row_bounds, dz, x, grad_data):
-    """grad_data[p] = dz[j] . x[indices[p]] for every stored (j, indices[p])."""
-    if _serial(indices.size, x.shape[1]):
+def csr_weight_grad(indptr, indices, row_bounds, dz, x, grad_data, panels=None):
+    """grad_data[p] = dz[j] . x[indices[p]] for every stored (j, indices[p]): dz (out,
+    batch) and x (in, batch) feature-major, C-contiguous; ``panels`` as for
+    :func:`csr_forward` (None, or a callable giving the pattern's panel layout)."""
+    batch = x.shape[1]
+    if _serial(indices.size, batch):
         csr.csr_sddmm(indptr, indices, dz, x, grad_data, EMPTY[dz.dtype])
-    else:
+    elif batch < TILE_LANES[x.dtype]:
         csr.csr_sddmm_parallel(indptr, indices, row_bounds, dz, x, grad_data,
                                EMPTY[dz.dtype])
+    else:
+        _sddmm_tiled(indptr, indices, row_bounds, dz, x, grad_data, panels)
     return grad_data
+
+
+# The sampled weight gradient by tiles of lanes (csr.csr_sddmm_tiles,
+# panels.csr_sddmm_panels) from one whole tile of lanes on. Without panels, a group of
+# tiles takes at most SDDMM_ROW_BYTES of X^T's lanes (so they stay in L2): 512 inputs
+# at 4 float32 tiles, 1,024 at 2, 2,048 at one.
+SDDMM_ROW_BYTES = 1 << 19
+# Most tiles a dot product takes at once (kernels/_vec.py: DOT_GROUP), by the tile width
+# the kernels were compiled with.
+SDDMM_GROUP = 4 if csr.csr_tile_bytes() == 256 else 2
+
+
+def _sddmm_tiled(indptr, indices, row_bounds, dz, x, grad_data, panels):
+    lanes = TILE_LANES[x.dtype]
+    n_in, batch = x.shape
+    n_tiles = -(-batch // lanes)
+    if batch % lanes == 0:
+        # Whole tiles: x and dz are read in place, tile t of row r at r * batch + t * lanes.
+        xs, x_row, x_tile = x.reshape(-1), batch, lanes
+        ds, dz_row, dz_tile = dz.reshape(-1), batch, lanes
+    else:
+        # Packed, zero past the batch (in x; dz's padding is multiplied by those zeros).
+        xs, x_row, x_tile = pack_tiles(x, lanes).reshape(-1), lanes, n_in * lanes
+        ds = pack_tiles(dz, lanes, slot="dz").reshape(-1)
+        dz_row, dz_tile = lanes, dz.shape[0] * lanes
+    layout = None if panels is None else panels()
+    if layout is not None and layout.offsets.dtype.name in panel_kernels.SDDMM_OFFSET_TYPES:
+        panel_kernels.csr_sddmm_panels(
+            layout.blocks, layout.vptr, layout.vsrc, layout.offsets, layout.n_panels,
+            layout.width, n_tiles, min(SDDMM_GROUP, n_tiles), ds, dz_row, dz_tile, xs, x_row,
+            x_tile, grad_data)
+    else:
+        group = max(1, min(SDDMM_GROUP, SDDMM_ROW_BYTES // max(1, n_in * lanes * x.itemsize)))
+        csr.csr_sddmm_tiles(indptr, indices, row_bounds, n_tiles, group, ds, dz_row, dz_tile,
+                            xs, x_row, x_tile, grad_data)
 
 
 def csr_gather(perm, data, out):

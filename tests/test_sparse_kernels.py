@@ -5,6 +5,9 @@ columns inputs, activations feature-major (features, batch). Every output buffer
 as NaN, so an entry a kernel forgets to write shows up.
 """
 
+import contextlib
+
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -257,6 +260,61 @@ def test_sparse_linear_backward(case, batch, seed, path):
     grad_data = np.full(layer.nnz, np.nan, dtype)
     layer.backward_fm(x, dz, grad_data)
     assert np.isfinite(grad_data).all()
+
+
+@given(csr_cases(), st.sampled_from([(1, 0), (2, 0), (3, 0), (5, 0), (1, 1), (2, 17),
+                                     (3, -7)]), st.integers(1, 4), seeds, st.booleans())
+def test_tiled_weight_gradient_by_rows_and_by_panels(case, tiles, group, seed, one_thread):
+    """The sampled weight gradient by tiles of lanes against the float64 product at the
+    stored positions: whole tiles read in place and partial ones packed, groups of one
+    to four tiles (three as two and one, five as four and one), the row kernel and the
+    panel kernel with panels one column wide to wider than the layer (uint8 and uint16
+    column offsets; int32 ones take the row kernel). Row and panel kernels sum each
+    product in one order: bit for bit equal, on one thread or all."""
+    A, dtype = case
+    rng = np.random.default_rng(seed)
+    n_out, n_in = A.shape
+    lanes = ops.TILE_LANES[np.dtype(dtype)]
+    batch = tiles[0] * lanes + tiles[1]
+    x = ops.aligned_empty((n_in, batch), dtype)
+    x[...] = feature_major(rng, n_in, batch, dtype)
+    dz = feature_major(rng, n_out, batch, dtype)
+    indptr, indices = A.indptr, A.indices
+    bounds = ops.row_chunks(indptr)
+    expected = (x.astype(np.float64) @ dz.astype(np.float64).T)[indices, stored_rows(indptr)]
+    tolerance = tol(dtype, scale=abs_product(x, dz.T))
+    row_bytes = group * max(1, n_in) * lanes * np.dtype(dtype).itemsize
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        if one_thread:
+            numba.set_num_threads(1)
+        for width in (None, 1, 3, 7, 300, 70_000):
+            layout = None if width is None else ops.panel_layout(indptr, indices, n_in, width)
+            grad = np.full(indices.size, np.nan, dtype)
+            with kernel_path("parallel"), patched(ops, SDDMM_ROW_BYTES=row_bytes,
+                                                  SDDMM_GROUP=group):
+                ops.csr_weight_grad(indptr, indices, bounds, dz, x, grad,
+                                    panels=None if layout is None else lambda l=layout: l)
+            assert_allclose(grad, expected, **tolerance)
+            results.append(grad)
+    finally:
+        numba.set_num_threads(threads)
+    for grad in results[1:]:
+        assert_array_equal(grad, results[0])
+
+
+@contextlib.contextmanager
+def patched(module, **values):
+    """The module's names set to ``values`` for the duration."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 def _reference_forward(A, x, bias, relu):

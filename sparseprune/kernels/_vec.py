@@ -13,9 +13,10 @@ another CPU keeps the width it was compiled with, so callers pack for the width 
 compiled code reports (``csr.csr_tile_bytes``), never for this module's.
 
 The intrinsics take an array and a *flat element offset* into its buffer, and do no
-bounds checks: kernels trust their inputs. Two helpers built on them serve kernels of
+bounds checks: kernels trust their inputs. Three helpers built on them serve kernels of
 more than one module: ``transpose_rows`` (tile packing in ``csr``, ``transpose_fm`` in
-``layout``) and ``count_non_finite`` (the batch-1 kernels of ``csr`` and ``quantized``).
+``layout``), ``count_non_finite`` (the batch-1 kernels of ``csr`` and ``quantized``) and
+``row_dots`` (the sampled weight gradient of ``csr`` and ``panels``).
 
 Numba's on-disk cache keys a kernel on its own module's source, not on this one: after
 editing this file, delete the ``__pycache__`` of ``kernels/`` (as for ``_jit.py``).
@@ -239,6 +240,175 @@ def tile_row_fma(typingctx, acc, indices, values, table, xp, x_off, p0, p1, shif
         return builder.fadd(total, a1)
 
     return acc(acc, indices, values, table, xp, x_off, p0, p1, shift), codegen
+
+
+def _shuffle(builder, a, b, lanes):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(lanes)),
+                                                    list(lanes)))
+
+
+def _halve(builder, v, m):
+    """The vector ``v`` summed down to ``m`` lanes, its halves added in turn."""
+    n = v.type.count
+    while n > m:
+        h = n // 2
+        v = builder.fadd(_shuffle(builder, v, v, range(h)), _shuffle(builder, v, v, range(h, n)),
+                         flags=_CONTRACT)
+        n = h
+    return v
+
+
+def _quad_sums(builder, r, m):
+    """Four vectors of ``m`` lanes (m a multiple of 4) summed each: a quad of the four
+    sums. Pairs of vectors are folded into one (half of each), then the pair of pairs
+    (a quarter of each), then each quarter within itself: 2 + 1 + log2(m / 4) adds for
+    the four, where four separate sums take 4 log2(m)."""
+    h, q = m // 2, m // 4
+    low = [*range(h), *range(m, m + h)]
+    high = [*range(h, m), *range(m + h, 2 * m)]
+    a, b = (builder.fadd(_shuffle(builder, u, v, low), _shuffle(builder, u, v, high),
+                         flags=_CONTRACT) for u, v in ((r[0], r[1]), (r[2], r[3])))
+    low = [*range(q), *range(h, h + q), *range(m, m + q), *range(m + h, m + h + q)]
+    c = builder.fadd(_shuffle(builder, a, b, low), _shuffle(builder, a, b, [i + q for i in low]),
+                     flags=_CONTRACT)
+    width = q
+    while width > 1:
+        s = width // 2
+        c = builder.fadd(c, _shuffle(builder, c, c, [i + s if i % q < s else i
+                                                     for i in range(m)]), flags=_CONTRACT)
+        width = s
+    return _shuffle(builder, c, c, [0, q, 2 * q, 3 * q])
+
+
+def _row_dots(group):
+    """The intrinsic ``tile_row_dots{group}`` (see its docstring)."""
+
+    @intrinsic
+    def row_dots(typingctx, g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift,
+                 out, accumulate):
+        if (not isinstance(g, types.Array) or not isinstance(x, types.Array)
+                or not isinstance(out, types.Array) or not isinstance(indices, types.Array)
+                or g.dtype != x.dtype or out.dtype != x.dtype):
+            return None
+        tile = _tile_type(x.dtype)
+
+        def codegen(context, builder, sig, args):
+            ga, go, gs, ia, xa, xo, xs, xr, q0, q1, sh, oa, acc = args
+            vty = context.get_value_type(tile)
+            m = vty.count // 4
+            i64 = ir.IntType(64)
+            go, gs, xo, xs, xr, q0, q1, sh = (
+                context.cast(builder, v, t, types.int64)
+                for v, t in zip((go, gs, xo, xs, xr, q0, q1, sh),
+                                (sig.args[1], sig.args[2], sig.args[5], sig.args[6],
+                                 sig.args[7], sig.args[8], sig.args[9], sig.args[10])))
+            align = x.dtype.bitwidth // 8
+
+            def load(base, off):
+                return builder.load(builder.bitcast(builder.gep(base, [off]), vty.as_pointer()),
+                                    align=align)
+
+            gp = _data_ptr(context, builder, sig.args[0], ga)
+            gs_ = [load(gp, builder.add(go, builder.mul(gs, ir.Constant(i64, k))))
+                   for k in range(group)]
+            ip = _data_ptr(context, builder, sig.args[3], ia)
+            xb = builder.gep(_data_ptr(context, builder, sig.args[4], xa), [xo])
+            op = builder.gep(_data_ptr(context, builder, sig.args[11], oa), [sh])
+            q4 = builder.sub(q1, builder.and_(builder.sub(q1, q0), ir.Constant(i64, 3)))
+
+            def partial(p):
+                i = builder.zext(builder.load(builder.gep(ip, [p])), i64)
+                row = builder.mul(i, xr)
+                total = None
+                for k in range(group):
+                    off = builder.add(row, builder.mul(xs, ir.Constant(i64, k)))
+                    term = builder.fmul(gs_[k], load(xb, off), flags=_CONTRACT)
+                    total = term if total is None else builder.fadd(total, term,
+                                                                    flags=_CONTRACT)
+                return _halve(builder, total, m)
+
+            def put(ptr, value):
+                ptr = builder.bitcast(ptr, value.type.as_pointer())
+                before = builder.load(ptr, align=align)
+                builder.store(builder.select(acc, builder.fadd(before, value), value), ptr,
+                              align=align)
+
+            entry = builder.block
+            head = builder.append_basic_block("dots.head")
+            body = builder.append_basic_block("dots.body")
+            tail = builder.append_basic_block("dots.tail")
+            one = builder.append_basic_block("dots.one")
+            done = builder.append_basic_block("dots.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            p = builder.phi(i64)
+            p.add_incoming(q0, entry)
+            builder.cbranch(builder.icmp_signed("<", p, q4), body, tail)
+            builder.position_at_end(body)
+            quad = _quad_sums(builder, [partial(builder.add(p, ir.Constant(i64, k)))
+                                        for k in range(4)], m)
+            put(builder.gep(op, [p]), quad)
+            p.add_incoming(builder.add(p, ir.Constant(i64, 4)), body)
+            builder.branch(head)
+            builder.position_at_end(tail)
+            pt = builder.phi(i64)
+            pt.add_incoming(p, head)
+            builder.cbranch(builder.icmp_signed("<", pt, q1), one, done)
+            builder.position_at_end(one)
+            single = _halve(builder, partial(pt), 1)
+            put(builder.gep(op, [pt]), single)
+            pt.add_incoming(builder.add(pt, ir.Constant(i64, 1)), one)
+            builder.branch(tail)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift,
+                          out, accumulate), codegen
+
+    row_dots.__doc__ = f"""out[p + shift] = (out[p + shift] if accumulate else 0) + the dot
+    product of {group} tile(s) of ``g`` with {group} tile(s) of ``x``, for each
+    p0 <= p < p1: one CSR row segment of the sampled weight gradient.
+
+    Tile k of g is at g's flat offset ``g_off + k * g_step``; tile k of nonzero p's x row
+    at ``x_off + indices[p] * x_row + k * x_step`` (``indices`` non-negative integers,
+    read as unsigned). The g tiles stay in registers ({group} x 4 vectors); each
+    nonzero's products are summed down to one vector, and four nonzeros' vectors are
+    summed together (``_quad_sums``) into a quad stored at once. The order of the sums
+    is fixed: the result does not depend on how the rows are shared among threads."""
+    return row_dots
+
+
+#: The sampled weight gradient's dot products over 1, 2 or 4 tiles of lanes at once.
+tile_row_dots1, tile_row_dots2, tile_row_dots4 = (_row_dots(g) for g in (1, 2, 4))
+#: Most tiles of lanes ``row_dots`` should take at once: their g tiles stay in registers
+#: (16 of AVX-512's 32 vector registers, 8 of AVX2's 16).
+DOT_GROUP = 4 if TILE_BYTES == 256 else 2
+
+
+@inline()
+def row_dots(group, g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift, out,
+             accumulate):
+    """``tile_row_dots{group}`` for ``group`` 1, 2 or 4."""
+    if group == 4:
+        tile_row_dots4(g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift, out,
+                       accumulate)
+    elif group == 2:
+        tile_row_dots2(g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift, out,
+                       accumulate)
+    else:
+        tile_row_dots1(g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift, out,
+                       accumulate)
+
+
+@inline()
+def dot_group(group, n_tiles):
+    """The tiles ``row_dots`` takes next, with ``n_tiles`` left: 4, 2 or 1, at most
+    ``group``."""
+    if group >= 4 and n_tiles >= 4:
+        return 4
+    if group >= 2 and n_tiles >= 2:
+        return 2
+    return 1
 
 
 @intrinsic

@@ -23,14 +23,19 @@ from numba import get_thread_id, int64, prange
 
 from ._jit import CONTRACT, inline, jit
 from ._vec import (
-    VEC_BYTES, prefetch, tile_load, tile_relu, tile_row_fma, tile_splat, tile_store, vec_transpose,
+    VEC_BYTES, dot_group, prefetch, row_dots, tile_load, tile_relu, tile_row_fma, tile_splat,
+    tile_store, vec_transpose,
 )
 from .csr import INDEX_TYPES
 
-__all__ = ["panel_blocks", "panel_fill", "csr_matmul_panels", "qcsr_matmul_panels"]
+__all__ = ["SDDMM_OFFSET_TYPES", "panel_blocks", "panel_fill", "csr_matmul_panels",
+           "csr_sddmm_panels", "qcsr_matmul_panels"]
 
 # Column offsets within a panel: a byte for panels of up to 256 inputs (the usual ones).
 OFFSET_TYPES = ("uint8", "uint16", "int32")
+# The weight gradient's panels: int32 offsets (panels wider than 65,536 inputs) take the
+# row kernel instead, rather than two more signatures to compile.
+SDDMM_OFFSET_TYPES = ("uint8", "uint16")
 # Virtual rows ahead whose values are prefetched, on a panel's first tile: a segment's
 # values sit one CSR row apart from the last one's, a stride the hardware prefetcher
 # does not follow. 4096^2 at 90%, batch 256, model layout, one run: 9.7-10.0 ms with it
@@ -202,3 +207,32 @@ def qcsr_matmul_panels(relu, out_sm, blocks, vptr, vsrc, offsets, codes, table, 
     for k in prange((xp.shape[0] + group - 1) // group * (blocks.shape[0] - 1)):
         _panel_item(k, relu, out_sm, blocks, vptr, vsrc, offsets, codes, table, n_panels,
                     width, group, xp, bias, acc, out)
+
+
+@jit("void(int32[::1], int32[::1], int32[::1], {O}[::1], int64, int64, int64, int64, "
+     "{T}[::1], int64, int64, {T}[::1], int64, int64, {T}[::1])", fastmath=CONTRACT,
+     parallel=True, O=SDDMM_OFFSET_TYPES)
+def csr_sddmm_panels(blocks, vptr, vsrc, offsets, n_panels, width, n_tiles, group, dy,
+                     dy_row, dy_tile, x, x_row, x_tile, grad_data):
+    """The sampled weight gradient (``csr.csr_sddmm_tiles``, whose arguments from ``n_tiles``
+    on these are) over the panel layout of the pattern, in parallel over its row blocks:
+    a block runs panel by panel, so the rows of X^T it reads are one panel's (``width``
+    rows of ``group`` tiles each, 256 KiB at 256 inputs and 4 float32 tiles), kept in
+    L2. Each segment's gradients land at its place in ``grad_data`` (``vsrc``)."""
+    for b in prange(blocks.shape[0] - 1):
+        r0 = blocks[b]
+        r1 = blocks[b + 1]
+        t = int64(0)
+        while t < n_tiles:
+            g = dot_group(group, n_tiles - t)
+            for k in range(n_panels):
+                x_off = int64(k) * width * x_row + t * x_tile
+                v0 = int64(r0) * n_panels + int64(k) * (r1 - r0) - r0
+                for j in range(r0, r1):
+                    p0 = vptr[v0 + j]
+                    p1 = vptr[v0 + j + 1]
+                    if p0 < p1:
+                        row_dots(g, dy, j * dy_row + t * dy_tile, dy_tile, offsets, x, x_off,
+                                 x_tile, x_row, p0, p1, int64(vsrc[v0 + j]) - p0, grad_data,
+                                 t > 0)
+            t += g
