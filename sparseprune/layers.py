@@ -36,8 +36,8 @@ from .kernels.dense import IDENTITY, RELU, dense_bias_act, dense_mask_grad
 from .mdl.pieces import quantize
 from .ops import (
     EMPTY, aligned_empty, csr_forward, csr_forward_sm, csr_gather, csr_transpose,
-    csr_values_from_dense, csr_values_into_dense, csr_weight_grad, dense_sync, leading_columns, masked_to_csr, narrow_indices,
-    panel_layout, row_chunks,
+    csr_values_from_dense, csr_values_into_dense, csr_weight_grad, dense_sync,
+    leading_columns, masked_to_csr, narrow_indices, panel_layout, row_chunks,
 )
 from .quantized_ops import (
     dequantization_table, index_dtype, qcsr_forward, qcsr_forward_sm,

@@ -14,7 +14,8 @@ import numba
 import numpy as np
 
 from ._validation import INDEX_DTYPE
-from .kernels import csr, layout
+from .kernels import csr
+from .kernels import layout as layout_kernels
 from .kernels import panels as panel_kernels
 
 __all__ = ["EMPTY", "NARROW_MAX_COLS", "TILE_LANES", "aligned_empty", "csr_forward",
@@ -76,7 +77,7 @@ def csr_values_from_dense(transposed, weight, data):
     row_bounds_t): the pattern as CSR of W, ``perm`` as ``csr_transpose`` gives it, and
     row chunks of it."""
     indptr_t, indices_t, perm, bounds_t = transposed
-    layout.dense_to_csr_values(indptr_t, indices_t, perm, bounds_t, weight, data)
+    layout_kernels.dense_to_csr_values(indptr_t, indices_t, perm, bounds_t, weight, data)
     return data
 
 
@@ -85,7 +86,7 @@ def csr_values_into_dense(transposed, data, weight):
     out), C-contiguous; its other entries are left as they are. ``transposed`` as for
     ``csr_values_from_dense``."""
     indptr_t, indices_t, perm, bounds_t = transposed
-    layout.csr_values_to_dense(indptr_t, indices_t, perm, bounds_t, data, weight)
+    layout_kernels.csr_values_to_dense(indptr_t, indices_t, perm, bounds_t, data, weight)
     return weight
 
 

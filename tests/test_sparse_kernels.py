@@ -295,7 +295,7 @@ def test_tiled_weight_gradient_by_rows_and_by_panels(case, tiles, group, seed, o
             with kernel_path("parallel"), patched(ops, SDDMM_ROW_BYTES=row_bytes,
                                                   SDDMM_GROUP=group):
                 ops.csr_weight_grad(indptr, indices, bounds, dz, x, grad,
-                                    panels=None if layout is None else lambda l=layout: l)
+                                    panels=None if layout is None else lambda lay=layout: lay)
             assert_allclose(grad, expected, **tolerance)
             results.append(grad)
     finally:
