@@ -78,6 +78,29 @@ def _elem_ptr(context, builder, arrty, arr, offty, off):
                        [context.cast(builder, off, offty, types.intp)])
 
 
+def _blocks(builder, prefix, names):
+    """New basic blocks named ``prefix.name`` for each of the space-separated ``names``."""
+    return [builder.append_basic_block(f"{prefix}.{name}") for name in names.split()]
+
+
+def _loop(builder, start, stop, step, emit):
+    """Emit ``for p in range(start, stop, step): emit(p)`` (int64 p; ``stop - start`` a
+    multiple of ``step``); returns p's value once the loop is done."""
+    entry = builder.block
+    head, body, done = _blocks(builder, "loop", "head body done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    p = builder.phi(start.type)
+    p.add_incoming(start, entry)
+    builder.cbranch(builder.icmp_signed("<", p, stop), body, done)
+    builder.position_at_end(body)
+    emit(p)
+    p.add_incoming(builder.add(p, ir.Constant(start.type, step)), builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return p
+
+
 def _splat(builder, vty, scalar):
     undef = ir.Constant(vty, ir.Undefined)
     v = builder.insert_element(undef, scalar, _I32(0))
@@ -207,11 +230,7 @@ def tile_row_fma(typingctx, acc, indices, values, table, xp, x_off, p0, p1, shif
             return builder.fmul(_splat(builder, vty, v), x, flags=_CONTRACT)
 
         entry = builder.block
-        head = builder.append_basic_block("row.head")
-        body = builder.append_basic_block("row.body")
-        tail = builder.append_basic_block("row.tail")
-        odd = builder.append_basic_block("row.odd")
-        done = builder.append_basic_block("row.done")
+        head, body, tail, odd, done = _blocks(builder, "row", "head body tail odd done")
         builder.branch(head)
         builder.position_at_end(head)
         p = builder.phi(i64)
@@ -309,7 +328,7 @@ def _row_dots(group):
                                     align=align)
 
             gp = _data_ptr(context, builder, sig.args[0], ga)
-            gs_ = [load(gp, builder.add(go, builder.mul(gs, ir.Constant(i64, k))))
+            g_tiles = [load(gp, builder.add(go, builder.mul(gs, ir.Constant(i64, k))))
                    for k in range(group)]
             ip = _data_ptr(context, builder, sig.args[3], ia)
             xb = builder.gep(_data_ptr(context, builder, sig.args[4], xa), [xo])
@@ -322,7 +341,7 @@ def _row_dots(group):
                 total = None
                 for k in range(group):
                     off = builder.add(row, builder.mul(xs, ir.Constant(i64, k)))
-                    term = builder.fmul(gs_[k], load(xb, off), flags=_CONTRACT)
+                    term = builder.fmul(g_tiles[k], load(xb, off), flags=_CONTRACT)
                     total = term if total is None else builder.fadd(total, term,
                                                                     flags=_CONTRACT)
                 return _halve(builder, total, m)
@@ -333,33 +352,14 @@ def _row_dots(group):
                 builder.store(builder.select(acc, builder.fadd(before, value), value), ptr,
                               align=align)
 
-            entry = builder.block
-            head = builder.append_basic_block("dots.head")
-            body = builder.append_basic_block("dots.body")
-            tail = builder.append_basic_block("dots.tail")
-            one = builder.append_basic_block("dots.one")
-            done = builder.append_basic_block("dots.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            p = builder.phi(i64)
-            p.add_incoming(q0, entry)
-            builder.cbranch(builder.icmp_signed("<", p, q4), body, tail)
-            builder.position_at_end(body)
-            quad = _quad_sums(builder, [partial(builder.add(p, ir.Constant(i64, k)))
-                                        for k in range(4)], m)
-            put(builder.gep(op, [p]), quad)
-            p.add_incoming(builder.add(p, ir.Constant(i64, 4)), body)
-            builder.branch(head)
-            builder.position_at_end(tail)
-            pt = builder.phi(i64)
-            pt.add_incoming(p, head)
-            builder.cbranch(builder.icmp_signed("<", pt, q1), one, done)
-            builder.position_at_end(one)
-            single = _halve(builder, partial(pt), 1)
-            put(builder.gep(op, [pt]), single)
-            pt.add_incoming(builder.add(pt, ir.Constant(i64, 1)), one)
-            builder.branch(tail)
-            builder.position_at_end(done)
+            def quad(p):
+                put(builder.gep(op, [p]), _quad_sums(
+                    builder, [partial(builder.add(p, ir.Constant(i64, k))) for k in range(4)], m))
+
+            def single(p):
+                put(builder.gep(op, [p]), _halve(builder, partial(p), 1))
+
+            _loop(builder, _loop(builder, q0, q4, 4, quad), q1, 1, single)
             return context.get_dummy_value()
 
         return types.void(g, g_off, g_step, indices, x, x_off, x_step, x_row, p0, p1, shift,
