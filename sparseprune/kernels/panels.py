@@ -1,4 +1,5 @@
-"""The tiled forward over column panels, for layers with many inputs.
+"""The tiled forward over column panels, for layers with many inputs, and the weight
+gradient over the same panels (``csr_sddmm_panels``, at the end).
 
 The tiled kernel (``csr.csr_matmul_tiles*``) reads, for every nonzero, one row of the
 packed tile of X: 256 bytes from anywhere in ``n_in * 256`` bytes. From 2,048 inputs on
