@@ -79,16 +79,15 @@ def test_fits_in_a_row_train_like_dense(dtype):
     new_weight = rng.uniform(-1, 1, (9, 7))
     new_bias = rng.uniform(-1, 1, 7)
     for backend, model in models.items():
-        other = "dense" if backend == "dense" else "sparse"
-        train(model, other, epochs=1)
-        train(model, other, epochs=1)
+        train(model, backend, epochs=1)
+        train(model, backend, epochs=1)
         model.layers[1].weight = new_weight
         model.layers[1].bias = new_bias
-        train(model, other, epochs=1)
+        train(model, backend, epochs=1)
         model.layers[0].mask = model.layers[0].mask & (np.abs(model.layers[0].weight) > 0.1)
-        train(model, other, epochs=1)
+        train(model, backend, epochs=1)
         train(model, "dense", epochs=1)
-        train(model, other, epochs=1)
+        train(model, backend, epochs=1)
     for layer, ref_layer in zip(models["sparse"].layers, models["dense"].layers):
         assert_array_equal(layer.mask, ref_layer.mask)
         assert_array_equal(layer.weight[~layer.mask], 0.0)
