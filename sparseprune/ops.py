@@ -252,8 +252,9 @@ def csr_weight_grad(indptr, indices, row_bounds, dz, x, grad_data, panels=None):
 # tiles takes at most SDDMM_ROW_BYTES of X^T's lanes (so they stay in L2): 512 inputs
 # at 4 float32 tiles, 1,024 at 2, 2,048 at one.
 SDDMM_ROW_BYTES = 1 << 19
-# Most tiles a dot product takes at once (kernels/_vec.py: DOT_GROUP), by the tile width
-# the kernels were compiled with.
+# Most tiles a dot product takes at once, by the tile width the kernels were compiled
+# with: their dY tiles stay in registers (16 of AVX-512's 32 vector registers, 8 of
+# AVX2's 16).
 SDDMM_GROUP = 4 if csr.csr_tile_bytes() == 256 else 2
 
 

@@ -380,9 +380,6 @@ def _row_dots(group):
 
 #: The sampled weight gradient's dot products over 1, 2 or 4 tiles of lanes at once.
 tile_row_dots1, tile_row_dots2, tile_row_dots4 = (_row_dots(g) for g in (1, 2, 4))
-#: Most tiles of lanes ``row_dots`` should take at once: their g tiles stay in registers
-#: (16 of AVX-512's 32 vector registers, 8 of AVX2's 16).
-DOT_GROUP = 4 if TILE_BYTES == 256 else 2
 
 
 @inline()

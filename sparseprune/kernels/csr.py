@@ -419,7 +419,7 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 # The sampled weight gradient by tiles of lanes. The kernels above stream each nonzero's
 # whole X^T row (1 KiB at batch 256) from wherever it is: at 2048 inputs X^T is 2 MiB,
 # the core's whole L2, and the rows come from L3. Here a dot product takes up to
-# _vec.DOT_GROUP tiles of lanes at once (the whole batch at 256 float32 samples), the
+# ops.SDDMM_GROUP tiles of lanes at once (the whole batch at 256 float32 samples), the
 # row's dY tiles held in registers, and the rows of X^T read are those of one column
 # panel (panels.csr_sddmm_panels) or, without panels, of as few tiles as stay in L2
 # (ops.SDDMM_ROW_BYTES). Four nonzeros' products are summed together
