@@ -35,12 +35,12 @@ import threading
 import time
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import OpenBLASController, ThreadpoolController
 
 from ._validation import check_choice
 
 __all__ = ["BACKENDS", "CHOICE_BUDGET", "MEASURE_SAMPLES", "Plan", "batch_bucket",
-           "check_backend", "measure", "single_threaded_blas"]
+           "blas_threads_held", "check_backend", "measure", "single_threaded_blas"]
 
 #: How a layer computes: the CSR kernels, BLAS on a dense weight, or measured.
 BACKENDS = ("auto", "sparse", "dense")
@@ -198,9 +198,65 @@ def _threadpools():
     return _controller
 
 
-@contextlib.contextmanager
+def _release_blas_control(force=False):
+    # threadpoolctl 3.8 lets one Python thread at a time set a process-wide OpenBLAS's
+    # thread count (the first to set it, until it lets go; the others' limits are
+    # silently ignored). Older versions have no such owner, and nothing to release.
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=force)
+
+
+class _BlasHold:
+    """BLAS held to a thread count while any caller is inside.
+
+    BLAS's thread count is per process. Callers on several Python threads enter and
+    leave in any order, and nested limits restored in that order leave the wrong count
+    behind: a limit taken while another is held saves the held count as the one to
+    restore, so eight threads predicting at once left OpenBLAS on one thread for the
+    rest of the process. So the first caller in sets the count and the last one out
+    restores it; the callers in between share the count already held. Each of the two
+    takes threadpoolctl's control of OpenBLAS for the moment it sets the count (under
+    this hold's lock) and lets go after, whichever thread it runs on."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter = None
+
+    @contextlib.contextmanager
+    def __call__(self, threads):
+        with self._lock:
+            if self._users == 0:
+                _release_blas_control(force=True)
+                self._limiter = _threadpools().limit(limits=threads, user_api="blas")
+                _release_blas_control()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    _release_blas_control(force=True)
+                    self._limiter.restore_original_limits()
+                    _release_blas_control()
+                    self._limiter = None
+
+
+_blas_hold = _BlasHold()
+
+
+def blas_threads_held(threads):
+    """A context that holds every loaded BLAS to ``threads`` threads while any thread of
+    the process is inside one (the first in sets the count, the last out restores the
+    count from before; one entered while another is held runs at the held count)."""
+    return _blas_hold(threads)
+
+
 def single_threaded_blas():
-    """Hold every loaded BLAS to one thread inside the block.
+    """Hold every loaded BLAS to one thread inside the block (for the whole process: the
+    count is per process; see :func:`blas_threads_held`).
 
     Worth it around a loop whose parallel CSR layers take most of the time and whose
     dense products are small; see the module's notes and the ``threads`` benchmarks::
@@ -208,5 +264,4 @@ def single_threaded_blas():
         with sparseprune.single_threaded_blas():
             smodel.predict(X)
     """
-    with _threadpools().limit(limits=1, user_api="blas"):
-        yield
+    return blas_threads_held(1)

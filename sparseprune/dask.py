@@ -51,12 +51,11 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from ._tuning import blas_threads_held
 from ._validation import check_feature_layout, check_finite_rows, check_int
 from .model import SparseMLP, load
 
@@ -114,51 +113,6 @@ def _unpack_sparse(data, backends, token):
 # -- threads ----------------------------------------------------------------------------
 
 
-class _BlasHold:
-    """BLAS held to a thread count while any task of this process runs.
-
-    BLAS's thread count is per process, and threadpoolctl lets one Python thread at a
-    time control OpenBLAS's (another thread's limits are ignored while it does). Tasks
-    run on many pool threads, starting and ending in any order; so the first task in
-    and the last one out ask one long-lived thread of this module to set the limit and
-    to restore it, and that thread releases its control when no task runs."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._users = 0
-        self._limiter = None
-        self._controller = None
-        self._thread = None
-
-    def _set(self, threads):
-        if self._controller is None:
-            self._controller = ThreadpoolController()
-        self._limiter = self._controller.limit(limits=threads, user_api="blas").__enter__()
-
-    def _restore(self):
-        self._limiter.__exit__(None, None, None)
-        self._limiter = None
-
-    @contextlib.contextmanager
-    def __call__(self, threads):
-        with self._lock:
-            if self._users == 0:
-                if self._thread is None:
-                    self._thread = ThreadPoolExecutor(1, thread_name_prefix="sparseprune-blas")
-                self._thread.submit(self._set, threads).result()
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    self._thread.submit(self._restore).result()
-
-
-_blas_held = _BlasHold()
-
-
 def _resolve_threads(threads):
     """Threads for the running task: ``threads`` if given, else the Dask config value
     ``sparseprune.threads``, else 1 on a pool thread and None (the process's own
@@ -188,7 +142,7 @@ def task_threads(threads=None):
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _blas_held(threads):
+        with blas_threads_held(threads):
             yield
     finally:
         numba.set_num_threads(previous)
