@@ -16,6 +16,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from helpers import in_threads, kernel_path, sm_reference, sm_scale, tol
 from sparseprune import QuantizedLinear, SparseLinear, ops
+from sparseprune.kernels.csr import csr_tile_bytes
 from strategies import batches, csr_arrays, csr_cases, seeds
 
 INDEX_DTYPES = (np.int32, np.uint16)
@@ -191,7 +192,12 @@ def test_feature_major_panels_non_contiguous_and_partial_tiles(dtype):
             assert_allclose(out, sm_reference(A, X, bias, False), **tol(dtype, scale=60.0))
 
 
-def wide_layer(dtype=np.float32, n_in=2100, n_out=300, density=0.05, seed=3):
+# Inputs enough for panels at the package's own settings, by the tile width the kernels
+# were compiled for: 2,100 with 256-byte tiles (AVX-512), 4,148 with 128-byte ones (AVX2).
+WIDE = ops.PANELS_FROM_BYTES // csr_tile_bytes() + 52
+
+
+def wide_layer(dtype=np.float32, n_in=WIDE, n_out=300, density=0.05, seed=3):
     """A layer wide enough for panels at the package's own settings."""
     W = sp.random(n_in, n_out, density=density, format="csc", random_state=seed,
                   dtype=np.float64).astype(dtype)
@@ -200,13 +206,13 @@ def wide_layer(dtype=np.float32, n_in=2100, n_out=300, density=0.05, seed=3):
 
 
 def test_wide_layers_take_panels_and_see_new_values():
-    """A layer of 2,100 inputs runs the panel kernel at a tile of samples and more; the
+    """A layer of WIDE inputs runs the panel kernel at a tile of samples and more; the
     values are read in place, so writing them (as an optimizer does) is seen at once."""
     W, layer = wide_layer()
     layout = layer._panels()
     assert layout is not None and layout.n_panels >= 2
     rng = np.random.default_rng(4)
-    X = rng.uniform(-1, 1, (200, 2100)).astype(np.float32)
+    X = rng.uniform(-1, 1, (200, WIDE)).astype(np.float32)
     W64 = W.toarray().astype(np.float64)
     assert_allclose(layer.forward(X), X @ W64 + layer.bias, rtol=1e-5, atol=1e-4)
     layer.data[:] = rng.uniform(-1, 1, layer.nnz).astype(np.float32)
@@ -220,7 +226,7 @@ def test_wide_layers_take_panels_and_see_new_values():
 def test_quantized_wide_layer_takes_panels():
     W, layer = wide_layer(seed=5)
     q = QuantizedLinear.from_layer(layer, bits=8)
-    X = np.random.default_rng(6).uniform(-1, 1, (130, 2100)).astype(np.float32)
+    X = np.random.default_rng(6).uniform(-1, 1, (130, WIDE)).astype(np.float32)
     expected = X.astype(np.float64) @ q.weight.toarray() + q.bias
     assert q._panels() is not None
     assert_allclose(q.forward(X), expected, rtol=1e-5, atol=1e-4)
@@ -232,7 +238,7 @@ def test_panels_from_several_python_threads():
     W, layer = wide_layer(seed=7)
     _, fresh = wide_layer(seed=7)
     rng = np.random.default_rng(8)
-    inputs = [rng.uniform(-1, 1, (batch, 2100)).astype(np.float32)
+    inputs = [rng.uniform(-1, 1, (batch, WIDE)).astype(np.float32)
               for batch in (64, 100, 257, 64, 130, 65, 200, 128)]
     expected = [fresh.forward(X) for X in inputs]
 
@@ -246,16 +252,16 @@ def test_panels_from_several_python_threads():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_input_gradient_of_a_layer_with_many_outputs_takes_panels(dtype):
     """backward_fm's dx = W @ dz runs on the transposed pattern, whose columns are the
-    layer's 2,100 outputs: through panels from a tile of samples on, against NumPy, and
+    layer's WIDE outputs: through panels from a tile of samples on, against NumPy, and
     after the values change in place."""
-    W = sp.random(300, 2100, density=0.05, format="csc", random_state=9,
+    W = sp.random(300, WIDE, density=0.05, format="csc", random_state=9,
                   dtype=np.float64).astype(dtype)
     layer = SparseLinear(W, backend="sparse")
     rng = np.random.default_rng(10)
     for step in range(2):
         for batch in (64, 100):
             x = rng.uniform(-1, 1, (300, batch)).astype(dtype)
-            dz = rng.uniform(-1, 1, (2100, batch)).astype(dtype)
+            dz = rng.uniform(-1, 1, (WIDE, batch)).astype(dtype)
             grad = np.empty(layer.nnz, dtype)
             dx = np.full((300, batch), np.nan, dtype)
             layer.backward_fm(x, dz, grad, dx)
