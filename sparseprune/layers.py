@@ -284,7 +284,8 @@ class MaskedLinear(_Linear):
         inputs, outputs = positions
         # One flat index rather than the (inputs, outputs) pair: 12.5-13.0 against
         # 19.3-19.7 ms at 2048^2, 90%, the index's own arithmetic included
-        # (/work/scratch/s8/scat.py). The weight is C-contiguous: ravel is a view.
+        # (at 6afd9d5; `benchmarks/tune.py layout` times both forms). The weight is
+        # C-contiguous: ravel is a view.
         self._weight.ravel()[inputs * self.out_features + outputs] = values
 
     def with_values(self, kept, bias):

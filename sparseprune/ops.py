@@ -123,14 +123,17 @@ SCRATCH_BYTES = 1 << 26
 # Views of the scratch buffers kept for reuse, per thread (see _scratch).
 SCRATCH_VIEWS = 64
 # Packing is a copy: on one thread below 256 KiB of x, where waking the pool costs more
-# than it saves. Packing alone, caches warm (AMD EPYC): 256 KiB, 33 us serial against 64
-# parallel; 4 MiB, 511 against 305. But in SparseLinear.forward(X) the parallel kernel
-# wakes the pool anyway, right after, and after a dense product has evicted X and the
-# scratch buffer the copy waits on L3 (Intel Xeon, forward(X) with the packing parallel
-# against serial, medians of 600 alternated calls, /work/scratch/s7/packpar2.py): 64 x
-# 1024 (256 KiB) 0.95 after a dense product, 0.97 without; 128 x 1024, 0.91 and 0.94;
-# 64 x 512 (128 KiB), 1.04 and 0.96. Paired dense / forward(X) at 1024^2, 90%, batch
-# 64: 3.37x and 3.31x against 3.16x and 3.12x (two runs of 1,000 pairs, packpar.py).
+# than it saves. It applies where x is packed before the kernel (layers with panels,
+# serial products, the model's feature-major copies); the parallel tiled kernel packs
+# inside its own region (csr.csr_matmul_tiles_parallel). Packing alone, caches warm (AMD
+# EPYC): 256 KiB, 33 us serial against 64 parallel; 4 MiB, 511 against 305. But in
+# SparseLinear.forward(X) the parallel kernel wakes the pool anyway, right after, and
+# after a dense product has evicted X and the scratch buffer the copy waits on L3 (Intel
+# Xeon, at 25b92fe, when every forward packed first: forward(X) with the packing parallel
+# against serial, medians of 600 alternated calls): 64 x 1024 (256 KiB) 0.95 after a
+# dense product, 0.97 without; 128 x 1024, 0.91 and 0.94; 64 x 512 (128 KiB), 1.04 and
+# 0.96. Paired dense / forward(X) at 1024^2, 90%, batch 64: 3.37x and 3.31x against
+# 3.16x and 3.12x (two runs of 1,000 pairs). `benchmarks/tune.py pack` re-measures it.
 PACK_PARALLEL_BYTES = 1 << 18
 # The parallel tiled kernel runs every tile of a row chunk before the next chunk while the
 # packed x is at most TILE_GROUPS_FROM_BYTES (4096 inputs at batch 256: 4 MiB), and
@@ -200,7 +203,7 @@ def _scratch(shape, dtype, slot="x"):
     The views handed out are kept per (slot, shape, dtype) while the buffer lasts: a
     forward right after a dense product finds them with one lookup, where slicing,
     viewing and reshaping the buffer again took some 13 us with the interpreter's
-    caches evicted (/work/scratch/s8/allocs.py)."""
+    caches evicted (one-off timings at 4090a9b)."""
     views = getattr(_SCRATCH, "views", None)
     if views is None:
         views = _SCRATCH.views = {}
@@ -464,7 +467,7 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, x, x_sm, out_sm, out
             relu, out_sm, indptr, indices, *values, xp, bias, out)
         return bad
     # NUMBA_NUM_THREADS, not numba.get_num_threads(): 13 us a call right after a dense
-    # product (/work/scratch/s8/allocs.py), and any count of shares is correct.
+    # product (one-off timing at 4090a9b), and any count of shares is correct.
     return (csr.qcsr_matmul_tiles_parallel if quantized else csr.csr_matmul_tiles_parallel)(
         relu, out_sm, indptr, indices, *values, row_bounds, group,
         numba.config.NUMBA_NUM_THREADS, x_layout, x, xp, bias, out)
@@ -483,7 +486,8 @@ PANELS_FROM_BYTES = 1 << 19
 # and the per-segment work (its bounds, the accumulator tile's load and store)
 # outweighs the reuse: fewer, wider panels. Half that (128 inputs) where rows are long
 # enough for twice PANEL_MIN_NNZ there. 4096^2, batch 256, model layout, medians
-# (/work/scratch/s5/tune.py): at 90% (26 nonzeros per 256 inputs) 8.4-8.7 ms at 256
+# (`benchmarks/tune.py panels --layout fm --quiet`): at 90% (26 nonzeros per 256 inputs)
+# 8.4-8.7 ms at 256
 # inputs, 9.6-9.8 at 128, 9.1-9.4 at 512; at 70%, 19.2-19.4 at 128 against 20.8-20.9.
 PANEL_BYTES = 1 << 16
 PANEL_MIN_NNZ = 16
@@ -526,7 +530,8 @@ def l2_cache_bytes(base="/sys/devices/system/cpu/cpu0/cache", default=1 << 19):
 # one thread idle for a seventh of the time. On an Intel Xeon with 2 MiB of L2, batch
 # 256, SparseLinear.forward(X) right after X @ W + b, time against the 2^16-nonzero
 # blocks cut in order, paired calls (median and quartiles of 40-100 pairs,
-# /work/scratch/s7/pubab2.py): 4096^2 at 90%, 8 blocks against 26, 0.94 (0.92-0.95); at
+# `benchmarks/tune.py panels --widths auto --block-nnz auto 65536`): 4096^2 at 90%, 8
+# blocks against 26, 0.94 (0.92-0.95); at
 # 70%, 20 against 78, 0.83 (0.81-0.84); at 60%, 26 against 104, 0.82 (0.80-0.84); 2048^2
 # at 90%, 4 against 7, 0.89 (0.84-1.07).
 PANEL_BLOCK_NNZ = max(1 << 14, l2_cache_bytes() // 8)

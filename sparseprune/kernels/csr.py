@@ -14,7 +14,7 @@ Conventions
   kernel allocates only its own few KiB of per-call scratch (the tiled kernels' output
   blocks and work counters), where each allocation in Python costs more than the work
   it serves right after a dense product has evicted the interpreter's caches (5-13 us
-  against 0.4-2.5 back to back, /work/scratch/s8/allocs.py). An "optional" array
+  against 0.4-2.5 back to back; one-off timings at 4090a9b). An "optional" array
   (bias, grad_bias) is switched off by passing a length-0 array, so one signature
   serves both cases.
 * int32 indptr/indices (the kernels of the last sections also take uint16 indices),
@@ -306,7 +306,8 @@ def csr_pack_tiles_parallel(x, xp):
 # right after a dense product, four alternated processes: 478-659 against 582-827 us
 # (3.58-4.23x dense against 3.27-3.50x; 512 ahead, 3.48-3.82x), and 3.36-4.10x against
 # 3.11-3.32x in three more; with the weights in cache, minima 368-373 against 345-370 us
-# (/work/scratch/s6/b1pf.py). The AMD EPYC of earlier sessions showed no gain from a
+# (38af28a against its parent, processes alternated as `benchmarks/paired.py --trees`
+# runs them). The AMD EPYC of earlier sessions showed no gain from a
 # shorter distance.
 MATVEC_AHEAD = 2048
 
@@ -427,7 +428,8 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 # are read in place when the batch is whole tiles, else packed. 2048^2, 90%, batch 256,
 # float32, 2 cores, Intel Xeon, one-epoch fits of the benchmark's network alternating
 # with csr_sddmm_parallel: 4.1 against 7.8 ms a call (median of 10 fits each;
-# /work/scratch/s9/sddmm_ab.py). On an AMD EPYC an earlier blocking by lanes alone (one
+# at e3d6467; `benchmarks/tune.py sddmm` times the kernels alone). On an AMD EPYC an
+# earlier blocking by lanes alone (one
 # tile at a time, a pass over the gradient per tile) lost; see the README.
 @jit("void(int32[::1], int32[::1], int32[::1], int64, int64, {T}[::1], int64, int64, "
      "{T}[::1], int64, int64, {T}[::1])", fastmath=CONTRACT, parallel=True)
@@ -491,7 +493,8 @@ def _tile_rows(t, r0, r1, relu, out_sm, indptr, indices, data, table, xp, bias, 
     strides. A row is one ``tile_row_fma`` loop: against the Numba loop it replaces
     (which also prefetched the xp rows of the nonzeros 8 ahead), SparseLinear.forward
     at 1024^2, 90%, took 0.237-0.238 against 0.256-0.261 ms at batch 64 and 0.77
-    against 0.83-0.87 at batch 256 (/work/scratch/s5/pub1k.py, alternated processes)."""
+    against 0.83-0.87 at batch 256 (3516afe against its parent, alternated processes as
+    ``benchmarks/paired.py --trees`` runs them)."""
     n_in = xp.shape[1]
     lanes = xp.shape[2]
     batch = out.shape[0] if out_sm else out.shape[1]
@@ -643,14 +646,13 @@ def csr_pack_tiles_sm_parallel(x, xp):
 # Waiting only for claimed items cannot deadlock: a claimed item belongs to a thread
 # that is running, even when the team is one thread running every share in turn.
 # SparseLinear.forward(X) right after X @ W + b, packing inside against packing as a
-# region of its own, alternated in one process (/work/scratch/s8/fuseab.py): 0.93-0.94
+# region of its own, alternated in one process (at 4090a9b): 0.93-0.94
 # of the time per pair at 1024^2, 90%, batch 64 (two runs of 1,500 pairs); 0.96-0.99 at
 # batch 32 and 256 and at 512^2. (Both sides then still paid one more region, see
 # _region_state: without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the
-# time per pair, /work/scratch/s8/zerosab.py.) Keeping the workers spinning between
+# time per pair, at de37231.) Keeping the workers spinning between
 # regions instead (GOMP_SPINCOUNT) was measured too: a forward 10% faster, but a dense
-# product run right after it 10-40% slower, the pair no faster (/work/scratch/s7/
-# pubpair.py).
+# product run right after it 10-40% slower, the pair no faster (at 4090a9b).
 #
 # The product's items are split statically, as prange would: a thread runs one run of
 # consecutive items, and so reads its groups' packed x once for all the rows. Each work
@@ -700,7 +702,8 @@ def _region_state(xp, row_bounds, group, n_workers):
     """What one call of a parallel tiled kernel holds: how many product items it has,
     its two work counters zeroed, and an output block (SM_BLOCK_ROWS, lanes) per share.
     The counters are not np.zeros: in a parallel kernel Numba makes that a parallel loop
-    of its own, one more wake-up of the pool (20 us a call, /work/scratch/s8/trace.py)."""
+    of its own, one more wake-up of the pool (20 us a call: TSC stamps in the kernel, at
+    de37231)."""
     n_items = _tile_items(xp, row_bounds, group)
     counters = np.empty(2, np.int64)
     counters[0] = 0
@@ -836,7 +839,7 @@ def qcsr_matmul_parallel(relu, indptr, indices, codes, table, row_bounds, x, bia
 # still fill the vectors). Only a block that changed is walked value by value, and only
 # changed values touch the dense matrix. Unchanged, 0.17-0.29 ns a value: 0.28 ms at
 # 4096^2, 90%, 3 ms at 60% (10 million values), against 0.6-0.75 ns for NumPy's
-# array_equal on the same arrays (/work/scratch/s6/sync_cost.py).
+# array_equal on the same arrays (at 18ec17c).
 SYNC_BLOCK = 1024
 
 

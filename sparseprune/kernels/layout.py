@@ -89,7 +89,7 @@ def transpose_fm_parallel(x, out):
 # permutation puts each value at its place in the CSR-of-W.T array (1.6 MB at 2048^2,
 # 90%: in L2 and L3). 2048^2, 90%, float32, 2 cores: 0.9-1.1 ms each way, against 2.5-3.1
 # (read) and 4.7-5.1 (write) output by output, and 6.4-7.2 and 10.1-10.7 for NumPy's
-# flat fancy index (/work/scratch/s9/gs.py).
+# flat fancy index (`benchmarks/tune.py layout`; output by output at bfc68a6).
 @jit("void(int32[::1], {I}[::1], int32[::1], int32[::1], {T}[:, ::1], {T}[::1])",
      fastmath=CONTRACT, parallel=True, I=("int32", "uint16"))
 def dense_to_csr_values(indptr_t, indices_t, perm, row_bounds_t, weight, data):
