@@ -427,10 +427,12 @@ def csr_sddmm_parallel(indptr, indices, row_bounds, dy, x, grad_data, grad_bias)
 # (``_vec.tile_row_dots*``): a third of the shuffles of four separate sums. X^T and dY^T
 # are read in place when the batch is whole tiles, else packed. 2048^2, 90%, batch 256,
 # float32, 2 cores, Intel Xeon, one-epoch fits of the benchmark's network alternating
-# with csr_sddmm_parallel: 4.1 against 7.8 ms a call (median of 10 fits each;
-# at e3d6467; `benchmarks/tune.py sddmm` times the kernels alone). On an AMD EPYC an
-# earlier blocking by lanes alone (one
-# tile at a time, a pass over the gradient per tile) lost; see the README.
+# with csr_sddmm_parallel: 4.1 against 7.8 ms a call (median of 10 fits each; at
+# e3d6467). The kernels alone (`benchmarks/tune.py sddmm`) on an AMD EPYC with AVX2
+# (128-byte tiles), batch 256: 4096^2 over panels 14.4 ms, by rows of tiles 18.6,
+# csr_sddmm_parallel 20.4; 2048^2 (no panels at 128-byte tiles) 5.8 against 5.9. On an
+# AMD EPYC with AVX-512 an earlier blocking by lanes alone (one tile at a time, a pass
+# over the gradient per tile) lost (docs/performance.md).
 @jit("void(int32[::1], int32[::1], int32[::1], int64, int64, {T}[::1], int64, int64, "
      "{T}[::1], int64, int64, {T}[::1])", fastmath=CONTRACT, parallel=True)
 def csr_sddmm_tiles(indptr, indices, row_bounds, n_tiles, group, dy, dy_row, dy_tile, x,
