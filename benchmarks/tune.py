@@ -14,8 +14,10 @@ one's median and quartiles and its time over the first setting's, taken per roun
 - ``panels``: ``SparseLinear.forward(X)``'s path (``ops.csr_forward_sm``; ``--layout
   fm``: ``ops.csr_forward`` on feature-major x) over column panels of each width (0: no
   panels, the tiled kernel; ``auto``: ``ops.panel_layout``'s choice, from
-  ``PANEL_BYTES``, ``PANEL_MIN_NNZ`` and ``PANELS_FROM_BYTES``) and row blocks of each
-  size (``auto``: ``PANEL_BLOCK_NNZ``, balanced; a number: blocks cut in order).
+  ``PANEL_BYTES``, ``PANEL_MIN_NNZ``, ``PANELS_FROM_BYTES`` and ``PANELS_FROM_INPUTS``)
+  and row blocks of each size (``auto``: ``PANEL_BLOCK_NNZ``, balanced; a number:
+  blocks cut in order). Each width runs its layout whatever the batch: the forward's
+  own rule (``PANELS_FROM_BATCH_BYTES``) is what this measures.
 - ``pack``: the same path with X packed on one thread or on all
   (``PACK_PARALLEL_BYTES``; it applies where X is packed before the kernel: layers with
   panels and serial products).

@@ -366,9 +366,10 @@ class SparseLinear(_Linear):
     it back as a ``scipy.sparse.csc_array`` (in, out) that shares the layer's values.
 
     A layer of 2,048 inputs or more, once it has run a forward on register tiles of
-    samples (from 32 samples at float32 with AVX-512), also keeps its pattern cut into
-    column panels (``ops.panel_layout``: a byte per nonzero, its column's offset within
-    its panel, and 8 bytes per output and panel), which that forward then runs on. The
+    samples (from 32 samples at float32 with AVX-512; with AVX2's narrower tiles, from 2
+    MiB of packed samples below 4,096 inputs) or a backward, also keeps its pattern cut
+    into column panels (``ops.panel_layout``: a byte per nonzero, its column's offset
+    within its panel, and 8 bytes per output and panel), which those then run on. The
     values stay where they are.
     """
 

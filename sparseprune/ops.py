@@ -443,7 +443,11 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, x, x_sm, out_sm, out
     lanes = TILE_LANES[x.dtype]
     n_in, batch = (x.shape[1], x.shape[0]) if x_sm else x.shape
     serial = _serial(indices.size, batch)
-    layout = None if serial or panels is None else panels()
+    # Panels pay from PANELS_FROM_BYTES of packed x per tile, else (narrow tiles) from
+    # PANELS_FROM_BATCH_BYTES of the whole batch's.
+    wide = (n_in * lanes * x.itemsize >= PANELS_FROM_BYTES
+            or n_in * batch * x.itemsize >= PANELS_FROM_BATCH_BYTES)
+    layout = None if serial or panels is None or not wide else panels()
     if serial or layout is not None:
         if x_sm:
             xp, finite = pack_tiles_sm(x, lanes)
@@ -476,11 +480,21 @@ def _tiled(indptr, indices, values, row_bounds, bias, relu, x, x_sm, out_sm, out
 # --------------------------------------------------------------------------- #
 # Column panels (kernels/panels.py): the tiled forward of layers with many inputs.
 # --------------------------------------------------------------------------- #
-# From 512 KiB of packed X per tile (2,048 inputs) the panels pay: 4096^2 at 90%,
-# float32, batch 256, in the model's layout 8.4-8.7 against 12.1-13.4 ms; 2048^2,
-# 2.3 against 3.7; at 1,024 inputs (256 KiB a tile, in L2 anyway) they lose, 0.24-0.31
-# against 0.19-0.30 ms at batch 64.
+# From 512 KiB of packed X per tile (2,048 inputs with 256-byte tiles) the panels pay
+# at every batch: 4096^2 at 90%, float32, batch 256, in the model's layout 8.4-8.7
+# against 12.1-13.4 ms; 2048^2, 2.3 against 3.7; at 1,024 inputs (256 KiB a tile, in L2
+# anyway) they lose, 0.24-0.31 against 0.19-0.30 ms at batch 64 (AMD EPYC, AVX-512).
 PANELS_FROM_BYTES = 1 << 19
+# With 128-byte tiles (AVX2) a tile of 2,048 inputs is 256 KiB, and there the panels
+# pay once the whole batch's packed X reaches 2 MiB (`benchmarks/tune.py panels`; AMD
+# EPYC with AVX2, 512 KiB of L2, 2048^2 at 90%, float32, time with panels over without,
+# median of paired calls): forward(X) right after a dense product 0.89 at batch 256,
+# 0.99 at 128, 1.09-1.19 at 64; model layout, quiet, 0.93 at 256. The weight gradient
+# over the panels: 0.85 at 256, 0.96 at 64, so a layout, once made, serves it at every
+# batch. Below 2,048 inputs they lose (1024^2: 1.07 at 256, 1.4 at 64), and 4096^2 at
+# batch 64 (1 MiB) is even with or without (1.01).
+PANELS_FROM_INPUTS = 2048
+PANELS_FROM_BATCH_BYTES = 1 << 21
 # Packed X per panel: 64 KiB (256 inputs), in L2 with the block's weights and
 # accumulators, as long as a row has PANEL_MIN_NNZ nonzeros a panel on average; fewer,
 # and the per-segment work (its bounds, the accumulator tile's load and store)
@@ -586,15 +600,17 @@ def panel_layout(indptr, indices, n_cols, width=None, block_nnz=None,
     """The panel layout of the CSR (indptr, indices) with ``n_cols`` columns, in panels of
     ``width`` columns and row blocks of at most ``block_nnz`` nonzeros (unless a row
     has more) and ``block_rows`` rows. Without ``width``, chosen here, or None where
-    panels would not pay: fewer than PANELS_FROM_BYTES of packed X per tile, or too few
-    nonzeros per row for two panels of PANEL_MIN_NNZ. Without ``block_nnz``, blocks of
+    panels would not pay: fewer than PANELS_FROM_BYTES of packed X per tile and fewer
+    than PANELS_FROM_INPUTS columns, or too few nonzeros per row for two panels of
+    PANEL_MIN_NNZ. A forward takes the layout at the batches where it pays (``_tiled``). Without ``block_nnz``, blocks of
     about PANEL_BLOCK_NNZ nonzeros in a multiple of Numba's thread count, nnz-balanced
     (``panel_block_bounds``). Built in one pass; a column offset per nonzero (a byte for
     panels of up to 256 columns, as the chosen ones are) and 8 bytes per row and panel."""
     n_rows = indptr.size - 1
     if width is None:
         tile_bytes = csr.csr_tile_bytes()
-        if n_rows == 0 or n_cols * tile_bytes < PANELS_FROM_BYTES:
+        if n_rows == 0 or (n_cols * tile_bytes < PANELS_FROM_BYTES
+                           and n_cols < PANELS_FROM_INPUTS):
             return None
         per_row = int(indptr[-1]) // n_rows
         n_panels = min(-(-n_cols * tile_bytes // PANEL_BYTES), per_row // PANEL_MIN_NNZ)

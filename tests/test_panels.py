@@ -250,6 +250,47 @@ def test_panels_from_several_python_threads():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_narrow_tiles_take_panels_from_two_mib_of_batch(monkeypatch, dtype):
+    """Where a tile of packed x is under PANELS_FROM_BYTES (2,048 inputs with 128-byte
+    tiles; here forced on every host), a layer of PANELS_FROM_INPUTS inputs still has a
+    layout: the forward takes it once the whole batch's packed x reaches
+    PANELS_FROM_BATCH_BYTES and the tiled kernel below that, the weight gradient at any
+    batch; each against NumPy."""
+    from sparseprune.kernels import panels as panel_kernels
+
+    monkeypatch.setattr(ops, "PANELS_FROM_BYTES", 1 << 62)
+    ran = []
+    for name in ("csr_matmul_panels", "csr_sddmm_panels"):
+        kernel = getattr(panel_kernels, name)
+        monkeypatch.setattr(panel_kernels, name,
+                            lambda *a, _k=kernel, _n=name: (ran.append(_n), _k(*a))[1])
+    n_in = ops.PANELS_FROM_INPUTS
+    W = sp.random(n_in, 40, density=0.1, format="csc", random_state=11,
+                  dtype=np.float64).astype(dtype)
+    layer = SparseLinear(W, backend="sparse")
+    rng = np.random.default_rng(12)
+    W64 = W.toarray().astype(np.float64)
+    full = ops.PANELS_FROM_BATCH_BYTES // (n_in * np.dtype(dtype).itemsize)
+    for batch, paneled in ((full, True), (full - 1, False), (70, False)):
+        ran.clear()
+        X = rng.uniform(-1, 1, (batch, n_in)).astype(dtype)
+        with kernel_path("parallel"):  # a small case, on the path of a large one
+            out = layer.forward(X)
+        assert_allclose(out, X @ W64 + layer.bias, **tol(dtype, scale=60.0))
+        assert ran == (["csr_matmul_panels"] if paneled else [])
+        ran.clear()
+        dz = rng.uniform(-1, 1, (40, batch)).astype(dtype)
+        grad = np.full(layer.nnz, np.nan, dtype)
+        with kernel_path("parallel"):
+            layer.backward_fm(np.ascontiguousarray(X.T), dz, grad)
+        indptr, indices, _ = layer.csr_arrays()
+        rows = np.repeat(np.arange(40), np.diff(indptr))
+        expected = (dz.astype(np.float64) @ X.astype(np.float64))[rows, indices]
+        assert_allclose(grad, expected, **tol(dtype, scale=60.0))
+        assert ran == ["csr_sddmm_panels"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_input_gradient_of_a_layer_with_many_outputs_takes_panels(dtype):
     """backward_fm's dx = W @ dz runs on the transposed pattern, whose columns are the
     layer's WIDE outputs: through panels from a tile of samples on, against NumPy, and
