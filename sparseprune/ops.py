@@ -500,9 +500,9 @@ PANELS_FROM_BATCH_BYTES = 1 << 21
 # and the per-segment work (its bounds, the accumulator tile's load and store)
 # outweighs the reuse: fewer, wider panels. Half that (128 inputs) where rows are long
 # enough for twice PANEL_MIN_NNZ there. 4096^2, batch 256, model layout, medians
-# (`benchmarks/tune.py panels --layout fm --quiet`): at 90% (26 nonzeros per 256 inputs)
-# 8.4-8.7 ms at 256
-# inputs, 9.6-9.8 at 128, 9.1-9.4 at 512; at 70%, 19.2-19.4 at 128 against 20.8-20.9.
+# (`benchmarks/tune.py panels --layout fm --quiet`): at 90% (26 nonzeros per 256
+# inputs) 8.4-8.7 ms at 256 inputs, 9.6-9.8 at 128, 9.1-9.4 at 512; at 70%, 19.2-19.4
+# at 128 against 20.8-20.9.
 PANEL_BYTES = 1 << 16
 PANEL_MIN_NNZ = 16
 

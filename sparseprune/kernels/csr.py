@@ -307,8 +307,7 @@ def csr_pack_tiles_parallel(x, xp):
 # (3.58-4.23x dense against 3.27-3.50x; 512 ahead, 3.48-3.82x), and 3.36-4.10x against
 # 3.11-3.32x in three more; with the weights in cache, minima 368-373 against 345-370 us
 # (38af28a against its parent, processes alternated as `benchmarks/paired.py --trees`
-# runs them). The AMD EPYC of earlier sessions showed no gain from a
-# shorter distance.
+# runs them). The AMD EPYC of earlier sessions showed no gain from a shorter distance.
 MATVEC_AHEAD = 2048
 
 
@@ -648,13 +647,13 @@ def csr_pack_tiles_sm_parallel(x, xp):
 # Waiting only for claimed items cannot deadlock: a claimed item belongs to a thread
 # that is running, even when the team is one thread running every share in turn.
 # SparseLinear.forward(X) right after X @ W + b, packing inside against packing as a
-# region of its own, alternated in one process (at 4090a9b): 0.93-0.94
-# of the time per pair at 1024^2, 90%, batch 64 (two runs of 1,500 pairs); 0.96-0.99 at
-# batch 32 and 256 and at 512^2. (Both sides then still paid one more region, see
-# _region_state: without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the
-# time per pair, at de37231.) Keeping the workers spinning between
-# regions instead (GOMP_SPINCOUNT) was measured too: a forward 10% faster, but a dense
-# product run right after it 10-40% slower, the pair no faster (at 4090a9b).
+# region of its own, alternated in one process (at 4090a9b): 0.93-0.94 of the time per
+# pair at 1024^2, 90%, batch 64 (two runs of 1,500 pairs); 0.96-0.99 at batch 32 and
+# 256 and at 512^2. (Both sides then still paid one more region, see _region_state:
+# without it, the kernel alone, 1024^2, batch 64, 0.94-0.95 of the time per pair, at
+# de37231.) Keeping the workers spinning between regions instead (GOMP_SPINCOUNT) was
+# measured too: a forward 10% faster, but a dense product run right after it 10-40%
+# slower, the pair no faster (at 4090a9b).
 #
 # The product's items are split statically, as prange would: a thread runs one run of
 # consecutive items, and so reads its groups' packed x once for all the rows. Each work
