@@ -132,18 +132,25 @@ def alternate(args, argv):
     return results
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_case_arguments(parser):
+    """The case's options, shared with tune.py: a layer's shape, sparsity, batch, dtype,
+    input layout and seed."""
     parser.add_argument("--shape", type=int, nargs=2, default=[4096, 4096],
                         metavar=("IN", "OUT"))
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--layout", choices=["sm", "fm"], default="sm",
-                        help="sm: forward(X), sample-major (default); fm: forward_fm")
-    parser.add_argument("--pairs", type=int, default=200)
+                        help="sm: sample-major X, the public path (default); fm: "
+                             "feature-major x, the layout inside a model")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_case_arguments(parser)
+    parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--trees", nargs="+", help="code trees to alternate, by process")
     parser.add_argument("--rounds", type=int, default=4, help="with --trees")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

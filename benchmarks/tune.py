@@ -38,7 +38,7 @@ import itertools
 import time
 
 import numpy as np
-from paired import feature_major, layer_case
+from paired import add_case_arguments, feature_major, layer_case
 
 from sparseprune import ops
 from sparseprune.kernels import csr
@@ -208,13 +208,7 @@ def layout(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["panels", "pack", "sddmm", "layout"])
-    parser.add_argument("--shape", type=int, nargs=2, default=[4096, 4096],
-                        metavar=("IN", "OUT"))
-    parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--layout", choices=["sm", "fm"], default="sm",
-                        help="panels: sample-major forward(X) (default) or feature-major")
+    add_case_arguments(parser)
     parser.add_argument("--widths", nargs="+", default=["0", "auto", "128", "256", "512"],
                         help="panels: column panel widths; 0 no panels, auto the default")
     parser.add_argument("--block-nnz", nargs="+", default=["auto"],
@@ -222,7 +216,6 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--quiet", action="store_true",
                         help="no dense product before each forward call")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     settings, dense = {"panels": panels, "pack": pack, "sddmm": sddmm, "layout": layout}[
         args.what](args)
