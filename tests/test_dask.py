@@ -473,9 +473,9 @@ def test_a_fresh_sparse_model_serves_eight_threads_with_the_single_threaded_answ
     Equal to rounding, not bit for bit: BLAS's thread count is per process, so a thread
     that computes while another holds BLAS to one thread (its bucket's measured choice)
     runs the dense layer's product on one thread, and OpenBLAS's Haswell kernels round a
-    256 x 256 x 17 float32 product differently on one thread and on two (an AMD EPYC
-    with AVX2; its SkylakeX kernels on an Intel Xeon did not). A race on a shared buffer
-    would be far off."""
+    256 x 256 x 17 float32 product differently on one thread and on two (on an AMD EPYC
+    with AVX2; on an Intel Xeon the exact comparison held in every run). A race on a
+    shared buffer would be far off."""
     blas_threads = blas_thread_counts()
     model = random_model([64, 256, 256, 10], "float32", seed=5)
     spp.prune.magnitude(model, 0.9, scope="layer")

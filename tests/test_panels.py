@@ -16,6 +16,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from helpers import in_threads, kernel_path, sm_reference, sm_scale, tol
 from sparseprune import QuantizedLinear, SparseLinear, ops
+from sparseprune.kernels import panels as panel_kernels
 from sparseprune.kernels.csr import csr_tile_bytes
 from strategies import batches, csr_arrays, csr_cases, seeds
 
@@ -256,14 +257,17 @@ def test_narrow_tiles_take_panels_from_two_mib_of_batch(monkeypatch, dtype):
     layout: the forward takes it once the whole batch's packed x reaches
     PANELS_FROM_BATCH_BYTES and the tiled kernel below that, the weight gradient at any
     batch; each against NumPy."""
-    from sparseprune.kernels import panels as panel_kernels
-
     monkeypatch.setattr(ops, "PANELS_FROM_BYTES", 1 << 62)
     ran = []
+
+    def recording(name, kernel):
+        def run(*args):
+            ran.append(name)
+            return kernel(*args)
+        return run
+
     for name in ("csr_matmul_panels", "csr_sddmm_panels"):
-        kernel = getattr(panel_kernels, name)
-        monkeypatch.setattr(panel_kernels, name,
-                            lambda *a, _k=kernel, _n=name: (ran.append(_n), _k(*a))[1])
+        monkeypatch.setattr(panel_kernels, name, recording(name, getattr(panel_kernels, name)))
     n_in = ops.PANELS_FROM_INPUTS
     W = sp.random(n_in, 40, density=0.1, format="csc", random_state=11,
                   dtype=np.float64).astype(dtype)
